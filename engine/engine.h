@@ -1,0 +1,233 @@
+// tokenwheel's engine: tasks, their exactly-once transitions and their timeouts, durable
+// through a Store. This is the narrow header front ends include.
+//
+// Threads. One engine thread owns all task state. Every public method is thread-safe and
+// non-blocking: it validates what it can on the caller's thread (token MAC, sizes, JSON),
+// enqueues a command on a bounded queue and returns. Replies arrive through the callback, which
+// runs ON THE ENGINE THREAD after the batch holding the command is durable; a callback must not
+// block and must not call back into the engine synchronously expecting an answer (enqueueing is
+// fine). Callbacks of one batch run back to back, so a front end that hops threads once per
+// non-empty reply list gets one hand-off per batch.
+//
+// A full queue answers at once (on the caller's thread) with ErrorCode::kOverloaded. After a
+// storage failure, or once Stop() began, every call answers kUnavailable.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/clock.h"
+#include "engine/limits.h"
+#include "engine/store.h"
+#include "engine/types.h"
+
+namespace tw {
+
+enum class Durability { kSync, kNone };
+
+struct EngineOptions {
+  Durability durability = Durability::kSync;
+  uint32_t tick_ms = limits::kWheelTickMsDefault;
+  int64_t retention_ms = limits::kRetentionMsDefault;
+  std::string region = "us-east-1";
+  std::string account = "000000000000";
+  uint32_t pollers_per_activity_max = limits::kPollersPerActivityDefault;
+  size_t command_queue_max = limits::kCommandQueueMax;
+  size_t batch_commands_max = limits::kBatchCommandsMax;
+  std::string token_key_file;  // created at first open with mode 0600 (required)
+  uint16_t shard = 0;
+};
+
+// ---- Requests and replies ----
+
+struct CreateActivityRequest {
+  std::string name;
+};
+struct ActivityInfo {
+  std::string arn;
+  std::string name;
+  int64_t creation_ms = 0;
+};
+struct DeleteActivityRequest {
+  std::string arn;
+};
+struct DescribeActivityRequest {
+  std::string arn;
+};
+struct ListActivitiesRequest {
+  uint32_t max_results = 0;  // 0 means 100
+  std::string next_token;
+};
+struct ListActivitiesReply {
+  std::vector<ActivityInfo> activities;
+  std::string next_token;  // empty when this is the last page
+};
+
+struct IssueTaskRequest {
+  std::string activity_arn;          // empty: a callback task (born STARTED, clocks start now)
+  std::string input = "{}";          // JSON
+  uint32_t timeout_s = 0;            // 0 = none
+  uint32_t heartbeat_s = 0;          // 0 = none; must be < timeout_s when both set
+  uint32_t schedule_to_start_s = 0;  // activity tasks only; 0 = none
+  std::string correlation;           // opaque, returned in the outcome event
+  std::string idempotency_key;       // same key -> same token, no second task
+};
+struct IssueTaskReply {
+  std::string token;
+  bool existing = false;  // the idempotency key matched an earlier issue
+};
+
+struct GetActivityTaskRequest {
+  std::string activity_arn;
+  std::string worker_name;  // optional
+};
+struct GetActivityTaskReply {
+  std::string token;  // empty: no task (withdrawn or engine stopping)
+  std::string input;
+};
+
+struct SendTaskSuccessRequest {
+  std::string token;
+  std::optional<std::string> output;  // required; nullopt -> ValidationException
+};
+struct SendTaskFailureRequest {
+  std::string token;
+  std::optional<std::string> error;
+  std::optional<std::string> cause;
+};
+struct SendTaskHeartbeatRequest {
+  std::string token;
+};
+struct CancelTaskRequest {
+  std::string token;
+};
+struct CompletionReply {
+  bool duplicate = false;  // an identical retry of the completion that already won
+};
+
+struct DescribeTaskRequest {
+  std::string token;
+};
+struct TaskDescription {
+  TaskState state = TaskState::kScheduled;
+  TimeoutKind timeout_kind = TimeoutKind::kNone;
+  std::string activity_arn;  // empty for callback tasks
+  int64_t issued_ms = 0;
+  int64_t started_ms = 0;
+  int64_t ended_ms = 0;
+  int64_t heartbeat_deadline_ms = 0;
+  int64_t overall_deadline_ms = 0;
+  int64_t schedule_to_start_deadline_ms = 0;
+  uint32_t timeout_s = 0;
+  uint32_t heartbeat_s = 0;
+  uint32_t schedule_to_start_s = 0;
+  std::string worker;
+  std::string input;
+  std::string output;
+  bool has_error = false;
+  bool has_cause = false;
+  std::string error;
+  std::string cause;
+  std::string correlation;
+};
+
+struct OutcomeEvent {
+  uint64_t seq = 0;
+  std::string token;
+  std::string activity_arn;  // empty for callback tasks (or a since-deleted activity)
+  TaskState state = TaskState::kSucceeded;
+  TimeoutKind timeout_kind = TimeoutKind::kNone;
+  int64_t time_ms = 0;
+  std::string output;
+  bool has_error = false;
+  bool has_cause = false;
+  std::string error;
+  std::string cause;
+  std::string correlation;
+};
+
+struct ConsumerInfo {
+  std::string name;
+  uint64_t acked_seq = 0;  // resume from acked_seq + 1
+};
+
+struct EngineStats {
+  uint64_t live_tasks = 0;
+  uint64_t pending_timers = 0;
+  uint64_t waiting_polls = 0;
+  uint64_t last_event_seq = 0;
+  uint64_t events_not_acked = 0;  // last_event_seq - slowest consumer's ack
+  uint64_t batches = 0;
+  uint64_t commands = 0;
+  std::vector<std::pair<std::string, uint64_t>> queued_per_activity;  // arn -> SCHEDULED count
+  std::vector<ConsumerInfo> consumers;
+};
+
+template <typename T>
+using Callback = std::function<void(Result<T>)>;
+
+class Engine {
+ public:
+  // Recovers state from `store` and starts the engine thread. `clock` must outlive the engine.
+  static Result<std::unique_ptr<Engine>> Open(const EngineOptions& options,
+                                              std::unique_ptr<Store> store, Clock* clock);
+  // Stops (see Stop) and joins the engine thread.
+  virtual ~Engine() = default;
+
+  // Stop accepting, finish the queued commands, write and sync their batch, answer waiting
+  // polls empty, join. Idempotent.
+  virtual void Stop() = 0;
+
+  virtual void CreateActivity(CreateActivityRequest req, Callback<ActivityInfo> done) = 0;
+  virtual void DeleteActivity(DeleteActivityRequest req, Callback<Empty> done) = 0;
+  virtual void DescribeActivity(DescribeActivityRequest req, Callback<ActivityInfo> done) = 0;
+  virtual void ListActivities(ListActivitiesRequest req, Callback<ListActivitiesReply> done) = 0;
+
+  virtual void IssueTask(IssueTaskRequest req, Callback<IssueTaskReply> done) = 0;
+
+  // Takes the head of the activity's queue, or waits for one. `poll_id` is the caller's unique
+  // name for this wait. A waiting poll is answered only by a task or by WithdrawPoll (empty).
+  virtual void GetActivityTask(GetActivityTaskRequest req, uint64_t poll_id,
+                               Callback<GetActivityTaskReply> done) = 0;
+  // The poll's caller went away or its wait ran out. If the poll is still waiting it is
+  // answered empty. If it already got a task, the reply is in flight: a front end that can no
+  // longer deliver it calls ReturnTask.
+  virtual void WithdrawPoll(uint64_t poll_id) = 0;
+  // Puts a task handed to a poll that could not be delivered back at the head of its queue
+  // (STARTED -> SCHEDULED), if nothing happened to it since. No reply.
+  virtual void ReturnTask(std::string token) = 0;
+
+  virtual void SendTaskSuccess(SendTaskSuccessRequest req, Callback<CompletionReply> done) = 0;
+  virtual void SendTaskFailure(SendTaskFailureRequest req, Callback<CompletionReply> done) = 0;
+  virtual void SendTaskHeartbeat(SendTaskHeartbeatRequest req, Callback<Empty> done) = 0;
+  virtual void CancelTask(CancelTaskRequest req, Callback<CompletionReply> done) = 0;
+  virtual void DescribeTask(DescribeTaskRequest req, Callback<TaskDescription> done) = 0;
+
+  // ---- The outcome stream ----
+  // Registers (idempotently) a consumer; a new one starts after the last event so far.
+  virtual void RegisterConsumer(std::string name, Callback<ConsumerInfo> done) = 0;
+  virtual void DeleteConsumer(std::string name, Callback<Empty> done) = 0;
+  // Durably records that `name` processed every event <= seq. Events below the slowest
+  // consumer are trimmed.
+  virtual void AckEvents(std::string name, uint64_t seq, Callback<Empty> done) = 0;
+  // Durable events with seq >= from_seq, at most max. Any thread, synchronous.
+  virtual Result<std::vector<OutcomeEvent>> ReadEvents(uint64_t from_seq, size_t max) = 0;
+  // Highest durable event seq (0 = none). Any thread.
+  virtual uint64_t LastEventSeq() const = 0;
+  // Called on the engine thread after each batch that made new events durable, with the new
+  // last seq. Set before traffic starts; one listener.
+  virtual void SetEventListener(std::function<void(uint64_t last_seq)> fn) = 0;
+
+  virtual void GetStats(Callback<EngineStats> done) = 0;
+
+  // Recovery facts, for the start-up log line.
+  virtual uint64_t RecoveredTasks() const = 0;
+  virtual int64_t RecoveryMs() const = 0;
+};
+
+}  // namespace tw

@@ -1,0 +1,56 @@
+// Every bound in tokenwheel, named once. AWS-derived limits come from SEMANTICS.md.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace tw::limits {
+
+// ---- AWS API limits (SEMANTICS.md) ----
+inline constexpr size_t kTaskTokenCharsMax = 2048;
+inline constexpr size_t kPayloadBytesMax = 262'144;  // task input and success output, UTF-8
+inline constexpr size_t kErrorCharsMax = 256;
+inline constexpr size_t kCauseCharsMax = 32'768;
+inline constexpr size_t kActivityNameCharsMax = 80;
+inline constexpr size_t kWorkerNameCharsMax = 80;
+inline constexpr size_t kArnCharsMax = 256;
+inline constexpr uint32_t kListActivitiesMax = 1000;
+inline constexpr uint32_t kListActivitiesDefault = 100;
+inline constexpr uint32_t kPollersPerActivityDefault = 1000;
+inline constexpr size_t kRequestBytesMax = 1 << 20;  // one request, any front end
+
+// ---- tokenwheel's own bounds ----
+inline constexpr size_t kActivitiesMax = 10'000;  // ActivityLimitExceeded past this
+inline constexpr size_t kIdempotencyKeyBytesMax = 256;
+inline constexpr size_t kCorrelationBytesMax = 4096;
+inline constexpr size_t kConsumerNameBytesMax = 80;
+inline constexpr size_t kConsumersMax = 64;
+inline constexpr uint64_t kTimeoutSecondsMax = 366ull * 24 * 3600;  // one (leap) year
+inline constexpr size_t kLiveTasksMax = 20'000'000;
+
+// Engine loop.
+inline constexpr size_t kCommandQueueMax = 65'536;      // full -> OVERLOADED
+inline constexpr size_t kBatchCommandsMax = 4096;       // commands drained per engine batch
+inline constexpr size_t kExpiriesPerBatchMax = 16'384;  // wheel expiries handled per batch
+inline constexpr size_t kPollWaitersMax = 100'000;      // all activities together
+inline constexpr size_t kEventsPerReadMax = 4096;
+inline constexpr size_t kRetiredPerBatchMax = 8192;  // retention deletes per batch
+inline constexpr int64_t kRetentionMsDefault = 24ll * 3600 * 1000;
+
+// Timing wheel.
+inline constexpr uint32_t kWheelTickMsDefault = 1;
+inline constexpr uint32_t kWheelSlotsPerLevel = 64;  // one 64-bit occupancy word per level
+inline constexpr uint32_t kWheelLevels = 6;          // 64^6 ticks: > 2000 years at 1 ms
+inline constexpr uint32_t kWheelPoolChunkEntries = 65'536;
+inline constexpr size_t kWheelTimersMax = kLiveTasksMax;
+
+static_assert(kBatchCommandsMax <= kCommandQueueMax);
+static_assert(kListActivitiesDefault <= kListActivitiesMax);
+static_assert(kPayloadBytesMax < kRequestBytesMax);
+static_assert(kCauseCharsMax * 4 + kPayloadBytesMax < kRequestBytesMax);
+// The wheel must cover the longest timeout at the default tick.
+static_assert(static_cast<double>(kWheelSlotsPerLevel) * kWheelSlotsPerLevel * kWheelSlotsPerLevel *
+                  kWheelSlotsPerLevel * kWheelSlotsPerLevel * kWheelSlotsPerLevel >
+              static_cast<double>(kTimeoutSecondsMax) * 1000 * 2);
+
+}  // namespace tw::limits

@@ -1,0 +1,153 @@
+// The Store: what the engine persists through. Owned by the engine (its consumer); implemented
+// in storage/ (RocksDB for real, in-memory and fault-injecting for tests).
+//
+// Threads: every method is called from the engine thread only, except ReadEvents, which any
+// thread may call concurrently with everything else.
+//
+// Durability contract:
+//  1. Write(batch, sync=true) returns Ok only once every mutation in the batch is durable (WAL
+//     synced). A batch is atomic: after a crash either all of it is visible or none.
+//  2. After any failed Write, the store is poisoned: every later Write fails with kPoisoned and
+//     nothing more reaches disk. The engine never acknowledges what was not written.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/status.h"
+#include "engine/types.h"
+
+namespace tw {
+
+// Current on-disk format version, checked at open (docs/FORMAT.md).
+inline constexpr uint32_t kFormatVersion = 1;
+
+struct ActivityRecord {
+  uint64_t id = 0;  // internal, never reused; a re-created name gets a new id
+  std::string name;
+  int64_t creation_ms = 0;
+};
+
+// Written once when a task is issued; never changes.
+struct TaskIssueRecord {
+  uint64_t activity_id = 0;  // 0 = callback task
+  int64_t issued_ms = 0;
+  uint32_t timeout_s = 0;  // 0 = none
+  uint32_t heartbeat_s = 0;
+  uint32_t schedule_to_start_s = 0;
+  std::string input;
+  std::string correlation;      // opaque bytes of the workflow engine
+  std::string idempotency_key;  // empty = none
+};
+
+// Rewritten at every persisted transition (start, release, terminal). Small.
+struct TaskStateRecord {
+  TaskState state = TaskState::kScheduled;
+  TimeoutKind timeout_kind = TimeoutKind::kNone;
+  int64_t started_ms = 0;  // 0 = never started
+  int64_t ended_ms = 0;    // 0 = not terminal
+  std::string worker;
+  std::string output;  // SUCCEEDED
+  bool has_error = false;
+  bool has_cause = false;
+  std::string error;  // FAILED (or States.Timeout / States.Runtime, see SEMANTICS.md)
+  std::string cause;
+};
+
+// The compact entry recovery rebuilds the in-memory index from; present while the task is live.
+struct LiveRecord {
+  TaskState state = TaskState::kScheduled;    // kScheduled or kStarted
+  uint64_t activity_id = 0;                   // 0 = callback task
+  uint64_t queue_seq = 0;                     // FIFO position while kScheduled
+  uint32_t heartbeat_s = 0;                   // 0 = no heartbeat clock
+  int64_t heartbeat_deadline_ms = 0;          // 0 = none; as of the last persisted transition
+  int64_t overall_deadline_ms = 0;            // 0 = none (set when started)
+  int64_t schedule_to_start_deadline_ms = 0;  // 0 = none (while kScheduled)
+  uint32_t timeout_s = 0;                     // to compute the overall deadline when started
+};
+
+// One entry of the outcome stream: a terminal transition.
+struct EventRecord {
+  uint64_t seq = 0;  // gapless, from 1
+  TaskId task_id;
+  uint64_t activity_id = 0;
+  TaskState state = TaskState::kSucceeded;
+  TimeoutKind timeout_kind = TimeoutKind::kNone;
+  int64_t time_ms = 0;
+  std::string output;
+  bool has_error = false;
+  bool has_cause = false;
+  std::string error;
+  std::string cause;
+  std::string correlation;
+};
+
+// Counters and cursors kept in the meta column family.
+struct StoreMeta {
+  uint64_t next_event_seq = 1;   // the seq the next appended event gets
+  uint64_t first_event_seq = 1;  // events below this were trimmed
+  uint64_t next_activity_id = 1;
+  uint64_t next_queue_seq = 1;
+  std::vector<std::pair<std::string, uint64_t>> consumers;  // name -> highest acked seq
+};
+
+// Mutations collected by the engine for one group commit. Not thread-safe.
+class WriteBatch {
+ public:
+  virtual ~WriteBatch() = default;
+  virtual void PutActivity(const ActivityRecord& a) = 0;
+  virtual void DeleteActivity(uint64_t activity_id) = 0;
+  virtual void PutTaskIssue(const TaskId& id, const TaskIssueRecord& r) = 0;
+  virtual void PutTaskState(const TaskId& id, const TaskStateRecord& r) = 0;
+  virtual void PutLive(const TaskId& id, const LiveRecord& r) = 0;
+  virtual void DeleteLive(const TaskId& id) = 0;
+  virtual void PutIdempotencyKey(std::string_view key, const TaskId& id) = 0;
+  virtual void AppendEvent(const EventRecord& e) = 0;
+  // Records that `id` became terminal at ended_ms; retention removes it after the period.
+  virtual void PutRetired(int64_t ended_ms, const TaskId& id, std::string_view idempotency_key) = 0;
+  // Removes a retired task: its records, idempotency key and retention entry.
+  virtual void DeleteTask(int64_t ended_ms, const TaskId& id, std::string_view idempotency_key) = 0;
+  virtual void PutConsumer(std::string_view name, uint64_t acked_seq) = 0;
+  virtual void DeleteConsumer(std::string_view name) = 0;
+  virtual void TrimEventsBelow(uint64_t seq) = 0;  // range delete of events [first, seq)
+  virtual void PutCounters(uint64_t next_event_seq, uint64_t next_activity_id,
+                           uint64_t next_queue_seq) = 0;
+  virtual size_t Count() const = 0;  // mutations added
+  virtual size_t ByteSize() const = 0;
+  virtual void Clear() = 0;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  virtual std::unique_ptr<WriteBatch> NewBatch() = 0;
+  // See the durability contract above. REQUIRES: batch came from this store's NewBatch().
+  virtual Status Write(WriteBatch* batch, bool sync) = 0;
+
+  // Recovery reads, called once at open.
+  virtual Status LoadMeta(StoreMeta* meta) = 0;
+  virtual Status LoadActivities(std::vector<ActivityRecord>* out) = 0;
+  virtual Status ScanLive(const std::function<void(const TaskId&, const LiveRecord&)>& fn) = 0;
+
+  // Point reads; NotFound when absent.
+  virtual Status GetTaskIssue(const TaskId& id, TaskIssueRecord* out) = 0;
+  virtual Status GetTaskState(const TaskId& id, TaskStateRecord* out) = 0;
+  virtual Status FindIdempotencyKey(std::string_view key, TaskId* out) = 0;
+
+  // Retention: calls fn(ended_ms, id, idempotency_key) for retired tasks with
+  // ended_ms < before_ms, oldest first, at most max entries.
+  virtual Status ScanRetired(
+      int64_t before_ms, size_t max,
+      const std::function<void(int64_t, const TaskId&, std::string_view)>& fn) = 0;
+
+  // Events with seq in [from_seq, from_seq + max), in order, stopping at the first gap (the
+  // end). Thread-safe: any thread.
+  virtual Status ReadEvents(uint64_t from_seq, size_t max, std::vector<EventRecord>* out) = 0;
+};
+
+}  // namespace tw

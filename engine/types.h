@@ -1,0 +1,108 @@
+// Vocabulary shared by the core, the store and the front ends.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <utility>
+
+namespace tw {
+
+// A 128-bit task id from a CSPRNG. Compared and hashed as two words.
+struct TaskId {
+  uint64_t hi = 0;
+  uint64_t lo = 0;
+  friend bool operator==(const TaskId&, const TaskId&) = default;
+  friend auto operator<=>(const TaskId&, const TaskId&) = default;
+  bool IsZero() const { return hi == 0 && lo == 0; }
+};
+
+struct TaskIdHash {
+  size_t operator()(const TaskId& id) const {
+    // The id is already uniformly random; fold it.
+    return static_cast<size_t>(id.hi ^ (id.lo * 0x9E3779B97F4A7C15ull));
+  }
+};
+
+enum class TaskState : uint8_t {
+  kScheduled = 1,  // activity task waiting in its activity's queue
+  kStarted = 2,    // taken by a worker, or a callback task (born started)
+  kSucceeded = 3,
+  kFailed = 4,
+  kTimedOut = 5,
+  kCancelled = 6,
+};
+inline bool IsTerminal(TaskState s) { return s >= TaskState::kSucceeded; }
+const char* TaskStateName(TaskState s);  // "SCHEDULED", "STARTED", ...
+
+// Which clock ended a task (Better than AWS: the outcome says which one fired).
+enum class TimeoutKind : uint8_t { kNone = 0, kHeartbeat = 1, kOverall = 2, kScheduleToStart = 3 };
+const char* TimeoutKindName(TimeoutKind k);  // "", "heartbeat", "overall", "scheduleToStart"
+
+enum class ErrorCode : uint8_t {
+  kOk = 0,
+  kValidation,                   // ValidationException
+  kInvalidToken,                 // InvalidToken
+  kTaskDoesNotExist,             // TaskDoesNotExist
+  kTaskTimedOut,                 // TaskTimedOut (also: completed / cancelled, see Refusal)
+  kInvalidOutput,                // InvalidOutput
+  kInvalidName,                  // InvalidName
+  kInvalidArn,                   // InvalidArn
+  kActivityDoesNotExist,         // ActivityDoesNotExist
+  kActivityLimitExceeded,        // ActivityLimitExceeded
+  kActivityWorkerLimitExceeded,  // ActivityWorkerLimitExceeded
+  kOverloaded,                   // command queue full (AWS: ThrottlingException)
+  kUnavailable,                  // engine stopping, or poisoned by a storage failure
+  kInternal,
+};
+// The AWS error code string ("ValidationException", "InvalidToken", ..., "ThrottlingException").
+const char* ErrorCodeName(ErrorCode c);
+
+// Why a call on a finished task was refused. AWS reports all of these as TaskTimedOut; the
+// native API says which.
+enum class Refusal : uint8_t { kNone = 0, kAlreadyCompleted, kTimedOut, kCancelled };
+const char* RefusalName(Refusal r);  // "", "alreadyCompleted", "timedOut", "cancelled"
+
+// An expected, typed failure of an operation. Business outcomes are values, not exceptions.
+struct Error {
+  ErrorCode code = ErrorCode::kOk;
+  std::string message;  // the exact AWS text where SEMANTICS.md records one
+  // Set when code == kTaskTimedOut because the task is already terminal:
+  Refusal refusal = Refusal::kNone;
+  TaskState recorded_state = TaskState::kScheduled;  // the terminal state it ended in
+  TimeoutKind timeout_kind = TimeoutKind::kNone;     // with Refusal::kTimedOut
+  std::string recorded_output;                       // with kAlreadyCompleted, SUCCEEDED
+  std::string recorded_error;                        // with kAlreadyCompleted, FAILED
+  std::string recorded_cause;
+
+  bool ok() const { return code == ErrorCode::kOk; }
+  static Error Make(ErrorCode c, std::string msg) {
+    Error e;
+    e.code = c;
+    e.message = std::move(msg);
+    return e;
+  }
+};
+
+// A value or an Error.
+template <typename T>
+struct Result {
+  Error error;
+  T value{};
+
+  bool ok() const { return error.ok(); }
+  static Result Ok(T v) {
+    Result r;
+    r.value = std::move(v);
+    return r;
+  }
+  static Result Fail(Error e) {
+    Result r;
+    r.error = std::move(e);
+    return r;
+  }
+};
+
+struct Empty {};
+
+}  // namespace tw

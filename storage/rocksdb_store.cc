@@ -1,0 +1,1 @@
+// Placeholder translation unit until the RocksDB store lands (same session).
