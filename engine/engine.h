@@ -191,7 +191,8 @@ class Engine {
   virtual void IssueTask(IssueTaskRequest req, Callback<IssueTaskReply> done) = 0;
 
   // Takes the head of the activity's queue, or waits for one. `poll_id` is the caller's unique
-  // name for this wait. A waiting poll is answered only by a task or by WithdrawPoll (empty).
+  // name for this wait. A waiting poll is answered only by a task, by WithdrawPoll (empty), by
+  // Stop (empty), or by ActivityDoesNotExist when its activity is deleted meanwhile.
   virtual void GetActivityTask(GetActivityTaskRequest req, uint64_t poll_id,
                                Callback<GetActivityTaskReply> done) = 0;
   // The poll's caller went away or its wait ran out. If the poll is still waiting it is
@@ -224,6 +225,11 @@ class Engine {
   virtual void SetEventListener(std::function<void(uint64_t last_seq)> fn) = 0;
 
   virtual void GetStats(Callback<EngineStats> done) = 0;
+
+  // A barrier: answered once everything enqueued before it is durable and every timer due by
+  // the clock's current time has fired and is durable. Tests with a ManualClock move the clock,
+  // then Sync, instead of sleeping.
+  virtual void Sync(Callback<Empty> done) = 0;
 
   // Recovery facts, for the start-up log line.
   virtual uint64_t RecoveredTasks() const = 0;

@@ -27,6 +27,7 @@ inline constexpr size_t kConsumerNameBytesMax = 80;
 inline constexpr size_t kConsumersMax = 64;
 inline constexpr uint64_t kTimeoutSecondsMax = 366ull * 24 * 3600;  // one (leap) year
 inline constexpr size_t kLiveTasksMax = 20'000'000;
+inline constexpr size_t kTokenKeyFileBytesMax = 64 * 1024;  // 256 key ids x ~72-byte lines fits
 
 // Engine loop.
 inline constexpr size_t kCommandQueueMax = 65'536;      // full -> OVERLOADED
@@ -44,10 +45,30 @@ inline constexpr uint32_t kWheelLevels = 6;          // 64^6 ticks: > 2000 years
 inline constexpr uint32_t kWheelPoolChunkEntries = 65'536;
 inline constexpr size_t kWheelTimersMax = kLiveTasksMax;
 
+// Cap'n Proto front end (rpc/).
+inline constexpr size_t kRpcBatchItemsMax = 1000;       // items in one batch call
+inline constexpr size_t kRpcConnectionsMax = 4096;      // past this, new connections are closed
+inline constexpr size_t kRpcFlowLimitBytes = 16 << 20;  // unanswered call bytes per connection
+inline constexpr size_t kRpcEventChunkBytesMax = 512 << 10;  // one EventSink.events message
+inline constexpr size_t kRpcClientReadBytesMax = 512 << 20;  // a reply a client accepts
+inline constexpr size_t kRpcSubscriptionsMax = 1024;         // live subscriptions, all connections
+inline constexpr uint32_t kPollSecondsDefault = 60;          // long-poll wait (--max-poll-seconds)
+inline constexpr uint32_t kPollSecondsMax = 3600;
+inline constexpr int64_t kRpcShutdownFlushMs = 200;  // replies flush time at shutdown
+
 static_assert(kBatchCommandsMax <= kCommandQueueMax);
 static_assert(kListActivitiesDefault <= kListActivitiesMax);
 static_assert(kPayloadBytesMax < kRequestBytesMax);
 static_assert(kCauseCharsMax * 4 + kPayloadBytesMax < kRequestBytesMax);
+// One event (output or error + cause, correlation, token, ARN) fits one EventSink.events message.
+static_assert(kPayloadBytesMax + (kErrorCharsMax + kCauseCharsMax) * 4 + kCorrelationBytesMax +
+                  kTaskTokenCharsMax + kArnCharsMax + 1024 <=
+              kRpcEventChunkBytesMax);
+// A batch reply carrying a recorded outcome per item fits what a client reads.
+static_assert(kRpcBatchItemsMax *
+                  (kPayloadBytesMax + (kErrorCharsMax + kCauseCharsMax) * 4 + 1024) <=
+              kRpcClientReadBytesMax);
+static_assert(kPollSecondsDefault <= kPollSecondsMax);
 // The wheel must cover the longest timeout at the default tick.
 static_assert(static_cast<double>(kWheelSlotsPerLevel) * kWheelSlotsPerLevel * kWheelSlotsPerLevel *
                   kWheelSlotsPerLevel * kWheelSlotsPerLevel * kWheelSlotsPerLevel >

@@ -1,0 +1,287 @@
+// EngineCore: the deterministic, single-threaded heart of the engine. It applies commands to
+// the in-memory state, fires timers, and collects every resulting mutation into one store
+// WriteBatch per group commit; replies are held until that batch is durable. The runtime
+// (engine_impl.cc) wraps it in a thread and a bounded queue; the simulation drives it directly.
+//
+// Invariants:
+//  1. A task is in TaskTable iff it is live (SCHEDULED or STARTED), and then it has exactly one
+//     armed timer iff it has any deadline.
+//  2. A SCHEDULED task is linked in exactly one activity FIFO; a STARTED one in none.
+//  3. Every terminal transition writes its state record, deletes its live record, appends one
+//     event and one retention entry, all in the same batch.
+//  4. No reply or event leaves before the batch it depends on is durable (Commit returned Ok).
+//  5. After a failed Commit the core is poisoned: it answers every command kUnavailable.
+// Thread: one thread at a time (the engine thread).
+#pragma once
+
+#include <cstdint>
+#include <atomic>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+#include "engine/clock.h"
+#include "engine/engine.h"
+#include "engine/store.h"
+#include "engine/task_table.h"
+#include "engine/timing_wheel.h"
+#include "engine/token.h"
+
+namespace tw {
+
+// ---- Commands: requests already validated on the caller's thread ----
+struct CreateActivityCmd {
+  CreateActivityRequest req;
+  Callback<ActivityInfo> done;
+};
+struct DeleteActivityCmd {
+  DeleteActivityRequest req;
+  Callback<Empty> done;
+};
+struct DescribeActivityCmd {
+  DescribeActivityRequest req;
+  Callback<ActivityInfo> done;
+};
+struct ListActivitiesCmd {
+  ListActivitiesRequest req;
+  Callback<ListActivitiesReply> done;
+};
+struct IssueCmd {
+  IssueTaskRequest req;
+  Callback<IssueTaskReply> done;
+};
+struct PollCmd {
+  GetActivityTaskRequest req;
+  uint64_t poll_id = 0;
+  Callback<GetActivityTaskReply> done;
+};
+struct WithdrawCmd {
+  uint64_t poll_id = 0;
+};
+struct ReturnCmd {
+  TaskId id;
+};
+struct SuccessCmd {
+  TaskId id;
+  std::string output;
+  Callback<CompletionReply> done;
+};
+struct FailureCmd {
+  TaskId id;
+  std::optional<std::string> error;
+  std::optional<std::string> cause;
+  Callback<CompletionReply> done;
+};
+struct HeartbeatCmd {
+  TaskId id;
+  Callback<Empty> done;
+};
+struct CancelCmd {
+  TaskId id;
+  Callback<CompletionReply> done;
+};
+struct DescribeCmd {
+  TaskId id;
+  Callback<TaskDescription> done;
+};
+struct RegisterConsumerCmd {
+  std::string name;
+  Callback<ConsumerInfo> done;
+};
+struct DeleteConsumerCmd {
+  std::string name;
+  Callback<Empty> done;
+};
+struct AckCmd {
+  std::string name;
+  uint64_t seq = 0;
+  Callback<Empty> done;
+};
+struct StatsCmd {
+  Callback<EngineStats> done;
+};
+struct SyncCmd {
+  Callback<Empty> done;
+};
+
+using Command =
+    std::variant<CreateActivityCmd, DeleteActivityCmd, DescribeActivityCmd, ListActivitiesCmd,
+                 IssueCmd, PollCmd, WithdrawCmd, ReturnCmd, SuccessCmd, FailureCmd, HeartbeatCmd,
+                 CancelCmd, DescribeCmd, RegisterConsumerCmd, DeleteConsumerCmd, AckCmd, StatsCmd,
+                 SyncCmd>;
+
+class EngineCore {
+ public:
+  // REQUIRES: store, codec and clock outlive the core.
+  EngineCore(const EngineOptions& options, Store* store, const TokenCodec* codec, Clock* clock);
+  EngineCore(const EngineCore&) = delete;
+  EngineCore& operator=(const EngineCore&) = delete;
+
+  // Rebuilds the in-memory index, queues and timers from the store. Call once, first.
+  Status Recover();
+
+  // One group commit: Apply any number of commands, Expire, then Commit. Commit writes and
+  // (per options) syncs the batch, then releases its replies and events; on failure it poisons
+  // the core and answers the batch's commands kUnavailable.
+  void Apply(Command&& cmd);
+  // Fires due timers, at most `budget`. Returns true when none are left due at now_ms.
+  bool Expire(int64_t now_ms, size_t budget);
+  // Drops terminal records past retention (bounded per call). Returns true if it did any.
+  bool Retire(int64_t now_ms);
+  Status Commit();
+  // Shutdown: answers every waiting poll empty and every waiting Sync kUnavailable. The
+  // replies are released at the next Commit.
+  void AnswerAllPollsEmpty();
+
+  bool poisoned() const { return poisoned_; }
+  bool has_pending() const { return !replies_.empty() || batch_->Count() > 0; }
+  std::optional<int64_t> NextDeadline() const { return wheel_.NextDeadline(); }
+  // Durable event range, published after each successful Commit and before its replies run.
+  // Thread-safe.
+  uint64_t last_event_seq() const { return published_last_seq_.load(std::memory_order_acquire); }
+  uint64_t first_event_seq() const {
+    return published_first_seq_.load(std::memory_order_acquire);
+  }
+  size_t live_tasks() const { return tasks_.size(); }
+  size_t bytes_allocated() const { return tasks_.bytes_allocated() + wheel_.bytes_allocated(); }
+  uint64_t recovered_tasks() const { return recovered_tasks_; }
+  // The event listener runs after each Commit that made new events durable.
+  void set_event_listener(std::function<void(uint64_t)> fn) { event_listener_ = std::move(fn); }
+  // Event ARNs for ReadEvents on other threads: activity id -> ARN. Thread-safe.
+  std::string ArnForActivityId(uint64_t activity_id) const;
+
+ private:
+  struct Waiter {
+    uint64_t poll_id;
+    std::string worker;
+    Callback<GetActivityTaskReply> done;
+  };
+  struct Activity {
+    uint64_t id = 0;
+    std::string name;
+    std::string arn;
+    int64_t creation_ms = 0;
+    bool deleted = false;
+    uint32_t head = kNilSlot;  // FIFO of SCHEDULED task slots
+    uint32_t tail = kNilSlot;
+    uint64_t queued = 0;
+    uint64_t live_refs = 0;  // live tasks pointing at this slot (keeps a deleted slot alive)
+    std::deque<Waiter> waiters;
+  };
+
+  void Handle(CreateActivityCmd& c);
+  void Handle(DeleteActivityCmd& c);
+  void Handle(DescribeActivityCmd& c);
+  void Handle(ListActivitiesCmd& c);
+  void Handle(IssueCmd& c);
+  void Handle(PollCmd& c);
+  void Handle(WithdrawCmd& c);
+  void Handle(ReturnCmd& c);
+  void Handle(SuccessCmd& c);
+  void Handle(FailureCmd& c);
+  void Handle(HeartbeatCmd& c);
+  void Handle(CancelCmd& c);
+  void Handle(DescribeCmd& c);
+  void Handle(RegisterConsumerCmd& c);
+  void Handle(DeleteConsumerCmd& c);
+  void Handle(AckCmd& c);
+  void Handle(StatsCmd& c);
+  void Handle(SyncCmd& c);
+
+  template <typename T>
+  void Reply(Callback<T>& done, Result<T> r);
+  template <typename T>
+  void ReplyError(Callback<T>& done, ErrorCode code, std::string message) {
+    Reply(done, Result<T>::Fail(Error::Make(code, std::move(message))));
+  }
+
+  // Activities.
+  uint32_t FindActivityByArn(const std::string& arn) const;  // kNilSlot if none / deleted
+  ActivityInfo InfoOf(const Activity& a) const;
+  std::string MakeArn(const std::string& name) const;
+  uint32_t AllocateActivitySlot();
+  void ReleaseActivityRef(uint32_t activity_slot);
+
+  // Tasks.
+  void StartTask(uint32_t slot, const std::string& worker, int64_t now_ms);
+  void Enqueue(uint32_t activity_slot, uint32_t slot, bool at_head);
+  void Unlink(uint32_t slot);
+  void ArmTimer(uint32_t slot);
+  LiveRecord LiveRecordOf(const LiveTask& t) const;
+  // Ends a live task: writes state, deletes live, appends event and retention entry, frees it.
+  void Finish(uint32_t slot, TaskStateRecord end);
+  void OnTimer(uint32_t slot, int64_t now_ms);
+  // Which clock of a live task has run out at now_ms_ (kNone if none).
+  TimeoutKind DueTimeout(const LiveTask& t) const;
+  // Times the task out if a deadline passed, even if the wheel has not reached it yet, so a
+  // late call never beats its own timeout. Returns true if the task ended.
+  bool TimeOutIfDue(uint32_t slot);
+  // The slot of a live task, after timing it out if it is overdue (then kNilSlot).
+  uint32_t FindLive(const TaskId& id);
+  bool HandOutToWaiter(uint32_t activity_slot, int64_t now_ms);
+  // The refusal or duplicate answer for a completion on a task that is not live.
+  // Returns true and sets *duplicate when `matches` says the recorded outcome is this one.
+  Error NotLiveError(const TaskId& id, const std::function<bool(const TaskStateRecord&)>& matches,
+                     bool* duplicate);
+  Status ReadIssue(const TaskId& id, TaskIssueRecord* out);
+  Status ReadState(const TaskId& id, TaskStateRecord* out);
+  void MaybeTrimEvents();
+  void Poison(const Status& s);
+
+  EngineOptions options_;
+  Store* store_;
+  const TokenCodec* codec_;
+  Clock* clock_;
+  int64_t now_ms_ = 0;  // the batch's time
+
+  TaskTable tasks_;
+  TimingWheel wheel_;
+  std::vector<Activity> activities_;
+  std::vector<uint32_t> free_activity_slots_;
+  std::map<std::string, uint32_t> activity_by_name_;  // live activities only, sorted for listing
+  std::unordered_map<uint64_t, uint32_t> poll_activity_;  // waiting poll id -> activity slot
+  size_t waiting_polls_ = 0;
+
+  // Counters persisted with PutCounters.
+  uint64_t next_event_seq_ = 1;
+  uint64_t first_event_seq_ = 1;
+  uint64_t next_activity_id_ = 1;
+  uint64_t next_queue_seq_ = 1;
+  bool counters_dirty_ = false;
+  std::map<std::string, uint64_t> consumers_;
+
+  // The batch being built.
+  std::unique_ptr<WriteBatch> batch_;
+  // Each reply runs with ok=true after the batch is durable, or ok=false (answering
+  // kUnavailable) when the batch failed to commit.
+  std::vector<std::function<void(bool ok)>> replies_;
+  // Read-your-writes inside a batch: records written but not yet durable.
+  std::unordered_map<TaskId, TaskIssueRecord, TaskIdHash> pending_issue_;
+  std::unordered_map<TaskId, TaskStateRecord, TaskIdHash> pending_state_;
+  std::unordered_map<std::string, TaskId> pending_idempotency_;
+
+  // Sync barriers wait here until Expire has caught up with every due timer.
+  std::vector<Callback<Empty>> sync_waiters_;
+  std::atomic<uint64_t> published_last_seq_{0};
+  std::atomic<uint64_t> published_first_seq_{1};
+
+  bool poisoned_ = false;
+  Status poison_status_;
+  uint64_t durable_last_event_seq_ = 0;
+  uint64_t recovered_tasks_ = 0;
+  uint64_t batches_ = 0;
+  uint64_t commands_ = 0;
+  std::function<void(uint64_t)> event_listener_;
+
+  mutable std::mutex arn_mu_;
+  std::unordered_map<uint64_t, std::string> arn_by_activity_id_;  // guarded by arn_mu_
+};
+
+}  // namespace tw

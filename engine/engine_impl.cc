@@ -1,0 +1,363 @@
+// The engine runtime: a bounded command queue, one engine thread running group commits over an
+// EngineCore, and the caller-side validation that keeps CPU work off the engine thread.
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "engine/assert.h"
+#include "engine/engine.h"
+#include "engine/engine_core.h"
+#include "engine/token.h"
+#include "engine/validate.h"
+
+namespace tw {
+
+namespace {
+
+// How long the engine thread sleeps at most with nothing to do: bounds how late retention
+// runs and how quickly a moved ManualClock is noticed without a command.
+constexpr int64_t kIdleWaitMsMax = 100;
+constexpr int64_t kRetireEveryMs = 1000;
+
+template <typename T>
+void Fail(Callback<T>& done, ErrorCode code, std::string message) {
+  if (done) done(Result<T>::Fail(Error::Make(code, std::move(message))));
+}
+
+template <typename T>
+bool FailIf(const Error& e, Callback<T>& done) {
+  if (e.ok()) return false;
+  if (done) done(Result<T>::Fail(e));
+  return true;
+}
+
+class EngineImpl final : public Engine {
+ public:
+  EngineImpl(const EngineOptions& options, std::unique_ptr<Store> store,
+             std::unique_ptr<TokenCodec> codec, Clock* clock)
+      : options_(options),
+        store_(std::move(store)),
+        codec_(std::move(codec)),
+        clock_(clock),
+        core_(options_, store_.get(), codec_.get(), clock_) {}
+
+  ~EngineImpl() override { Stop(); }
+
+  Status Start() {
+    const int64_t t0 = clock_->NowMs();
+    Status s = core_.Recover();
+    recovery_ms_ = clock_->NowMs() - t0;
+    if (!s.ok()) return s;
+    core_.set_event_listener([this](uint64_t seq) {
+      std::lock_guard<std::mutex> lock(listener_mu_);
+      if (listener_) listener_(seq);
+    });
+    thread_ = std::thread([this] { Run(); });
+    return Status::Ok();
+  }
+
+  void Stop() override {
+    std::lock_guard<std::mutex> stop_lock(stop_mu_);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_one();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // ---- Activities ----
+  void CreateActivity(CreateActivityRequest req, Callback<ActivityInfo> done) override {
+    if (FailIf(ValidateActivityName(req.name), done)) return;
+    Enqueue(CreateActivityCmd{std::move(req), std::move(done)});
+  }
+  void DeleteActivity(DeleteActivityRequest req, Callback<Empty> done) override {
+    if (FailIf(ValidateArn(req.arn, "activityArn"), done)) return;
+    Enqueue(DeleteActivityCmd{std::move(req), std::move(done)});
+  }
+  void DescribeActivity(DescribeActivityRequest req, Callback<ActivityInfo> done) override {
+    if (FailIf(ValidateArn(req.arn, "activityArn"), done)) return;
+    Enqueue(DescribeActivityCmd{std::move(req), std::move(done)});
+  }
+  void ListActivities(ListActivitiesRequest req, Callback<ListActivitiesReply> done) override {
+    if (req.max_results > limits::kListActivitiesMax) {
+      return Fail(done, ErrorCode::kValidation,
+                  "1 validation error detected: Value '" + std::to_string(req.max_results) +
+                      "' at 'maxResults' failed to satisfy constraint: Member must have value "
+                      "less than or equal to " +
+                      std::to_string(limits::kListActivitiesMax));
+    }
+    Enqueue(ListActivitiesCmd{std::move(req), std::move(done)});
+  }
+
+  // ---- Tasks ----
+  void IssueTask(IssueTaskRequest req, Callback<IssueTaskReply> done) override {
+    if (!req.activity_arn.empty() && FailIf(ValidateArn(req.activity_arn, "activityArn"), done)) {
+      return;
+    }
+    if (FailIf(ValidateInput(req.input), done)) return;
+    if (Error e = ValidateTimeouts(req); !e.ok()) return (void)FailIf(e, done);
+    if (req.correlation.size() > limits::kCorrelationBytesMax) {
+      return Fail(done, ErrorCode::kValidation,
+                  TooLongMessage("correlation", limits::kCorrelationBytesMax));
+    }
+    if (req.idempotency_key.size() > limits::kIdempotencyKeyBytesMax) {
+      return Fail(done, ErrorCode::kValidation,
+                  TooLongMessage("idempotencyKey", limits::kIdempotencyKeyBytesMax));
+    }
+    Enqueue(IssueCmd{std::move(req), std::move(done)});
+  }
+
+  void GetActivityTask(GetActivityTaskRequest req, uint64_t poll_id,
+                       Callback<GetActivityTaskReply> done) override {
+    if (FailIf(ValidateArn(req.activity_arn, "activityArn"), done)) return;
+    if (FailIf(ValidateWorkerName(req.worker_name), done)) return;
+    Enqueue(PollCmd{std::move(req), poll_id, std::move(done)});
+  }
+  void WithdrawPoll(uint64_t poll_id) override { Enqueue(WithdrawCmd{poll_id}, /*force=*/true); }
+  void ReturnTask(std::string token) override {
+    TaskId id;
+    if (!DecodeToken(token, &id)) return;
+    Enqueue(ReturnCmd{id}, /*force=*/true);
+  }
+
+  void SendTaskSuccess(SendTaskSuccessRequest req, Callback<CompletionReply> done) override {
+    TaskId id;
+    if (!CheckToken(req.token, &id, done)) return;
+    if (FailIf(ValidateOutput(req.output), done)) return;
+    Enqueue(SuccessCmd{id, std::move(*req.output), std::move(done)});
+  }
+  void SendTaskFailure(SendTaskFailureRequest req, Callback<CompletionReply> done) override {
+    TaskId id;
+    if (!CheckToken(req.token, &id, done)) return;
+    if (FailIf(ValidateFailure(req.error, req.cause), done)) return;
+    Enqueue(FailureCmd{id, std::move(req.error), std::move(req.cause), std::move(done)});
+  }
+  void SendTaskHeartbeat(SendTaskHeartbeatRequest req, Callback<Empty> done) override {
+    TaskId id;
+    if (!CheckToken(req.token, &id, done)) return;
+    Enqueue(HeartbeatCmd{id, std::move(done)});
+  }
+  void CancelTask(CancelTaskRequest req, Callback<CompletionReply> done) override {
+    TaskId id;
+    if (!CheckToken(req.token, &id, done)) return;
+    Enqueue(CancelCmd{id, std::move(done)});
+  }
+  void DescribeTask(DescribeTaskRequest req, Callback<TaskDescription> done) override {
+    TaskId id;
+    if (!CheckToken(req.token, &id, done)) return;
+    Enqueue(DescribeCmd{id, std::move(done)});
+  }
+
+  // ---- Outcome stream ----
+  void RegisterConsumer(std::string name, Callback<ConsumerInfo> done) override {
+    if (name.empty() || name.size() > limits::kConsumerNameBytesMax) {
+      return Fail(done, ErrorCode::kValidation,
+                  "consumer name must be 1.." + std::to_string(limits::kConsumerNameBytesMax) +
+                      " bytes");
+    }
+    Enqueue(RegisterConsumerCmd{std::move(name), std::move(done)});
+  }
+  void DeleteConsumer(std::string name, Callback<Empty> done) override {
+    Enqueue(DeleteConsumerCmd{std::move(name), std::move(done)});
+  }
+  void AckEvents(std::string name, uint64_t seq, Callback<Empty> done) override {
+    Enqueue(AckCmd{std::move(name), seq, std::move(done)});
+  }
+
+  Result<std::vector<OutcomeEvent>> ReadEvents(uint64_t from_seq, size_t max) override {
+    max = std::min(max, limits::kEventsPerReadMax);
+    const uint64_t last = core_.last_event_seq();
+    std::vector<OutcomeEvent> out;
+    from_seq = std::max(from_seq, core_.first_event_seq());  // below it, trimmed
+    if (from_seq > last || max == 0) return Result<std::vector<OutcomeEvent>>::Ok(std::move(out));
+    max = std::min<uint64_t>(max, last - from_seq + 1);
+    std::vector<EventRecord> records;
+    Status s = store_->ReadEvents(from_seq, max, &records);
+    if (!s.ok()) {
+      return Result<std::vector<OutcomeEvent>>::Fail(
+          Error::Make(ErrorCode::kUnavailable, s.ToString()));
+    }
+    out.reserve(records.size());
+    for (EventRecord& r : records) {
+      OutcomeEvent e;
+      e.seq = r.seq;
+      e.token = codec_->Encode(options_.shard, r.task_id);
+      if (r.activity_id != 0) e.activity_arn = core_.ArnForActivityId(r.activity_id);
+      e.state = r.state;
+      e.timeout_kind = r.timeout_kind;
+      e.time_ms = r.time_ms;
+      e.output = std::move(r.output);
+      e.has_error = r.has_error;
+      e.has_cause = r.has_cause;
+      e.error = std::move(r.error);
+      e.cause = std::move(r.cause);
+      e.correlation = std::move(r.correlation);
+      out.push_back(std::move(e));
+    }
+    return Result<std::vector<OutcomeEvent>>::Ok(std::move(out));
+  }
+  uint64_t LastEventSeq() const override { return core_.last_event_seq(); }
+  void SetEventListener(std::function<void(uint64_t)> fn) override {
+    std::lock_guard<std::mutex> lock(listener_mu_);
+    listener_ = std::move(fn);
+  }
+
+  void GetStats(Callback<EngineStats> done) override { Enqueue(StatsCmd{std::move(done)}); }
+  void Sync(Callback<Empty> done) override { Enqueue(SyncCmd{std::move(done)}); }
+  uint64_t RecoveredTasks() const override { return core_.recovered_tasks(); }
+  int64_t RecoveryMs() const override { return recovery_ms_; }
+
+ private:
+  static Error ValidateTimeouts(const IssueTaskRequest& req) {
+    auto too_big = [](uint32_t s) { return s > limits::kTimeoutSecondsMax; };
+    if (too_big(req.timeout_s) || too_big(req.heartbeat_s) || too_big(req.schedule_to_start_s)) {
+      return Error::Make(ErrorCode::kValidation,
+                         "1 validation error detected: a timeout exceeds " +
+                             std::to_string(limits::kTimeoutSecondsMax) + " seconds");
+    }
+    if (req.timeout_s != 0 && req.heartbeat_s != 0 && req.heartbeat_s >= req.timeout_s) {
+      return Error::Make(ErrorCode::kValidation,
+                         "1 validation error detected: HeartbeatSeconds (" +
+                             std::to_string(req.heartbeat_s) +
+                             ") must be less than TimeoutSeconds (" +
+                             std::to_string(req.timeout_s) + ")");
+    }
+    if (req.activity_arn.empty() && req.schedule_to_start_s != 0) {
+      return Error::Make(ErrorCode::kValidation,
+                         "1 validation error detected: ScheduleToStartSeconds applies to "
+                         "activity tasks only");
+    }
+    return Error();
+  }
+
+  bool DecodeToken(const std::string& token, TaskId* id) const {
+    uint16_t shard = 0;
+    return codec_->Decode(token, id, &shard) && shard == options_.shard;
+  }
+
+  // The MAC check happens here, on the caller's thread: a forged token costs no storage read
+  // and no engine time.
+  template <typename T>
+  bool CheckToken(const std::string& token, TaskId* id, Callback<T>& done) {
+    if (FailIf(ValidateTaskToken(token), done)) return false;
+    if (!DecodeToken(token, id)) {
+      Fail(done, ErrorCode::kInvalidToken, kInvalidTokenMessage);
+      return false;
+    }
+    return true;
+  }
+
+  // Answers on the caller's thread when the queue is full or the engine is stopping. `force`
+  // admits commands that release resources (withdraw, return) even when the queue is full:
+  // dropping them would strand a task or a poll.
+  template <typename C>
+  void Enqueue(C&& cmd, bool force = false) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (stopping_) {
+      lock.unlock();
+      if constexpr (requires { cmd.done; }) {
+        Fail(cmd.done, ErrorCode::kUnavailable, "the engine is stopping");
+      }
+      return;
+    }
+    if (!force && queue_.size() >= options_.command_queue_max) {
+      lock.unlock();
+      if constexpr (requires { cmd.done; }) {
+        Fail(cmd.done, ErrorCode::kOverloaded, "Rate exceeded");
+      }
+      return;
+    }
+    const bool was_empty = queue_.empty();
+    queue_.emplace_back(std::forward<C>(cmd));
+    lock.unlock();
+    if (was_empty) cv_.notify_one();
+  }
+
+  void Run() {
+    std::vector<Command> batch;
+    batch.reserve(options_.batch_commands_max);
+    int64_t last_retire_ms = 0;
+    bool timers_behind = true;
+    for (;;) {
+      bool stop = false;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        if (queue_.empty() && !stopping_ && !timers_behind) {
+          const int64_t now = clock_->NowMs();
+          int64_t wait_ms = kIdleWaitMsMax;
+          if (auto next = core_.NextDeadline()) wait_ms = std::clamp<int64_t>(*next - now, 0, wait_ms);
+          if (wait_ms > 0) cv_.wait_for(lock, std::chrono::milliseconds(wait_ms));
+        }
+        const size_t n = std::min(queue_.size(), options_.batch_commands_max);
+        for (size_t i = 0; i < n; ++i) {
+          batch.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        }
+        stop = stopping_ && queue_.empty();
+      }
+      // Timers first, then commands, then timers again: a command never races a timeout that
+      // was already due when its batch began (handlers also check their own task's deadlines).
+      const int64_t now = clock_->NowMs();
+      timers_behind = !core_.Expire(now, limits::kExpiriesPerBatchMax);
+      for (Command& c : batch) core_.Apply(std::move(c));
+      batch.clear();
+      if (!timers_behind) timers_behind = !core_.Expire(now, limits::kExpiriesPerBatchMax);
+      if (now - last_retire_ms >= kRetireEveryMs) {
+        core_.Retire(now);
+        last_retire_ms = now;
+      }
+      if (stop) core_.AnswerAllPollsEmpty();
+      Status s = core_.Commit();
+      if (!s.ok() && !reported_failure_) {
+        reported_failure_ = true;
+        std::fprintf(stderr, "tokenwheel engine: storage failure, engine poisoned: %s\n",
+                     s.ToString().c_str());
+      }
+      if (stop) return;
+    }
+  }
+
+  const EngineOptions options_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<TokenCodec> codec_;
+  Clock* clock_;
+  EngineCore core_;
+  std::thread thread_;
+  int64_t recovery_ms_ = 0;
+  bool reported_failure_ = false;  // engine thread only
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Command> queue_;  // guarded by mu_; bounded by command_queue_max (+ forced)
+  bool stopping_ = false;      // guarded by mu_
+  std::mutex stop_mu_;      // serializes Stop()
+  std::mutex listener_mu_;  // the listener must not call SetEventListener
+  std::function<void(uint64_t)> listener_;  // guarded by listener_mu_
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options,
+                                             std::unique_ptr<Store> store, Clock* clock) {
+  using R = Result<std::unique_ptr<Engine>>;
+  TW_ASSERT(store != nullptr);
+  TW_ASSERT(clock != nullptr);
+  if (options.tick_ms == 0 || options.batch_commands_max == 0 || options.command_queue_max == 0) {
+    return R::Fail(Error::Make(ErrorCode::kValidation, "tick, batch and queue sizes must be > 0"));
+  }
+  std::unique_ptr<TokenCodec> codec;
+  if (options.token_key_file.empty()) {
+    return R::Fail(Error::Make(ErrorCode::kValidation, "token_key_file is required"));
+  }
+  Status s = TokenCodec::OpenKeyFile(options.token_key_file, &codec);
+  if (!s.ok()) return R::Fail(Error::Make(ErrorCode::kUnavailable, "token key: " + s.ToString()));
+  auto engine = std::make_unique<EngineImpl>(options, std::move(store), std::move(codec), clock);
+  s = engine->Start();
+  if (!s.ok()) return R::Fail(Error::Make(ErrorCode::kUnavailable, "recovery: " + s.ToString()));
+  return R::Ok(std::move(engine));
+}
+
+}  // namespace tw

@@ -1,0 +1,53 @@
+// The RocksDB implementation of tw::Store: the narrow public header of storage/ for the real
+// store. Layout, encodings and the format-version check: docs/FORMAT.md.
+//
+// Everything RocksDB-specific stays behind this header; the only RocksDB name it mentions is a
+// forward-declared rocksdb::FileSystem, so that tests can inject faults (storage/fault_fs.h)
+// without the rest of the tree including RocksDB.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "engine/status.h"
+#include "engine/store.h"
+
+namespace rocksdb {
+class FileSystem;
+}  // namespace rocksdb
+
+namespace tw {
+
+struct RocksStoreOptions {
+  std::string path;  // the database directory; created if missing
+
+  // false = the `--durability=none` throwaway mode: Write(batch, sync=true) does NOT sync the
+  // WAL. A kill -9 still loses nothing (the WAL reaches the OS on every Write), a power cut may
+  // lose acknowledged writes. The caller must say so loudly. true = Write honours `sync`.
+  bool sync_default = true;
+
+  size_t block_cache_bytes = 64 << 20;  // one LRU block cache shared by every column family
+
+  // Values of at least blob_min_bytes in the `tasks` and `events` column families (task inputs,
+  // outputs) go to BlobDB blob files instead of the LSM, so compactions do not rewrite them.
+  bool use_blob_files = true;
+  size_t blob_min_bytes = 4096;
+
+  // The file system RocksDB runs on; nullptr = the default (POSIX) one. Tests pass a FaultFs.
+  std::shared_ptr<rocksdb::FileSystem> file_system;
+};
+
+// Opens (creating if missing) the store at options.path.
+//
+// A new database gets every column family and kFormatVersion in `meta`, synced, before this
+// returns. An existing one is first checked without being changed: its column families must be
+// exactly tokenwheel's (none missing, none unknown) and its format version must equal
+// kFormatVersion; otherwise this returns a Status naming the problem (InvalidArgument for a
+// version mismatch or an unexpected column family set, Corruption for an unreadable version)
+// and the database files are left exactly as they were.
+//
+// Thread: any; the returned store then follows engine/store.h's threading rules.
+Status OpenRocksStore(const RocksStoreOptions& options, std::unique_ptr<Store>* out);
+
+}  // namespace tw
