@@ -36,6 +36,9 @@ inline constexpr size_t kExpiriesPerBatchMax = 16'384;  // wheel expiries handle
 inline constexpr size_t kPollWaitersMax = 100'000;      // all activities together
 inline constexpr size_t kEventsPerReadMax = 4096;
 inline constexpr size_t kRetiredPerBatchMax = 8192;  // retention deletes per batch
+// storage: trimmed events are range-deleted in runs of at least this many (one range tombstone
+// per run, not per trim: memtable reads re-fragment every range tombstone after each new one).
+inline constexpr uint64_t kEventsPerRangeDeleteMin = 1024;
 inline constexpr int64_t kRetentionMsDefault = 24ll * 3600 * 1000;
 
 // Timing wheel.

@@ -64,7 +64,8 @@ Status DecodeTaskIdKey(std::string_view key, TaskId* id);  // `live` keys
 Status DecodeSeqKey(std::string_view key, uint64_t* seq);  // `events`, `activities` keys
 Status DecodeRetiredKey(std::string_view key, int64_t* ended_ms, TaskId* id);
 
-// ---- values: Encode* appends to dst; Decode* overwrites every field it owns ----
+// ---- values: Encode* appends to dst; Decode* overwrites every field it owns (on error, *out
+// is left partly written) ----
 
 // ActivityRecord without its id (the key holds it). Decode leaves out->id alone.
 void EncodeActivity(const ActivityRecord& a, std::string* dst);

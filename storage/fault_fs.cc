@@ -38,6 +38,7 @@ struct Shared {
   bool active = true;
   Countdown append_failure;
   Countdown sync_failure;
+  Countdown power_off_at_sync;
   uint64_t appends = 0;
   uint64_t syncs = 0;
   // By name, as RocksDB passes it (it builds every name of a file the same way).
@@ -169,6 +170,10 @@ class TrackedFile final : public rocksdb::FSWritableFileOwnerWrapper {
     if (shared_->sync_failure.Fail()) {
       return rocksdb::IOStatus::IOError("fault_fs: injected sync failure");
     }
+    if (shared_->power_off_at_sync.Fail()) {
+      shared_->active = false;
+      return rocksdb::IOStatus::IOError("fault_fs: power cut at sync");
+    }
     *covered = state_->size;
     return rocksdb::IOStatus::OK();
   }
@@ -242,10 +247,16 @@ void FaultFs::FailSyncs(uint64_t ok_before) {
   shared_->sync_failure = {true, ok_before};
 }
 
+void FaultFs::PowerOffAtSync(uint64_t ok_before) {
+  std::lock_guard<std::mutex> lock(shared_->mu);
+  shared_->power_off_at_sync = {true, ok_before};
+}
+
 void FaultFs::ClearFailures() {
   std::lock_guard<std::mutex> lock(shared_->mu);
   shared_->append_failure = {};
   shared_->sync_failure = {};
+  shared_->power_off_at_sync = {};
 }
 
 uint64_t FaultFs::append_count() const {

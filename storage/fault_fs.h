@@ -58,6 +58,12 @@ class FaultFs final : public rocksdb::FileSystemWrapper {
   // until ClearFailures(). Appends and syncs of every file count (WAL, MANIFEST, SST, blob).
   void FailAppends(uint64_t ok_before = 0);
   void FailSyncs(uint64_t ok_before = 0);
+  // A power cut at a sync: after `ok_before` more syncs succeed, the next Sync/Fsync fails with
+  // IOError and turns the file system off at that instant (as SetActive(false)), so the data
+  // that sync was to cover, and anything RocksDB tries to write after it, never becomes durable.
+  // Follow with: destroy the store; DropUnsyncedData(); SetActive(true).
+  void PowerOffAtSync(uint64_t ok_before = 0);
+  // Disarms FailAppends, FailSyncs and PowerOffAtSync (an inactive file system stays inactive).
   void ClearFailures();
 
   // ---- observation ----

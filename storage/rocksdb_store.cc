@@ -8,6 +8,8 @@
 //     is older. ScanRetired seeks there instead of to the start of the column family, so it does
 //     not wade through the tombstones of tasks it already returned and the engine deleted.
 //  4. env_ outlives db_ (member order and ~RocksStore).
+//  5. first_event_seq_ equals meta first_event_seq as of the last successful Write; events below
+//     it are trimmed for every reader, whether or not their range tombstone is written yet.
 
 #include "storage/rocksdb_store.h"
 
@@ -158,18 +160,30 @@ std::vector<rocksdb::ColumnFamilyDescriptor> MakeCfDescriptors(const RocksStoreO
 
 class RocksStore;
 
+// Engine-thread state a store shares with its batches, for trimming.
+struct EventTrimState {
+  // Every event below this is covered by a range tombstone already written. 0 = none known (a
+  // reopened store does not know; its first range delete then starts at 0).
+  uint64_t deleted_below = 0;
+};
+
 // Invariant: count_ is the number of tw::WriteBatch calls since the last Clear(); rep_ holds
 // their RocksDB operations (DeleteTask is up to four of them).
 class RocksWriteBatch final : public WriteBatch {
  public:
   RocksWriteBatch(const RocksStore* owner,
-                  const std::array<rocksdb::ColumnFamilyHandle*, kCfCount>& cfs)
-      : owner_(owner), cfs_(cfs), rep_(kBatchReserveBytes) {}
+                  const std::array<rocksdb::ColumnFamilyHandle*, kCfCount>& cfs,
+                  const EventTrimState* trim)
+      : owner_(owner), cfs_(cfs), trim_(trim), rep_(kBatchReserveBytes) {}
 
   const RocksStore* owner() const { return owner_; }
   rocksdb::WriteBatch* rep() { return &rep_; }
   // The oldest ended_ms put into `retired` by this batch; INT64_MAX when none.
   int64_t min_retired_ms() const { return min_retired_ms_; }
+  // What this batch trims: the new first event seq (0 = no trim) and the end of its range
+  // tombstone (0 = none).
+  uint64_t trim_first_event_seq() const { return trim_first_event_seq_; }
+  uint64_t trim_deleted_below() const { return trim_deleted_below_; }
 
   void PutActivity(const ActivityRecord& a) override {
     char key[codec::kSeqKeyBytes];
@@ -266,16 +280,27 @@ class RocksWriteBatch final : public WriteBatch {
     ++count_;
   }
 
-  // One range tombstone per call: the engine should trim in steps, not after every event.
+  // Logically, events below `seq` are gone at once: meta first_event_seq moves and ReadEvents
+  // refuses to read below it. Physically they are range-deleted in runs of at least
+  // kEventsPerRangeDeleteMin, each run starting where the previous one ended: the engine trims
+  // after every acknowledgement, and a range tombstone per trim would make every memtable read
+  // of `events` re-fragment thousands of overlapping tombstones.
+  // REQUIRES: seq >= 1, and seq never below an earlier trim's.
   void TrimEventsBelow(uint64_t seq) override {
     TW_ASSERT(seq >= 1);
-    char begin[codec::kSeqKeyBytes];
-    char end[codec::kSeqKeyBytes];
-    codec::EncodeSeqKey(0, begin);
-    codec::EncodeSeqKey(seq, end);
-    auto s = rep_.DeleteRange(cfs_[kEvents], rocksdb::Slice(begin, sizeof(begin)),
-                              rocksdb::Slice(end, sizeof(end)));
-    TW_ASSERT(s.ok());
+    TW_ASSERT(seq >= trim_first_event_seq_);
+    const uint64_t from = std::max(trim_->deleted_below, trim_deleted_below_);
+    if (seq >= from + limits::kEventsPerRangeDeleteMin) {
+      char begin[codec::kSeqKeyBytes];
+      char end[codec::kSeqKeyBytes];
+      codec::EncodeSeqKey(from, begin);
+      codec::EncodeSeqKey(seq, end);
+      auto s = rep_.DeleteRange(cfs_[kEvents], rocksdb::Slice(begin, sizeof(begin)),
+                                rocksdb::Slice(end, sizeof(end)));
+      TW_ASSERT(s.ok());
+      trim_deleted_below_ = seq;
+    }
+    trim_first_event_seq_ = seq;
     codec::EncodeU64Value(seq, ResetValue());
     Put(kMeta, codec::kMetaFirstEventSeq.data(), codec::kMetaFirstEventSeq.size());
   }
@@ -293,6 +318,8 @@ class RocksWriteBatch final : public WriteBatch {
     rep_.Clear();  // keeps the buffer's capacity: the next group commit reuses it
     count_ = 0;
     min_retired_ms_ = std::numeric_limits<int64_t>::max();
+    trim_first_event_seq_ = 0;
+    trim_deleted_below_ = 0;
   }
 
  private:
@@ -323,11 +350,14 @@ class RocksWriteBatch final : public WriteBatch {
 
   const RocksStore* owner_;
   std::array<rocksdb::ColumnFamilyHandle*, kCfCount> cfs_;
+  const EventTrimState* trim_;  // the owner's
   rocksdb::WriteBatch rep_;
   std::string key_;    // reused: consumer keys
   std::string value_;  // reused: every encoded value
   size_t count_ = 0;
   int64_t min_retired_ms_ = std::numeric_limits<int64_t>::max();
+  uint64_t trim_first_event_seq_ = 0;
+  uint64_t trim_deleted_below_ = 0;
 };
 
 class RocksStore final : public Store {
@@ -345,7 +375,7 @@ class RocksStore final : public Store {
   }
 
   std::unique_ptr<WriteBatch> NewBatch() override {
-    return std::make_unique<RocksWriteBatch>(this, cfs_);
+    return std::make_unique<RocksWriteBatch>(this, cfs_, &trim_);
   }
 
   Status Write(WriteBatch* batch, bool sync) override;
@@ -360,12 +390,15 @@ class RocksStore final : public Store {
       const std::function<void(int64_t, const TaskId&, std::string_view)>& fn) override;
   Status ReadEvents(uint64_t from_seq, size_t max, std::vector<EventRecord>* out) override;
 
+  rocksdb::DB* db() const { return db_.get(); }
+
  private:
   RocksStore() { cfs_.fill(nullptr); }
 
   Status OpenDb(const RocksStoreOptions& options, bool create);
   Status CheckOrWriteFormatVersion(bool version_expected);
   Status AllEmpty(bool* empty);
+  Status LoadFirstEventSeq();
   Status Get(Cf cf, const rocksdb::Slice& key, rocksdb::PinnableSlice* value);
   std::unique_ptr<rocksdb::Iterator> Scan(Cf cf, rocksdb::ReadOptions ro);
 
@@ -376,6 +409,10 @@ class RocksStore final : public Store {
   std::atomic<bool> poisoned_{false};
   std::string poison_reason_;  // written once, before poisoned_ is set
   int64_t retired_floor_ms_ = std::numeric_limits<int64_t>::min();  // invariant 3
+  uint64_t retired_writes_ = 0;               // Writes that put `retired` entries: see ScanRetired
+  EventTrimState trim_;                       // engine thread
+  std::atomic<uint64_t> first_event_seq_{1};  // invariant 5; read by ReadEvents, any thread
+  std::function<void(std::string_view)> on_batch_committed_;  // benchmarks only
 };
 
 // Opens an existing database read-only with a silent logger, so that refusing it changes no
@@ -467,6 +504,7 @@ Status RocksStore::Open(const RocksStoreOptions& options, std::unique_ptr<Store>
   if (options.path.empty()) return Status::InvalidArgument("RocksStoreOptions.path is empty");
   std::unique_ptr<RocksStore> store(new RocksStore());
   store->sync_enabled_ = options.sync_default;
+  store->on_batch_committed_ = options.on_batch_committed;
   if (options.file_system) store->env_ = rocksdb::NewCompositeEnv(options.file_system);
   rocksdb::Env* env = store->env_ ? store->env_.get() : rocksdb::Env::Default();
 
@@ -494,6 +532,8 @@ Status RocksStore::Open(const RocksStoreOptions& options, std::unique_ptr<Store>
   Status s = store->OpenDb(options, create);
   if (!s.ok()) return s;
   s = store->CheckOrWriteFormatVersion(/*version_expected=*/!create && version_found);
+  if (!s.ok()) return s;
+  s = store->LoadFirstEventSeq();
   if (!s.ok()) return s;
   *out = std::move(store);
   return Status::Ok();
@@ -538,6 +578,16 @@ Status RocksStore::CheckOrWriteFormatVersion(bool version_expected) {
   return FromRocks(db_->Put(wo, cfs_[kMeta], codec::kMetaFormatVersion, encoded));
 }
 
+Status RocksStore::LoadFirstEventSeq() {
+  rocksdb::PinnableSlice value;
+  Status s = Get(kMeta, codec::kMetaFirstEventSeq, &value);
+  if (s.IsNotFound()) return Status::Ok();  // nothing trimmed yet: 1
+  uint64_t first = 0;
+  if (s.ok()) s = codec::DecodeU64Value(View(value), &first);
+  if (s.ok()) first_event_seq_.store(first, std::memory_order_release);
+  return s;
+}
+
 Status RocksStore::AllEmpty(bool* empty) {
   *empty = true;
   for (size_t cf = 0; cf < kCfCount && *empty; ++cf) {
@@ -567,7 +617,10 @@ Status RocksStore::Write(WriteBatch* batch, bool sync) {
     return Status::Poisoned("store poisoned by an earlier failed write: " + poison_reason_);
   }
   // Lower the floor before the entries become visible (invariant 3 holds at every instant).
-  retired_floor_ms_ = std::min(retired_floor_ms_, b->min_retired_ms());
+  if (b->min_retired_ms() != std::numeric_limits<int64_t>::max()) {
+    retired_floor_ms_ = std::min(retired_floor_ms_, b->min_retired_ms());
+    ++retired_writes_;
+  }
   rocksdb::WriteOptions wo;
   wo.sync = sync && sync_enabled_;
   rocksdb::Status s;
@@ -581,6 +634,11 @@ Status RocksStore::Write(WriteBatch* batch, bool sync) {
     poisoned_.store(true, std::memory_order_release);
     return FromRocks(s);
   }
+  if (b->trim_first_event_seq() != 0) {
+    trim_.deleted_below = std::max(trim_.deleted_below, b->trim_deleted_below());
+    first_event_seq_.store(b->trim_first_event_seq(), std::memory_order_release);
+  }
+  if (on_batch_committed_ && b->Count() > 0) on_batch_committed_(View(b->rep()->Data()));
   return Status::Ok();
 }
 
@@ -712,6 +770,7 @@ Status RocksStore::ScanRetired(
   ro.iterate_lower_bound = &lower_slice;
   ro.iterate_upper_bound = &upper_slice;
   auto it = Scan(kRetired, ro);
+  const uint64_t writes_at_start = retired_writes_;
   size_t n = 0;
   int64_t oldest = before_ms;  // when nothing is found, nothing older than before_ms exists
   for (it->Seek(lower_slice); it->Valid() && n < max; it->Next(), ++n) {
@@ -725,13 +784,18 @@ Status RocksStore::ScanRetired(
     fn(ended_ms, id, idem);
   }
   if (!it->status().ok()) return FromRocks(it->status());
-  retired_floor_ms_ = std::max(retired_floor_ms_, oldest);
+  // Raise the floor only if no Write put entries meanwhile (fn may write): the iterator's view
+  // could not have seen them.
+  if (retired_writes_ == writes_at_start) retired_floor_ms_ = std::max(retired_floor_ms_, oldest);
   return Status::Ok();
 }
 
 Status RocksStore::ReadEvents(uint64_t from_seq, size_t max, std::vector<EventRecord>* out) {
   out->clear();
-  if (max == 0) return Status::Ok();
+  // Below first_event_seq is trimmed, even where the range tombstone is not written yet.
+  if (max == 0 || from_seq < first_event_seq_.load(std::memory_order_acquire)) {
+    return Status::Ok();
+  }
   char lower[codec::kSeqKeyBytes];
   char upper[codec::kSeqKeyBytes];
   codec::EncodeSeqKey(from_seq, lower);
@@ -762,6 +826,11 @@ Status RocksStore::ReadEvents(uint64_t from_seq, size_t max, std::vector<EventRe
 
 Status OpenRocksStore(const RocksStoreOptions& options, std::unique_ptr<Store>* out) {
   return RocksStore::Open(options, out);
+}
+
+rocksdb::DB* RocksDbOf(Store* store) {
+  auto* rocks = dynamic_cast<RocksStore*>(store);
+  return rocks == nullptr ? nullptr : rocks->db();
 }
 
 }  // namespace tw

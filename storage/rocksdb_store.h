@@ -7,13 +7,16 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "engine/status.h"
 #include "engine/store.h"
 
 namespace rocksdb {
+class DB;
 class FileSystem;
 }  // namespace rocksdb
 
@@ -36,6 +39,13 @@ struct RocksStoreOptions {
 
   // The file system RocksDB runs on; nullptr = the default (POSIX) one. Tests pass a FaultFs.
   std::shared_ptr<rocksdb::FileSystem> file_system;
+
+  // Benchmarks only (bench/engine_bench.cc records what the engine commits, then replays it
+  // through raw RocksDB as its baseline). When set, Write calls it after every successful
+  // non-empty write, on the writing thread, with the committed rocksdb::WriteBatch's serialized
+  // form (rocksdb::WriteBatch::Data(); rebuild with rocksdb::WriteBatch(std::string)). The view
+  // is valid only during the call. Unset in production.
+  std::function<void(std::string_view batch_rep)> on_batch_committed;
 };
 
 // Opens (creating if missing) the store at options.path.
@@ -49,5 +59,11 @@ struct RocksStoreOptions {
 //
 // Thread: any; the returned store then follows engine/store.h's threading rules.
 Status OpenRocksStore(const RocksStoreOptions& options, std::unique_ptr<Store>* out);
+
+// The rocksdb::DB under a store that OpenRocksStore returned; nullptr for any other Store. For
+// benchmarks that write raw batches with the store's exact options and column families (same
+// ids, so batches recorded by on_batch_committed replay as is). Valid while `store` lives; the
+// caller must not write through it while an engine owns the store.
+rocksdb::DB* RocksDbOf(Store* store);
 
 }  // namespace tw
