@@ -10,7 +10,10 @@
 // non-empty reply list gets one hand-off per batch.
 //
 // A full queue answers at once (on the caller's thread) with ErrorCode::kOverloaded. After a
-// storage failure, or once Stop() began, every call answers kUnavailable.
+// storage failure, or once Stop() began, every call answers kUnavailable. kUnavailable means
+// "outcome unknown", not "did not happen": a batch whose sync failed may still be on disk after
+// a restart. Retrying is safe: issues carry idempotency keys and an identical retried
+// completion answers duplicate = true.
 #pragma once
 
 #include <atomic>
@@ -139,7 +142,8 @@ struct TaskDescription {
 struct OutcomeEvent {
   uint64_t seq = 0;
   std::string token;
-  std::string activity_arn;  // empty for callback tasks (or a since-deleted activity)
+  std::string activity_arn;  // empty for callback tasks, and for an activity deleted before
+                             // the last restart (its name is gone from the store)
   TaskState state = TaskState::kSucceeded;
   TimeoutKind timeout_kind = TimeoutKind::kNone;
   int64_t time_ms = 0;
@@ -164,6 +168,7 @@ struct EngineStats {
   uint64_t events_not_acked = 0;  // last_event_seq - slowest consumer's ack
   uint64_t batches = 0;
   uint64_t commands = 0;
+  uint64_t index_bytes = 0;  // in-memory task index + timing wheel, outside RocksDB
   std::vector<std::pair<std::string, uint64_t>> queued_per_activity;  // arn -> SCHEDULED count
   std::vector<ConsumerInfo> consumers;
 };

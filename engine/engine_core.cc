@@ -1022,6 +1022,7 @@ void EngineCore::Handle(StatsCmd& c) {
   st.events_not_acked = durable_last_event_seq_ - slowest;
   st.batches = batches_;
   st.commands = commands_;
+  st.index_bytes = bytes_allocated();
   for (auto& [name, slot] : activity_by_name_) {
     st.queued_per_activity.emplace_back(activities_[slot].arn, activities_[slot].queued);
   }
