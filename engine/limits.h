@@ -44,7 +44,8 @@ inline constexpr int64_t kRetentionMsDefault = 24ll * 3600 * 1000;
 // Timing wheel.
 inline constexpr uint32_t kWheelTickMsDefault = 1;
 inline constexpr uint32_t kWheelSlotsPerLevel = 64;  // one 64-bit occupancy word per level
-inline constexpr uint32_t kWheelLevels = 6;          // 64^6 ticks: > 2000 years at 1 ms
+inline constexpr uint32_t kWheelLevels =
+    6;  // 64^6 ticks: ~2.2 years at 1 ms; beyond: overflow list
 inline constexpr uint32_t kWheelPoolChunkEntries = 65'536;
 inline constexpr size_t kWheelTimersMax = kLiveTasksMax;
 

@@ -27,34 +27,6 @@ TimingWheel::TimingWheel(int64_t start_ms, uint32_t tick_ms, size_t timers_max)
   chunks_.reserve((timers_max + kChunkEntries - 1) / kChunkEntries);
 }
 
-TimingWheel::Handle TimingWheel::Schedule(uint64_t id, int64_t deadline_ms) {
-  if (size_ >= timers_max_) return Handle{};
-  const uint32_t index = Allocate();
-  Entry& e = At(index);
-  e.id = id;
-  e.deadline_ms = deadline_ms;
-  Place(index);
-  ++size_;
-  return Handle{index, e.generation};
-}
-
-bool TimingWheel::Cancel(Handle h) {
-  if (!IsPending(h)) return false;
-  Unlink(h.index);
-  Release(h.index);
-  TW_ASSERT(size_ > 0);
-  --size_;
-  return true;
-}
-
-TimingWheel::Handle TimingWheel::Reschedule(Handle h, int64_t deadline_ms) {
-  if (!IsPending(h)) return Handle{};
-  Unlink(h.index);
-  At(h.index).deadline_ms = deadline_ms;
-  Place(h.index);
-  return h;
-}
-
 std::optional<int64_t> TimingWheel::NextDeadline() const {
   if (size_ == 0) return std::nullopt;
   for (uint32_t level = 0; level <= kLevels; ++level) {
@@ -72,32 +44,7 @@ size_t TimingWheel::bytes_allocated() const {
   return size_t{capacity_} * sizeof(Entry) + chunks_.capacity() * sizeof(chunks_[0]);
 }
 
-// ---- placement ----
-
-bool TimingWheel::IsPending(Handle h) const {
-  // next_unused_ bounds every index ever handed out, so a forged index never reads
-  // uninitialized memory; kFreeList catches a forged generation on a free entry.
-  if (h.index >= next_unused_) return false;
-  const Entry& e = At(h.index);
-  return e.generation == h.generation && e.list != kFreeList;
-}
-
-uint64_t TimingWheel::DueTick(int64_t deadline_ms) const {
-  TW_ASSERT(deadline_ms > 0);  // only future deadlines get a tick; now_ms_ >= 0
-  const auto d = static_cast<uint64_t>(deadline_ms);
-  if (tick_ms_ == 1) return d;  // the default; skips a 64-bit division per cascade step
-  return d / tick_ms_ + (d % tick_ms_ != 0 ? 1 : 0);
-}
-
-uint32_t TimingWheel::ListForTick(uint64_t due_tick) const {
-  const uint64_t diff = due_tick ^ cur_tick_;
-  if ((diff >> kRangeBits) != 0) return kOverflowList;
-  // `| kSlotMask` puts every tick of the current 64-tick block, including cur_tick_ itself
-  // (a cascade into the due slot), at level 0.
-  const uint32_t level = (std::bit_width(diff | kSlotMask) - 1) / kSlotBits;
-  const auto slot = static_cast<uint32_t>((due_tick >> (level * kSlotBits)) & kSlotMask);
-  return level * kSlots + slot;
-}
+// ---- slot arithmetic ----
 
 uint64_t TimingWheel::SlotStartTick(uint32_t level, uint32_t slot) const {
   if (level == kLevels) {
@@ -112,35 +59,7 @@ uint64_t TimingWheel::SlotStartTick(uint32_t level, uint32_t slot) const {
   return (cur_tick_ & above) | (uint64_t{slot} << shift);
 }
 
-void TimingWheel::Place(uint32_t index) {
-  Entry& e = At(index);
-  if (e.deadline_ms <= now_ms_) {
-    Link(index, DueList());
-    return;
-  }
-  // d > now_ms_ >= target_tick_ * tick_ms_, so the due tick is past everything processed.
-  const uint64_t due_tick = DueTick(e.deadline_ms);
-  TW_ASSERT(due_tick > target_tick_);
-  const uint32_t list = ListForTick(due_tick);
-  if (list == kOverflowList) overflow_min_tick_ = std::min(overflow_min_tick_, due_tick);
-  Link(index, list);
-}
-
 // ---- the pool ----
-
-uint32_t TimingWheel::Allocate() {
-  if (free_head_ != kNil) {
-    const uint32_t index = free_head_;
-    Entry& e = At(index);
-    TW_ASSERT(e.list == kFreeList);
-    free_head_ = e.next;
-    return index;
-  }
-  if (next_unused_ == capacity_) Grow();
-  const uint32_t index = next_unused_++;
-  At(index).generation = 0;
-  return index;
-}
 
 void TimingWheel::Grow() {
   // Only reached with every entry pending (the free list is empty), and size_ < timers_max_,
@@ -187,7 +106,7 @@ void TimingWheel::BeginAdvance(int64_t now_ms) {
 // is <= target_tick_ (cascading it unless it is a level-0 slot, which becomes the due list) and
 // returns true; otherwise moves cur_tick_ to target_tick_ and returns false.
 bool TimingWheel::MoveToNextOccupiedSlot() {
-  TW_ASSERT(heads_[DueList()] == kNil);
+  TW_ASSERT(lanes_[DueList()] == 0);
   if (cur_tick_ == target_tick_) return false;
   // Lower levels always hold earlier ticks than higher ones (invariant 5), so the first
   // occupied level has the next event, at its lowest set bit.
@@ -212,17 +131,35 @@ bool TimingWheel::MoveToNextOccupiedSlot() {
   return true;
 }
 
+// Links a cascading entry into the list its due tick names now.
+inline void TimingWheel::Refile(uint32_t index, int64_t deadline_ms, uint32_t from) {
+  const uint64_t due_tick = DueTick(deadline_ms);
+  TW_ASSERT(due_tick >= cur_tick_);
+  const uint32_t to = ListForTick(due_tick);
+  // Strictly finer, so cascading makes progress; only a timer still blocks away goes back
+  // to the overflow list (whose next event is then a later block).
+  if (to == kOverflowList) {
+    TW_ASSERT(from == kOverflowList);
+    overflow_min_tick_ = std::min(overflow_min_tick_, due_tick);
+  } else {
+    TW_ASSERT(to < from);
+  }
+  Link(index, to);
+}
+
 // Re-files every timer of `list` relative to cur_tick_, which has just reached the list's
 // start. Levels below it are empty here (they held earlier ticks), so the re-filed timers land
 // in lists this loop alone fills: the heads it touches are ones it just wrote, still in cache.
 void TimingWheel::Cascade(uint32_t list) {
   TW_ASSERT(list >= kSlots);
+  // Only the non-empty lanes: a low-level slot holds a handful of timers, fewer than lanes.
   uint32_t cursor[kLanes];
-  for (uint32_t lane = 0; lane < kLanes; ++lane) {
+  uint32_t live = lanes_[list];
+  for (uint32_t lanes = live; lanes != 0; lanes &= lanes - 1) {
+    const auto lane = static_cast<uint32_t>(std::countr_zero(lanes));
     cursor[lane] = Head(list, lane);
     Head(list, lane) = kNil;
   }
-  uint32_t live = lanes_[list];
   lanes_[list] = 0;
   occupied_[list / kSlots] &= ~(uint64_t{1} << (list % kSlots));
   if (list == kOverflowList) overflow_min_tick_ = UINT64_MAX;
@@ -242,22 +179,6 @@ void TimingWheel::Cascade(uint32_t list) {
       Refile(index, e.deadline_ms, list);
     }
   }
-}
-
-// Links a cascading entry into the list its due tick names now.
-void TimingWheel::Refile(uint32_t index, int64_t deadline_ms, uint32_t from) {
-  const uint64_t due_tick = DueTick(deadline_ms);
-  TW_ASSERT(due_tick >= cur_tick_);
-  const uint32_t to = ListForTick(due_tick);
-  // Strictly finer, so cascading makes progress; only a timer still blocks away goes back
-  // to the overflow list (whose next event is then a later block).
-  if (to == kOverflowList) {
-    TW_ASSERT(from == kOverflowList);
-    overflow_min_tick_ = std::min(overflow_min_tick_, due_tick);
-  } else {
-    TW_ASSERT(to < from);
-  }
-  Link(index, to);
 }
 
 // ---- validation ----

@@ -11,12 +11,19 @@
 //
 // Cost. Schedule, Cancel and Reschedule are O(1) and allocate nothing once the pool has grown to
 // the peak number of pending timers. AdvanceTo costs O(levels) per occupied slot it reaches plus
-// O(1) per timer per cascade (at most kWheelLevels cascades per timer over its life), so idle
+// O(1) per timer per cascade (at most kWheelLevels - 1 cascades per timer, plus one per
+// 64^kWheelLevels ticks, ~2.2 years at 1 ms, for timers armed further out than that), so idle
 // time is skipped through the occupancy bitmaps rather than walked tick by tick.
+//
+// Memory. 32 bytes per entry, from a pool that grows by limits::kWheelPoolChunkEntries entries
+// (2 MiB, backed by a transparent huge page where the kernel allows) only when every entry is
+// pending, and never shrinks; freed entries go on a free list. The wheel object itself holds
+// ~51 KB of list heads, so construct it once.
 //
 // Thread: single-threaded. The engine thread owns the wheel; nothing here is synchronized.
 #pragma once
 
+#include <algorithm>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -82,7 +89,9 @@ class TimingWheel {
   Handle Schedule(uint64_t id, int64_t deadline_ms);
 
   // Disarms a pending timer. Returns false, and does nothing, if the handle is stale (already
-  // fired or cancelled), invalid, or never issued: generation check, never UB. O(1).
+  // fired or cancelled), invalid, or never issued: generation check, never UB. O(1). (The
+  // 32-bit generation would alias only after 2^32 reuses of one entry while a stale handle to
+  // it is still held.)
   bool Cancel(Handle h);
 
   // Moves a pending timer to a new deadline (earlier or later), keeping its id. Returns the
@@ -90,8 +99,9 @@ class TimingWheel {
   Handle Reschedule(Handle h, int64_t deadline_ms);
 
   // Moves the wheel's time to max(now_ms(), now_ms) (an earlier now_ms, e.g. a wall clock that
-  // stepped back, fires nothing new) and fires, tick by tick in due-time order, the timers that
-  // are due, calling fn(uint64_t id, int64_t deadline_ms) for each, at most `budget` of them.
+  // stepped back, fires nothing new) and fires, tick by tick in due-time order (within one tick
+  // in no particular order), the timers that are due, calling fn(uint64_t id, int64_t
+  // deadline_ms) for each, at most `budget` of them.
   // Returns the number fired. If the budget ran out, the wheel stops where it was and the next
   // AdvanceTo resumes there: nothing is skipped or fired twice. Overdue timers (armed with
   // deadline <= now_ms()) fire first, ahead of a backlog, in no particular order.
@@ -145,11 +155,13 @@ class TimingWheel {
   static constexpr uint32_t kChunkEntries = limits::kWheelPoolChunkEntries;
   static constexpr uint32_t kChunkBits = std::countr_zero(kChunkEntries);
   // Each list is kLanes independent chains; an entry's lane is its index mod kLanes. Walking
-  // one chain is a dependent load per entry: at ~150-250 ns a miss (measured on a 2-core
-  // EPYC VM) a 70k-entry slot would cascade one miss at a time. Walking the lanes round
-  // robin keeps kLanes misses in flight instead. Cancel still touches one lane only.
-  static constexpr uint32_t kLanes = 16;
-  using LaneMask = uint16_t;
+  // one chain is a dependent load per entry: at 150-250 ns a miss (measured on the 2-core
+  // EPYC VM of docs/BENCHMARKS.md) a 70k-entry slot would cascade one miss at a time, 7x
+  // slower than now. Walking the lanes round robin keeps up to kLanes misses in flight
+  // (16 lanes measured 20 % slower than 32 at 10^6 timers; 64 no faster). Cancel and
+  // Schedule still touch one lane only.
+  static constexpr uint32_t kLanes = 32;
+  using LaneMask = uint32_t;
 
   static_assert(kSlots == 64, "one 64-bit occupancy word per level");
   static_assert(uint32_t{1} << kSlotBits == kSlots);
@@ -259,8 +271,8 @@ inline void TimingWheel::Unlink(uint32_t index) {
 inline uint32_t TimingWheel::PickDueLane() const {
   const uint32_t mask = lanes_[DueList()];
   if (mask == 0) return kNil;
-  const uint32_t rotated = (mask >> fire_lane_) | (mask << (kLanes - fire_lane_));
-  return (fire_lane_ + std::countr_zero(rotated)) & (kLanes - 1);
+  return (fire_lane_ + std::countr_zero(std::rotr(mask, static_cast<int>(fire_lane_)))) &
+         (kLanes - 1);
 }
 
 inline void TimingWheel::Release(uint32_t index) {
@@ -271,6 +283,90 @@ inline void TimingWheel::Release(uint32_t index) {
   free_head_ = index;
 }
 
+inline TimingWheel::Handle TimingWheel::Schedule(uint64_t id, int64_t deadline_ms) {
+  if (size_ >= timers_max_) return Handle{};
+  const uint32_t index = Allocate();
+  Entry& e = At(index);
+  e.id = id;
+  e.deadline_ms = deadline_ms;
+  Place(index);
+  ++size_;
+  return Handle{index, e.generation};
+}
+
+inline bool TimingWheel::Cancel(Handle h) {
+  if (!IsPending(h)) return false;
+  Unlink(h.index);
+  Release(h.index);
+  TW_ASSERT(size_ > 0);
+  --size_;
+  return true;
+}
+
+inline TimingWheel::Handle TimingWheel::Reschedule(Handle h, int64_t deadline_ms) {
+  if (!IsPending(h)) return Handle{};
+  Unlink(h.index);
+  At(h.index).deadline_ms = deadline_ms;
+  Place(h.index);
+  return h;
+}
+
+inline bool TimingWheel::IsPending(Handle h) const {
+  // next_unused_ bounds every index ever handed out, so a forged index never reads
+  // uninitialized memory; kFreeList catches a forged generation on a free entry.
+  if (h.index >= next_unused_) return false;
+  const Entry& e = At(h.index);
+  return e.generation == h.generation && e.list != kFreeList;
+}
+
+inline uint64_t TimingWheel::DueTick(int64_t deadline_ms) const {
+  TW_ASSERT(deadline_ms > 0);  // only future deadlines get a tick; now_ms_ >= 0
+  const auto d = static_cast<uint64_t>(deadline_ms);
+  if (tick_ms_ == 1) return d;  // the default; skips a 64-bit division per cascade step
+  return d / tick_ms_ + (d % tick_ms_ != 0 ? 1 : 0);
+}
+
+inline uint32_t TimingWheel::ListForTick(uint64_t due_tick) const {
+  const uint64_t diff = due_tick ^ cur_tick_;
+  if ((diff >> kRangeBits) != 0) return kOverflowList;
+  // `| kSlotMask` puts every tick of the current 64-tick block, including cur_tick_ itself
+  // (a cascade into the due slot), at level 0.
+  const uint32_t level = (std::bit_width(diff | kSlotMask) - 1) / kSlotBits;
+  const auto slot = static_cast<uint32_t>((due_tick >> (level * kSlotBits)) & kSlotMask);
+  return level * kSlots + slot;
+}
+
+inline void TimingWheel::Place(uint32_t index) {
+  Entry& e = At(index);
+  if (e.deadline_ms <= now_ms_) {
+    Link(index, DueList());
+    return;
+  }
+  // d > now_ms_ >= target_tick_ * tick_ms_, so the due tick is past everything processed.
+  const uint64_t due_tick = DueTick(e.deadline_ms);
+  TW_ASSERT(due_tick > target_tick_);
+  const uint32_t list = ListForTick(due_tick);
+  if (list == kOverflowList) overflow_min_tick_ = std::min(overflow_min_tick_, due_tick);
+  Link(index, list);
+}
+
+inline uint32_t TimingWheel::Allocate() {
+  if (free_head_ != kNil) {
+    const uint32_t index = free_head_;
+    Entry& e = At(index);
+    TW_ASSERT(e.list == kFreeList);
+    free_head_ = e.next;
+    // After a mass expiry the free list runs through the pool in random order: start the
+    // next pop's load now so it overlaps the caller's work instead of stalling it.
+    if (free_head_ != kNil) __builtin_prefetch(&At(free_head_));
+    return index;
+  }
+  if (next_unused_ == capacity_) Grow();
+  const uint32_t index = next_unused_++;
+  At(index).generation = 0;
+  return index;
+}
+
 template <typename Fn>
 size_t TimingWheel::AdvanceTo(int64_t now_ms, size_t budget, Fn&& fn) {
   BeginAdvance(now_ms);
@@ -279,6 +375,16 @@ size_t TimingWheel::AdvanceTo(int64_t now_ms, size_t budget, Fn&& fn) {
     // Re-read the lanes every time: fn may have armed, cancelled or moved timers.
     const uint32_t lane = PickDueLane();
     if (lane == kNil) {
+      // Fast path: the next timer is in this 64-tick block, so no cascade can be due first.
+      if (occupied_[0] != 0) {
+        const uint64_t start = (cur_tick_ & ~kSlotMask) | std::countr_zero(occupied_[0]);
+        TW_ASSERT(start > cur_tick_);
+        if (start <= target_tick_) {
+          cur_tick_ = start;
+          ++slots_visited_;
+          continue;
+        }
+      }
       if (!MoveToNextOccupiedSlot()) break;
       continue;
     }

@@ -30,8 +30,8 @@ constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
 constexpr size_t kAll = std::numeric_limits<size_t>::max();
 constexpr int64_t kDayMs = 24LL * 3600 * 1000;
 
-// Default run: 16 seeds x 65,536 top-level operations = 1,048,576.
-constexpr uint64_t kDefaultSeeds = 16;
+// Default run: 32 seeds x 65,536 top-level operations = 2,097,152.
+constexpr uint64_t kDefaultSeeds = 32;
 constexpr uint64_t kDefaultOpsPerSeed = 65'536;
 
 // What the runs exercised, printed at the end so a reader can see the edges were reached.
@@ -159,8 +159,8 @@ class ModelRun {
       case 12:
         return TicksToMs(static_cast<int64_t>(Rand(400'000)));
       case 13:
-        return now > kMax - 3 * 366 * kDayMs ? kMax
-                                             : now + static_cast<int64_t>(Rand(3 * 366 * kDayMs));
+        return now > kMax - kDayMs * 3 * 366 ? kMax
+                                             : now + static_cast<int64_t>(Rand(kDayMs * 3 * 366));
       case 14:
         return OneIn(2) ? kMax : kMax - static_cast<int64_t>(Rand(1'000'000));
       default:
@@ -198,9 +198,9 @@ class ModelRun {
       case 9:
         return plus(static_cast<int64_t>(Rand(1 << 24)) * tick);
       case 10:
-        return plus(static_cast<int64_t>(Rand(2 * 366 * kDayMs)));
+        return plus(static_cast<int64_t>(Rand(kDayMs * 2 * 366)));
       default:
-        return OneIn(2000) ? kMax : plus(static_cast<int64_t>(Rand(30 * 366 * kDayMs)));
+        return OneIn(2000) ? kMax : plus(static_cast<int64_t>(Rand(kDayMs * 30 * 366)));
     }
   }
 

@@ -91,11 +91,11 @@ TEST(TimingWheelTest, CoarseTickNeverEarlyAtMostOneTickLate) {
     const int64_t start = kEpochMs + 3;  // deliberately not tick-aligned
     TimingWheel wheel(start, tick_ms);
     std::vector<int64_t> deadlines;
-    for (int64_t d = start + 1; d <= start + 3 * tick_ms + 1; ++d) deadlines.push_back(d);
+    for (int64_t d = start + 1; d <= start + int64_t{3} * tick_ms + 1; ++d) deadlines.push_back(d);
     for (int64_t d : deadlines) wheel.Schedule(static_cast<uint64_t>(d), d);
     // Advance one millisecond at a time: that is the finest a caller can observe.
     size_t total = 0;
-    for (int64_t now = start; now <= start + 5 * tick_ms; ++now) {
+    for (int64_t now = start; now <= start + int64_t{5} * tick_ms; ++now) {
       for (const Fired& f : Advance(wheel, now)) {
         EXPECT_LE(f.deadline_ms, now) << "early";
         EXPECT_LT(now - f.deadline_ms, tick_ms) << "more than one tick late";
@@ -270,7 +270,7 @@ TEST(TimingWheelTest, BudgetLimitedAdvanceResumesWhereItLeftOff) {
   for (uint64_t id = 0; id < 100; ++id) deadline_of[id] = kEpochMs + 1 + id % 10;
   for (uint64_t id = 100; id < 200; ++id) deadline_of[id] = kEpochMs + 5000 * (id - 99);
   for (uint64_t id = 0; id < 200; ++id) wheel.Schedule(id, deadline_of[id]);
-  const int64_t end = kEpochMs + 5000 * 101;
+  const int64_t end = kEpochMs + int64_t{5000} * 101;
   std::vector<int> times_fired(200, 0);
   int64_t last_deadline = 0;
   size_t calls = 0;
@@ -414,7 +414,7 @@ TEST(TimingWheelTest, PoolGrowsInWholeChunksWhenFull) {
   EXPECT_GE(one_chunk, 32u * chunk);
   EXPECT_LE(one_chunk, 32u * chunk + 4096);
   wheel.Schedule(chunk, kEpochMs + 1);
-  EXPECT_EQ(wheel.bytes_allocated(), one_chunk + 32u * chunk);
+  EXPECT_EQ(wheel.bytes_allocated(), one_chunk + size_t{32} * chunk);
   EXPECT_EQ(wheel.size(), chunk + 1u);
   wheel.Validate();
   EXPECT_EQ(Advance(wheel, kEpochMs + 5000).size(), chunk + 1u);
