@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config git
+  jq                      # the README's CLI session pipes JSON through it
   clang-format clang-tidy
   librocksdb-dev          # storage engine
   capnproto libcapnp-dev  # RPC schema compiler and runtime

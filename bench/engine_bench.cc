@@ -1,0 +1,843 @@
+// The durable engine (Engine over the RocksDB store, --durability sync: every batch's WAL synced
+// before its replies) against the disk it writes to. Each Engine/<workload> records the exact
+// RocksDB WriteBatches the engine committed (RocksStoreOptions::on_batch_committed: serialized
+// rocksdb::WriteBatch data, batch boundaries kept); Baseline/<workload> replays them into a fresh
+// store with the same options and column families through raw DB::Write with sync = true, timing
+// only the writes. So the baseline writes the same keys and bytes in the same group commits, and
+// the ratio is what the engine costs on top of its own disk writes.
+//
+//   IssueSucceed        callback tasks, issue then success; a client thread keeps --window tasks
+//                       in flight, sending the success as each issue reply arrives.
+//                       items = durable transitions (2 per task).
+//   ActivityLifecycle   activity tasks: issue, take (a poll per task, waiting when the queue is
+//                       empty), heartbeat x3, success; --window tasks in flight.
+//                       items = durable transitions (issue, start, success: 3 per task);
+//                       counters: calls_per_second (6 engine calls per task).
+//   Memory/LiveTasks    issue --live_tasks callback tasks (1 s timeout, ManualClock, durability
+//                       none: setup speed) and measure memory per live task: EngineStats::
+//                       index_bytes / live (task index + timing wheel), the RSS delta
+//                       (/proc/self/statm, after malloc_trim) and the RSS delta minus RocksDB's
+//                       memtables, block cache and table readers.
+//   Recovery/LiveTasks/wal_replay
+//                       the first reopen of that database: RocksDB replays its WAL (close does
+//                       not flush memtables: what a restart after kill -9 costs too), then
+//                       Engine::Open rebuilds the index. Time = store open + Engine::Open until
+//                       ready; counters store_open_s and engine_open_s split it.
+//   Recovery/LiveTasks/clean
+//                       the same after a clean restart (WAL already flushed).
+//   MassTimeout         open it again with durability sync, advance the ManualClock past every
+//                       deadline, Sync(): time until every TIMED_OUT event is durable.
+//                       items = timeouts. Consumes the database (a later run rebuilds it).
+//
+// Every timed region is measured by hand (UseManualTime, one iteration): setup, engine start
+// and shutdown, and building the baseline's batches stay outside. Temp dirs are under /tmp and
+// removed afterwards. Baseline/<w> reports engine_vs_baseline = engine items/s / baseline items/s
+// of the Engine/<w> run just before it (recording one first, untimed, if filtered out). The
+// throughput workloads run --reps times as alternating pairs Engine/<w>/run:i, Baseline/<w>/run:i.
+//
+// Run: build/release/bench/tw_bench_engine   (or `make bench`; docs/BENCHMARKS.md has results)
+//      own flags: --tasks=N (throughput workloads, default 200000) --window=N (default 2048)
+//                 --live_tasks=N (default 1000000) --reps=N (throughput workloads, default 3)
+#include <benchmark/benchmark.h>
+#include <malloc.h>
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/write_batch.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "engine/clock.h"
+#include "engine/engine.h"
+#include "storage/rocksdb_store.h"
+
+namespace tw {
+namespace {
+
+// ---- Configuration (own flags, see main) ----
+struct Config {
+  size_t tasks = 200'000;         // per throughput run
+  size_t window = 2048;           // tasks in flight
+  size_t live_tasks = 1'000'000;  // memory / recovery / mass timeout
+  int reps = 3;                   // repetitions of the throughput workloads
+};
+Config g_config;
+
+constexpr int64_t kStartMs = 1'700'000'000'000;
+constexpr uint32_t kMassTimeoutS = 1;
+constexpr char kInput[] = R"({"order":"A-1234567","amount":1999,"items":3})";
+constexpr char kOutput[] = R"({"status":"shipped","tracking":"1Z999AA10123456784"})";
+
+using Steady = std::chrono::steady_clock;
+double SecondsSince(Steady::time_point t0) {
+  return std::chrono::duration<double>(Steady::now() - t0).count();
+}
+
+// A directory under /tmp, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/tw_bench_engine.XXXXXX";
+    char* p = mkdtemp(tmpl);
+    if (p == nullptr) {
+      std::perror("mkdtemp");
+      std::abort();
+    }
+    path_ = p;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string db() const { return path_ + "/db"; }
+  std::string key_file() const { return path_ + "/token.key"; }
+
+ private:
+  std::string path_;
+};
+
+size_t RssBytes() {
+  std::ifstream f("/proc/self/statm");
+  size_t pages_total = 0;
+  size_t pages_resident = 0;
+  f >> pages_total >> pages_resident;
+  return pages_resident * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+}
+
+// RSS after handing freed heap pages back, so that the figure counts what is in use.
+size_t TrimmedRssBytes() {
+  malloc_trim(0);
+  return RssBytes();
+}
+
+// Memory RocksDB holds in memtables, block cache and table readers (index and filter blocks).
+uint64_t RocksMemBytes(rocksdb::DB* db) {
+  uint64_t memtables = 0;
+  uint64_t readers = 0;
+  uint64_t cache = 0;
+  db->GetAggregatedIntProperty(rocksdb::DB::Properties::kSizeAllMemTables, &memtables);
+  db->GetAggregatedIntProperty(rocksdb::DB::Properties::kEstimateTableReadersMem, &readers);
+  // One block cache shared by every column family: ask one of them.
+  db->GetIntProperty(rocksdb::DB::Properties::kBlockCacheUsage, &cache);
+  return memtables + readers + cache;
+}
+
+// The committed batches of one engine run, in order.
+struct Recording {
+  std::vector<std::string> batches;
+  size_t bytes = 0;
+  uint64_t items = 0;                  // of the engine run that wrote them
+  double engine_items_per_second = 0;  // of the engine run that wrote them
+};
+std::map<std::string, Recording> g_recordings;
+
+// Records committed batches while `on` is set (engine thread writes, bench thread reads after
+// the engine stopped or after a Sync reply, which orders them).
+struct Recorder {
+  std::atomic<bool> on{false};
+  Recording rec;
+  std::function<void(std::string_view)> Hook() {
+    return [this](std::string_view rep) {
+      if (!on.load(std::memory_order_relaxed)) return;
+      rec.batches.emplace_back(rep);
+      rec.bytes += rep.size();
+    };
+  }
+};
+
+// An engine over a RocksDB store in `dir`.
+struct OpenEngine {
+  std::unique_ptr<Engine> engine;
+  rocksdb::DB* db = nullptr;  // owned by the engine's store
+  double store_open_s = 0;
+  double engine_open_s = 0;
+};
+
+std::string OpenError(const std::string& what, const std::string& why) { return what + ": " + why; }
+
+bool Open(const TempDir& dir, Durability durability, Clock* clock, Recorder* recorder,
+          const EngineOptions& base, OpenEngine* out, std::string* error) {
+  RocksStoreOptions so;
+  so.path = dir.db();
+  if (recorder != nullptr) so.on_batch_committed = recorder->Hook();
+  std::unique_ptr<Store> store;
+  const auto t0 = Steady::now();
+  Status s = OpenRocksStore(so, &store);
+  out->store_open_s = SecondsSince(t0);
+  if (!s.ok()) {
+    *error = OpenError("OpenRocksStore", s.ToString());
+    return false;
+  }
+  out->db = RocksDbOf(store.get());
+  EngineOptions eo = base;
+  eo.durability = durability;
+  eo.token_key_file = dir.key_file();
+  const auto t1 = Steady::now();
+  auto r = Engine::Open(eo, std::move(store), clock);
+  out->engine_open_s = SecondsSince(t1);
+  if (!r.ok()) {
+    *error = OpenError("Engine::Open", r.error.message);
+    return false;
+  }
+  out->engine = std::move(r.value);
+  return true;
+}
+
+// Blocks until a callback-style call answers.
+template <typename T, typename F>
+Result<T> Await(F&& call) {
+  std::promise<Result<T>> p;
+  auto f = p.get_future();
+  call([&p](Result<T> r) { p.set_value(std::move(r)); });
+  return f.get();
+}
+
+EngineStats Stats(Engine* e) {
+  return Await<EngineStats>([e](Callback<EngineStats> cb) { e->GetStats(std::move(cb)); }).value;
+}
+
+// ---- Client side: replies hop from the engine thread to the client thread ----
+
+enum class Kind : uint8_t { kIssued, kTaken, kHeartbeat, kSucceeded };
+struct Msg {
+  Kind kind;
+  uint32_t lane;
+  bool ok;
+  std::string token;  // kIssued (callback tasks), kTaken
+  std::string error;
+};
+
+// Engine-thread producers, one client-thread consumer. The consumer takes everything at once,
+// and a wake-up is sent only when it sleeps: about one hand-off per engine batch.
+class Inbox {
+ public:
+  void Push(Msg m) {
+    std::unique_lock<std::mutex> lock(mu_);
+    items_.push_back(std::move(m));
+    if (sleeping_) {
+      sleeping_ = false;
+      lock.unlock();
+      cv_.notify_one();
+    }
+  }
+  void TakeAll(std::vector<Msg>* out) {
+    out->clear();
+    std::unique_lock<std::mutex> lock(mu_);
+    while (items_.empty()) {
+      sleeping_ = true;
+      cv_.wait(lock);
+    }
+    sleeping_ = false;
+    out->swap(items_);
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Msg> items_;
+  bool sleeping_ = false;
+};
+
+template <typename T>
+Callback<T> ToInbox(Inbox* inbox, Kind kind, uint32_t lane) {
+  return [inbox, kind, lane](Result<T> r) {
+    Msg m{kind, lane, r.ok(), {}, {}};
+    if (!r.ok()) m.error = std::string(ErrorCodeName(r.error.code)) + ": " + r.error.message;
+    if constexpr (std::is_same_v<T, IssueTaskReply>) {
+      m.token = std::move(r.value.token);
+    } else if constexpr (std::is_same_v<T, GetActivityTaskReply>) {
+      m.token = std::move(r.value.token);
+      if (m.ok && m.token.empty()) {
+        m.ok = false;
+        m.error = "poll answered empty";
+      }
+    }
+    inbox->Push(std::move(m));
+  };
+}
+
+// What one engine run measured.
+struct RunResult {
+  bool ok = false;
+  std::string error;
+  double seconds = 0;
+  uint64_t items = 0;
+  uint64_t batches = 0;
+  uint64_t commands = 0;
+  Recording rec;
+};
+
+// Callback tasks: issue, and success as each issue reply arrives.
+RunResult RunIssueSucceed(size_t tasks, size_t window) {
+  RunResult out;
+  TempDir dir;
+  SystemClock clock;
+  Recorder recorder;
+  OpenEngine oe;
+  if (!Open(dir, Durability::kSync, &clock, &recorder, EngineOptions(), &oe, &out.error)) {
+    return out;
+  }
+  Engine* e = oe.engine.get();
+  const EngineStats before = Stats(e);
+  Inbox inbox;
+  std::vector<Msg> msgs;
+  size_t issued = 0;
+  size_t done = 0;
+  auto issue = [&](uint32_t lane) {
+    IssueTaskRequest req;
+    req.input = kInput;
+    req.timeout_s = 3600;
+    e->IssueTask(std::move(req), ToInbox<IssueTaskReply>(&inbox, Kind::kIssued, lane));
+    ++issued;
+  };
+  recorder.on = true;
+  const auto t0 = Steady::now();
+  for (size_t i = 0; i < std::min(window, tasks); ++i) issue(static_cast<uint32_t>(i));
+  while (done < tasks && out.error.empty()) {
+    inbox.TakeAll(&msgs);
+    for (Msg& m : msgs) {
+      if (!m.ok) {
+        out.error = m.error;
+        break;
+      }
+      if (m.kind == Kind::kIssued) {
+        SendTaskSuccessRequest req;
+        req.token = std::move(m.token);
+        req.output = kOutput;
+        e->SendTaskSuccess(std::move(req),
+                           ToInbox<CompletionReply>(&inbox, Kind::kSucceeded, m.lane));
+      } else {
+        ++done;
+        if (issued < tasks) issue(m.lane);
+      }
+    }
+  }
+  out.seconds = SecondsSince(t0);
+  recorder.on = false;
+  const EngineStats after = Stats(e);
+  oe.engine->Stop();
+  if (!out.error.empty()) return out;
+  out.ok = true;
+  out.items = 2 * tasks;
+  out.batches = after.batches - before.batches;
+  out.commands = after.commands - before.commands;
+  out.rec = std::move(recorder.rec);
+  return out;
+}
+
+// Activity tasks: issue, take, heartbeat x3, success. Each lane issues a task and polls once;
+// it works whatever task its poll got (FIFO), so issues and takes stay balanced.
+RunResult RunActivityLifecycle(size_t tasks, size_t window) {
+  RunResult out;
+  TempDir dir;
+  SystemClock clock;
+  Recorder recorder;
+  OpenEngine oe;
+  EngineOptions eo;
+  eo.pollers_per_activity_max =
+      std::max<uint32_t>(eo.pollers_per_activity_max, static_cast<uint32_t>(window));
+  if (!Open(dir, Durability::kSync, &clock, &recorder, eo, &oe, &out.error)) return out;
+  Engine* e = oe.engine.get();
+  auto act = Await<ActivityInfo>([e](Callback<ActivityInfo> cb) {
+    e->CreateActivity(CreateActivityRequest{"bench-activity"}, std::move(cb));
+  });
+  if (!act.ok()) {
+    out.error = act.error.message;
+    return out;
+  }
+  const std::string arn = act.value.arn;
+  const EngineStats before = Stats(e);
+  Inbox inbox;
+  std::vector<Msg> msgs;
+  std::vector<std::string> token(window);
+  std::vector<uint8_t> beats(window, 0);
+  size_t started = 0;
+  size_t done = 0;
+  uint64_t next_poll_id = 1;
+  auto start = [&](uint32_t lane) {
+    IssueTaskRequest req;
+    req.activity_arn = arn;
+    req.input = kInput;
+    req.timeout_s = 3600;
+    req.heartbeat_s = 60;
+    e->IssueTask(std::move(req), ToInbox<IssueTaskReply>(&inbox, Kind::kIssued, lane));
+    GetActivityTaskRequest poll;
+    poll.activity_arn = arn;
+    poll.worker_name = "bench-worker";
+    e->GetActivityTask(std::move(poll), next_poll_id++,
+                       ToInbox<GetActivityTaskReply>(&inbox, Kind::kTaken, lane));
+    ++started;
+  };
+  auto heartbeat = [&](uint32_t lane) {
+    e->SendTaskHeartbeat(SendTaskHeartbeatRequest{token[lane]},
+                         ToInbox<Empty>(&inbox, Kind::kHeartbeat, lane));
+  };
+  recorder.on = true;
+  const auto t0 = Steady::now();
+  for (size_t i = 0; i < std::min(window, tasks); ++i) start(static_cast<uint32_t>(i));
+  while (done < tasks && out.error.empty()) {
+    inbox.TakeAll(&msgs);
+    for (Msg& m : msgs) {
+      if (!m.ok) {
+        out.error = m.error;
+        break;
+      }
+      switch (m.kind) {
+        case Kind::kIssued:
+          break;
+        case Kind::kTaken:
+          token[m.lane] = std::move(m.token);
+          beats[m.lane] = 0;
+          heartbeat(m.lane);
+          break;
+        case Kind::kHeartbeat:
+          if (++beats[m.lane] < 3) {
+            heartbeat(m.lane);
+          } else {
+            SendTaskSuccessRequest req;
+            req.token = token[m.lane];
+            req.output = kOutput;
+            e->SendTaskSuccess(std::move(req),
+                               ToInbox<CompletionReply>(&inbox, Kind::kSucceeded, m.lane));
+          }
+          break;
+        case Kind::kSucceeded:
+          ++done;
+          if (started < tasks) start(m.lane);
+          break;
+      }
+    }
+  }
+  out.seconds = SecondsSince(t0);
+  recorder.on = false;
+  const EngineStats after = Stats(e);
+  oe.engine->Stop();
+  if (!out.error.empty()) return out;
+  out.ok = true;
+  out.items = 3 * tasks;
+  out.batches = after.batches - before.batches;
+  out.commands = after.commands - before.commands;
+  out.rec = std::move(recorder.rec);
+  return out;
+}
+
+// ---- The database of --live_tasks live callback tasks (memory, recovery, mass timeout) ----
+
+struct MillionDb {
+  std::unique_ptr<TempDir> dir;
+  size_t live = 0;
+  bool consumed = true;  // no database, or its tasks already timed out
+  bool opened = false;   // opened since the build: its WAL was replayed and flushed
+  // What building it measured.
+  double build_s = 0;
+  uint64_t index_bytes = 0;
+  int64_t rss_delta = 0;
+  int64_t rocks_mem_delta = 0;
+};
+MillionDb g_million;
+
+// Issues `n` callback tasks with a kMassTimeoutS timeout at kStartMs (the clock never moves, so
+// none fires), durability none. Measures memory before and after.
+bool BuildMillion(size_t n, std::string* error) {
+  g_million = MillionDb();
+  g_million.dir = std::make_unique<TempDir>();
+  ManualClock clock(kStartMs);
+  OpenEngine oe;
+  if (!Open(*g_million.dir, Durability::kNone, &clock, nullptr, EngineOptions(), &oe, error)) {
+    return false;
+  }
+  Engine* e = oe.engine.get();
+  Stats(e);
+  const uint64_t rocks0 = RocksMemBytes(oe.db);
+  const size_t rss0 = TrimmedRssBytes();
+
+  constexpr size_t kWindow = 16'384;
+  Inbox inbox;
+  std::vector<Msg> msgs;
+  size_t issued = 0;
+  size_t done = 0;
+  auto issue = [&] {
+    IssueTaskRequest req;
+    req.input = kInput;
+    req.timeout_s = kMassTimeoutS;
+    e->IssueTask(std::move(req), [&inbox](Result<IssueTaskReply> r) {
+      Msg m{Kind::kIssued, 0, r.ok(), {}, {}};
+      if (!r.ok()) m.error = r.error.message;
+      inbox.Push(std::move(m));
+    });
+    ++issued;
+  };
+  const auto t0 = Steady::now();
+  for (size_t i = 0; i < std::min(kWindow, n); ++i) issue();
+  while (done < n && error->empty()) {
+    inbox.TakeAll(&msgs);
+    for (Msg& m : msgs) {
+      if (!m.ok) {
+        *error = m.error;
+        break;
+      }
+      ++done;
+      if (issued < n) issue();
+    }
+  }
+  g_million.build_s = SecondsSince(t0);
+  if (!error->empty()) {
+    oe.engine->Stop();  // its remaining callbacks use `inbox`
+    return false;
+  }
+  msgs = std::vector<Msg>();
+  const EngineStats st = Stats(e);
+  const uint64_t rocks1 = RocksMemBytes(oe.db);
+  const size_t rss1 = TrimmedRssBytes();
+  oe.engine->Stop();
+  if (st.live_tasks != n) {
+    *error = "live tasks " + std::to_string(st.live_tasks) + " != " + std::to_string(n);
+    return false;
+  }
+  g_million.live = n;
+  g_million.consumed = false;
+  g_million.index_bytes = st.index_bytes;
+  g_million.rss_delta = static_cast<int64_t>(rss1) - static_cast<int64_t>(rss0);
+  g_million.rocks_mem_delta = static_cast<int64_t>(rocks1) - static_cast<int64_t>(rocks0);
+  return true;
+}
+
+bool EnsureMillion(std::string* error) {
+  if (!g_million.consumed && g_million.live == g_config.live_tasks) return true;
+  return BuildMillion(g_config.live_tasks, error);
+}
+
+// Advance past every deadline, Sync: until every TIMED_OUT event is durable.
+RunResult RunMassTimeout() {
+  RunResult out;
+  if (!EnsureMillion(&out.error)) return out;
+  ManualClock clock(kStartMs);
+  Recorder recorder;
+  OpenEngine oe;
+  if (!Open(*g_million.dir, Durability::kSync, &clock, &recorder, EngineOptions(), &oe,
+            &out.error)) {
+    return out;
+  }
+  g_million.consumed = true;  // whatever happens next, its tasks are no longer all live
+  Engine* e = oe.engine.get();
+  const EngineStats before = Stats(e);
+  const uint64_t seq0 = e->LastEventSeq();
+  recorder.on = true;
+  const auto t0 = Steady::now();
+  clock.Advance(int64_t{kMassTimeoutS} * 1000 + 1);
+  auto synced = Await<Empty>([e](Callback<Empty> cb) { e->Sync(std::move(cb)); });
+  out.seconds = SecondsSince(t0);
+  recorder.on = false;
+  const EngineStats after = Stats(e);
+  if (!synced.ok()) {
+    out.error = synced.error.message;
+  } else if (e->LastEventSeq() - seq0 != g_million.live || after.live_tasks != 0) {
+    out.error = "expected " + std::to_string(g_million.live) + " timeouts, got " +
+                std::to_string(e->LastEventSeq() - seq0) + " events and " +
+                std::to_string(after.live_tasks) + " live tasks";
+  } else {
+    // Spot-check both ends of the stream.
+    for (uint64_t seq : {seq0 + 1, seq0 + g_million.live}) {
+      auto ev = e->ReadEvents(seq, 1);
+      if (!ev.ok() || ev.value.size() != 1 || ev.value[0].state != TaskState::kTimedOut ||
+          ev.value[0].timeout_kind != TimeoutKind::kOverall) {
+        out.error = "event " + std::to_string(seq) + " is not an overall TIMED_OUT";
+      }
+    }
+  }
+  oe.engine->Stop();
+  if (!out.error.empty()) return out;
+  out.ok = true;
+  out.items = g_million.live;
+  out.batches = after.batches - before.batches;
+  out.commands = after.commands - before.commands;
+  out.rec = std::move(recorder.rec);
+  return out;
+}
+
+// ---- Benchmarks ----
+
+using EngineRun = std::function<RunResult()>;
+
+// batches = non-empty group commits (the recorded ones; the engine also counts empty loops).
+void SetBatchCounters(benchmark::State& state, const RunResult& r) {
+  const double batches = static_cast<double>(r.rec.batches.size());
+  state.counters["batches"] = batches;
+  if (batches == 0) return;
+  state.counters["items_per_batch"] = static_cast<double>(r.items) / batches;
+  if (r.commands > r.rec.batches.size()) {
+    state.counters["cmds_per_batch"] = static_cast<double>(r.commands) / batches;
+  }
+  state.counters["bytes_per_batch"] = static_cast<double>(r.rec.bytes) / batches;
+}
+
+void KeepRecording(const std::string& workload, RunResult* r) {
+  Recording& rec = g_recordings[workload];
+  rec = std::move(r->rec);
+  rec.items = r->items;
+  rec.engine_items_per_second = static_cast<double>(r->items) / r->seconds;
+}
+
+void BM_Engine(benchmark::State& state, const std::string& workload, const EngineRun& run) {
+  RunResult r;
+  for (auto _ : state) {
+    r = run();
+    if (!r.ok) {
+      state.SkipWithError(r.error.c_str());
+      return;
+    }
+    state.SetIterationTime(r.seconds);
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(r.items));
+  SetBatchCounters(state, r);
+  if (workload == "ActivityLifecycle") {
+    state.counters["calls_per_second"] = benchmark::Counter(
+        static_cast<double>(r.items) * 2, benchmark::Counter::kIsRate);  // 6 calls per 3 items
+  }
+  KeepRecording(workload, &r);
+}
+
+// Replays the Engine/<workload> recording into a fresh store: same options, same column
+// families, the same batches with sync on. Only the writes are timed.
+void BM_Baseline(benchmark::State& state, const std::string& workload, const EngineRun& run) {
+  if (g_recordings.count(workload) == 0) {
+    RunResult r = run();  // Engine/<workload> was filtered out: record now, untimed
+    if (!r.ok) {
+      state.SkipWithError(r.error.c_str());
+      return;
+    }
+    KeepRecording(workload, &r);
+  }
+  const Recording& rec = g_recordings[workload];
+  double seconds = 0;
+  for (auto _ : state) {
+    TempDir dir;
+    RocksStoreOptions so;
+    so.path = dir.db();
+    std::unique_ptr<Store> store;
+    Status s = OpenRocksStore(so, &store);
+    if (!s.ok()) {
+      state.SkipWithError(s.ToString().c_str());
+      return;
+    }
+    rocksdb::DB* db = RocksDbOf(store.get());
+    std::vector<rocksdb::WriteBatch> batches;
+    batches.reserve(rec.batches.size());
+    for (const std::string& rep : rec.batches) batches.emplace_back(rep);
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    const auto t0 = Steady::now();
+    for (rocksdb::WriteBatch& b : batches) {
+      rocksdb::Status ws = db->Write(wo, &b);
+      if (!ws.ok()) {
+        state.SkipWithError(ws.ToString().c_str());
+        return;
+      }
+    }
+    seconds = SecondsSince(t0);
+    state.SetIterationTime(seconds);
+    batches.clear();
+    store.reset();
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(rec.items));
+  state.counters["batches"] = static_cast<double>(rec.batches.size());
+  state.counters["bytes_per_batch"] =
+      rec.batches.empty()
+          ? 0.0
+          : static_cast<double>(rec.bytes) / static_cast<double>(rec.batches.size());
+  // Engine items/s over this run's items/s (the goal: >= 0.7).
+  const double baseline_items_per_second = static_cast<double>(rec.items) / seconds;
+  state.counters["engine_vs_baseline"] = rec.engine_items_per_second / baseline_items_per_second;
+}
+
+void BM_Memory(benchmark::State& state) {
+  for (auto _ : state) {
+    std::string error;
+    if (!BuildMillion(g_config.live_tasks, &error)) {
+      state.SkipWithError(error.c_str());
+      return;
+    }
+    state.SetIterationTime(g_million.build_s);
+  }
+  const double live = static_cast<double>(g_million.live);
+  state.SetItemsProcessed(static_cast<int64_t>(g_million.live));  // issues/s, durability none
+  state.counters["live_tasks"] = live;
+  state.counters["index_bytes_per_task"] = static_cast<double>(g_million.index_bytes) / live;
+  state.counters["rss_bytes_per_task"] = static_cast<double>(g_million.rss_delta) / live;
+  state.counters["rss_minus_rocksdb_per_task"] =
+      static_cast<double>(g_million.rss_delta - g_million.rocks_mem_delta) / live;
+}
+
+// Opens the database of live tasks and stops again. The first open after BuildMillion replays
+// the WAL (RocksDB does not flush memtables at close, so this is also what a restart after a
+// crash costs) and flushes it; later opens are clean restarts. Timed: store open + Engine::Open
+// until ready (the engine thread runs); counters split the two.
+void BM_Recovery(benchmark::State& state, bool wal_replay) {
+  std::string error;
+  if (!EnsureMillion(&error)) {
+    state.SkipWithError(error.c_str());
+    return;
+  }
+  OpenEngine oe;
+  if (g_million.opened != !wal_replay) {
+    // A clean restart needs an earlier open (untimed); a replay needs an unopened build.
+    if (wal_replay && !BuildMillion(g_config.live_tasks, &error)) {
+      state.SkipWithError(error.c_str());
+      return;
+    }
+    if (!wal_replay) {
+      ManualClock clock(kStartMs);
+      if (!Open(*g_million.dir, Durability::kSync, &clock, nullptr, EngineOptions(), &oe, &error)) {
+        state.SkipWithError(error.c_str());
+        return;
+      }
+      oe.engine.reset();
+      g_million.opened = true;
+    }
+  }
+  size_t rss0 = 0;
+  size_t rss1 = 0;
+  uint64_t rocks = 0;
+  uint64_t recovered = 0;
+  for (auto _ : state) {
+    rss0 = TrimmedRssBytes();
+    ManualClock clock(kStartMs);
+    const auto t0 = Steady::now();
+    if (!Open(*g_million.dir, Durability::kSync, &clock, nullptr, EngineOptions(), &oe, &error)) {
+      state.SkipWithError(error.c_str());
+      return;
+    }
+    state.SetIterationTime(SecondsSince(t0));
+    g_million.opened = true;
+    recovered = oe.engine->RecoveredTasks();
+    rss1 = TrimmedRssBytes();
+    rocks = RocksMemBytes(oe.db);
+    oe.engine->Stop();
+    oe.engine.reset();
+  }
+  if (recovered != g_million.live) {
+    state.SkipWithError("recovered a different number of tasks than were live");
+    return;
+  }
+  const double live = static_cast<double>(recovered);
+  state.SetItemsProcessed(static_cast<int64_t>(recovered));
+  state.counters["recovered_tasks"] = live;
+  state.counters["store_open_s"] = oe.store_open_s;
+  state.counters["engine_open_s"] = oe.engine_open_s;  // Engine::Open to ready
+  state.counters["rss_minus_rocksdb_per_task"] =
+      (static_cast<double>(rss1) - static_cast<double>(rss0) - static_cast<double>(rocks)) / live;
+}
+
+void RegisterAll() {
+  const int reps = g_config.reps;
+  struct Throughput {
+    const char* name;
+    EngineRun run;
+  };
+  const size_t tasks = g_config.tasks;
+  const size_t window = g_config.window;
+  const Throughput throughput[] = {
+      {"IssueSucceed", [=] { return RunIssueSucceed(tasks, window); }},
+      {"ActivityLifecycle", [=] { return RunActivityLifecycle(tasks, window); }},
+  };
+  // Runs alternate, Engine then Baseline replaying that very run, so that each ratio compares
+  // two measurements taken back to back (the load on a shared machine drifts over minutes).
+  for (const Throughput& t : throughput) {
+    const std::string w = t.name;
+    const EngineRun run = t.run;
+    for (int i = 1; i <= reps; ++i) {
+      const std::string suffix = "/run:" + std::to_string(i);
+      benchmark::RegisterBenchmark(("Engine/" + w + suffix).c_str(),
+                                   [w, run](benchmark::State& st) { BM_Engine(st, w, run); })
+          ->UseManualTime()
+          ->Iterations(1)
+          ->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark(("Baseline/" + w + suffix).c_str(),
+                                   [w, run](benchmark::State& st) { BM_Baseline(st, w, run); })
+          ->UseManualTime()
+          ->Iterations(1)
+          ->Unit(benchmark::kMillisecond);
+    }
+  }
+  benchmark::RegisterBenchmark("Memory/LiveTasks", BM_Memory)
+      ->UseManualTime()
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  for (bool wal_replay : {true, false}) {
+    benchmark::RegisterBenchmark(
+        wal_replay ? "Recovery/LiveTasks/wal_replay" : "Recovery/LiveTasks/clean",
+        [wal_replay](benchmark::State& st) { BM_Recovery(st, wal_replay); })
+        ->UseManualTime()
+        ->Iterations(1)
+        ->Unit(benchmark::kMillisecond);
+  }
+  const std::string mass = "MassTimeout";
+  const EngineRun mass_run = [] { return RunMassTimeout(); };
+  benchmark::RegisterBenchmark(
+      ("Engine/" + mass).c_str(),
+      [mass, mass_run](benchmark::State& st) { BM_Engine(st, mass, mass_run); })
+      ->UseManualTime()
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark(
+      ("Baseline/" + mass).c_str(),
+      [mass, mass_run](benchmark::State& st) { BM_Baseline(st, mass, mass_run); })
+      ->UseManualTime()
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+}
+
+// Takes --name=value for our own flags out of argv (Google Benchmark rejects unknown ones).
+bool TakeFlag(std::string_view arg, std::string_view name, size_t* out) {
+  const std::string prefix = "--" + std::string(name) + "=";
+  if (arg.substr(0, prefix.size()) != prefix) return false;
+  *out = std::stoull(std::string(arg.substr(prefix.size())));
+  return true;
+}
+
+}  // namespace
+}  // namespace tw
+
+int main(int argc, char** argv) {
+  int kept = 1;
+  for (int i = 1; i < argc; ++i) {
+    size_t reps = 0;
+    std::string_view a = argv[i];
+    if (tw::TakeFlag(a, "tasks", &tw::g_config.tasks) ||
+        tw::TakeFlag(a, "window", &tw::g_config.window) ||
+        tw::TakeFlag(a, "live_tasks", &tw::g_config.live_tasks)) {
+      continue;
+    }
+    if (tw::TakeFlag(a, "reps", &reps)) {
+      tw::g_config.reps = static_cast<int>(std::max<size_t>(reps, 1));
+      continue;
+    }
+    argv[kept++] = argv[i];
+  }
+  argc = kept;
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  tw::RegisterAll();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
