@@ -110,8 +110,8 @@ Status EngineCore::Recover() {
     t.queue_seq = r.queue_seq;
     t.heartbeat_s = r.heartbeat_s;
     t.timeout_s = r.timeout_s;
-    // Conservative: recovery does not know these, and both only cost a read when set.
-    t.flags = LiveTask::kHasIdempotencyKey | LiveTask::kHasCorrelation;
+    // Old records carry kLiveFlagsUnknown: then both are assumed and cost a read at the end.
+    t.flags = r.flags & kLiveFlagsUnknown;
     if (r.activity_id != 0) {
       auto it = slot_by_id.find(r.activity_id);
       if (it == slot_by_id.end()) {
@@ -132,10 +132,9 @@ Status EngineCore::Recover() {
       t.deadline_ms = r.overall_deadline_ms;
       if (r.activity_id != 0) t.flags |= LiveTask::kWorkerStarted;
       // A crash may have lost heartbeats: never time out a worker that was on time.
-      t.heartbeat_deadline_ms =
-          r.heartbeat_s == 0
-              ? 0
-              : std::max(r.heartbeat_deadline_ms, now_ms_ + SecondsToMs(r.heartbeat_s));
+      t.heartbeat_deadline_ms = r.heartbeat_s == 0 ? 0
+                                                   : std::max(r.heartbeat_deadline_ms,
+                                                              now_ms_ + SecondsToMs(r.heartbeat_s));
     }
     ArmTimer(slot);
   });
@@ -156,12 +155,12 @@ Status EngineCore::Recover() {
 template <typename T>
 void EngineCore::Reply(Callback<T>& done, Result<T> r) {
   if (!done) return;
-  replies_.push_back([cb = std::move(done), r = std::move(r), this](bool ok) mutable {
-    if (ok) {
+  replies_.push_back([cb = std::move(done), r = std::move(r)](const Status* failure) mutable {
+    if (failure == nullptr) {
       cb(std::move(r));
     } else {
-      cb(Result<T>::Fail(Error::Make(ErrorCode::kUnavailable,
-                                     kStorageFailure + poison_status_.ToString())));
+      cb(Result<T>::Fail(
+          Error::Make(ErrorCode::kUnavailable, kStorageFailure + failure->ToString())));
     }
   });
 }
@@ -173,35 +172,55 @@ void EngineCore::Apply(Command&& cmd) {
 }
 
 Status EngineCore::Commit() {
+  SealedBatch sealed = Seal();
+  const Status s = WriteSealed(&sealed);
+  CompleteSealed(&sealed, s);
+  OnDurable(s);
+  return s;
+}
+
+SealedBatch EngineCore::Seal() {
+  TW_ASSERT(inflight_ == nullptr);
   if (counters_dirty_) {
     batch_->PutCounters(next_event_seq_, next_activity_id_, next_queue_seq_);
     counters_dirty_ = false;
   }
-  Status s;
-  if (poisoned_) {
-    s = poison_status_;
-  } else if (batch_->Count() > 0) {
-    s = store_->Write(batch_.get(), options_.durability == Durability::kSync);
-    if (!s.ok()) Poison(s);
-  }
-  batch_->Clear();
-  pending_issue_.clear();
-  pending_state_.clear();
-  pending_idempotency_.clear();
+  SealedBatch sealed;
+  sealed.batch = std::move(batch_);
+  batch_ = store_->NewBatch();
+  sealed.replies.swap(replies_);
+  sealed.last_event_seq = next_event_seq_ - 1;
+  sealed.first_event_seq = first_event_seq_;
+  sealed.new_events = sealed.last_event_seq != durable_last_event_seq_;
+  durable_last_event_seq_ = sealed.last_event_seq;  // as of this batch, once it is written
+  if (poisoned_) sealed.poisoned = poison_status_;
+  inflight_ = std::make_unique<Overlay>(std::move(overlay_));
+  overlay_ = Overlay();
   ++batches_;
-  const bool ok = s.ok();
+  return sealed;
+}
+
+Status EngineCore::WriteSealed(SealedBatch* sealed) {
+  if (!sealed->poisoned.ok()) return sealed->poisoned;
+  if (sealed->batch->Count() == 0) return Status::Ok();
+  return store_->Write(sealed->batch.get(), options_.durability == Durability::kSync);
+}
+
+void EngineCore::CompleteSealed(SealedBatch* sealed, const Status& write_status) {
+  const bool ok = write_status.ok();
   // Publish first: a caller that reads events from inside its reply must find them.
-  const bool new_events = ok && next_event_seq_ - 1 != durable_last_event_seq_;
   if (ok) {
-    durable_last_event_seq_ = next_event_seq_ - 1;
-    published_first_seq_.store(first_event_seq_, std::memory_order_release);
-    published_last_seq_.store(durable_last_event_seq_, std::memory_order_release);
+    published_first_seq_.store(sealed->first_event_seq, std::memory_order_release);
+    published_last_seq_.store(sealed->last_event_seq, std::memory_order_release);
   }
-  std::vector<std::function<void(bool)>> replies;
-  replies.swap(replies_);
-  for (auto& r : replies) r(ok);
-  if (new_events && event_listener_) event_listener_(durable_last_event_seq_);
-  return s;
+  for (auto& r : sealed->replies) r(ok ? nullptr : &write_status);
+  sealed->replies.clear();
+  if (ok && sealed->new_events && event_listener_) event_listener_(sealed->last_event_seq);
+}
+
+void EngineCore::OnDurable(const Status& write_status) {
+  inflight_.reset();
+  if (!write_status.ok() && !poisoned_) Poison(write_status);
 }
 
 void EngineCore::Poison(const Status& s) {
@@ -320,8 +339,7 @@ void EngineCore::Handle(DescribeActivityCmd& c) {
 
 void EngineCore::Handle(ListActivitiesCmd& c) {
   if (poisoned_) return ReplyError(c.done, ErrorCode::kUnavailable, poison_status_.ToString());
-  const uint32_t max =
-      c.req.max_results == 0 ? limits::kListActivitiesDefault : c.req.max_results;
+  const uint32_t max = c.req.max_results == 0 ? limits::kListActivitiesDefault : c.req.max_results;
   auto it = activity_by_name_.begin();
   if (!c.req.next_token.empty()) {
     std::string after;
@@ -353,6 +371,7 @@ LiveRecord EngineCore::LiveRecordOf(const LiveTask& t) const {
   r.queue_seq = t.queue_seq;
   r.heartbeat_s = t.heartbeat_s;
   r.timeout_s = t.timeout_s;
+  r.flags = t.flags & kLiveFlagsUnknown;
   if (t.state == TaskState::kScheduled) {
     r.schedule_to_start_deadline_ms = t.deadline_ms;
   } else {
@@ -431,7 +450,7 @@ void EngineCore::StartTask(uint32_t slot, const std::string& worker, int64_t now
   st.started_ms = now_ms;
   st.worker = worker;
   batch_->PutTaskState(t.id, st);
-  pending_state_[t.id] = std::move(st);
+  overlay_.state[t.id] = std::move(st);
   batch_->PutLive(t.id, LiveRecordOf(t));
 }
 
@@ -465,14 +484,7 @@ void EngineCore::Handle(IssueCmd& c) {
   IssueTaskRequest& req = c.req;
   if (!req.idempotency_key.empty()) {
     TaskId existing;
-    auto pit = pending_idempotency_.find(req.idempotency_key);
-    Status s = Status::NotFound();
-    if (pit != pending_idempotency_.end()) {
-      existing = pit->second;
-      s = Status::Ok();
-    } else {
-      s = store_->FindIdempotencyKey(req.idempotency_key, &existing);
-    }
+    Status s = FindIdempotencyKey(req.idempotency_key, &existing);
     if (s.ok()) {
       return Reply(c.done, Result<IssueTaskReply>::Ok(
                                IssueTaskReply{codec_->Encode(options_.shard, existing), true}));
@@ -491,9 +503,9 @@ void EngineCore::Handle(IssueCmd& c) {
     }
   }
   if (tasks_.size() >= limits::kLiveTasksMax) {
-    return ReplyError(c.done, ErrorCode::kOverloaded,
-                      "Rate exceeded: too many live tasks (" +
-                          std::to_string(limits::kLiveTasksMax) + ")");
+    return ReplyError(
+        c.done, ErrorCode::kOverloaded,
+        "Rate exceeded: too many live tasks (" + std::to_string(limits::kLiveTasksMax) + ")");
   }
 
   const TaskId id = NewTaskId();
@@ -518,7 +530,7 @@ void EngineCore::Handle(IssueCmd& c) {
   batch_->PutTaskIssue(id, issue);
   if (!issue.idempotency_key.empty()) {
     batch_->PutIdempotencyKey(issue.idempotency_key, id);
-    pending_idempotency_[issue.idempotency_key] = id;
+    overlay_.idempotency[issue.idempotency_key] = id;
   }
 
   if (activity_slot == kNilSlot) {
@@ -538,9 +550,9 @@ void EngineCore::Handle(IssueCmd& c) {
     ArmTimer(slot);
     batch_->PutLive(id, LiveRecordOf(t));
   }
-  pending_issue_.emplace(id, std::move(issue));
-  Reply(c.done, Result<IssueTaskReply>::Ok(
-                    IssueTaskReply{codec_->Encode(options_.shard, id), false}));
+  overlay_.issue.emplace(id, std::move(issue));
+  Reply(c.done,
+        Result<IssueTaskReply>::Ok(IssueTaskReply{codec_->Encode(options_.shard, id), false}));
   if (activity_slot != kNilSlot) HandOutToWaiter(activity_slot, now_ms_);
 }
 
@@ -608,27 +620,41 @@ void EngineCore::Handle(ReturnCmd& c) {
   ArmTimer(slot);
   TaskStateRecord st;  // back to SCHEDULED, no worker
   batch_->PutTaskState(t.id, st);
-  pending_state_[t.id] = st;
+  overlay_.state[t.id] = st;
   batch_->PutLive(t.id, LiveRecordOf(t));
   HandOutToWaiter(t.activity, now_ms_);
 }
 
-Status EngineCore::ReadIssue(const TaskId& id, TaskIssueRecord* out) {
-  auto it = pending_issue_.find(id);
-  if (it != pending_issue_.end()) {
-    *out = it->second;
-    return Status::Ok();
+// Lookup order: the batch being built, the sealed batch in flight, then the store.
+template <typename Map, typename Key, typename Value>
+static bool FindInOverlays(const Map Overlay::*map, const Overlay& current, const Overlay* inflight,
+                           const Key& key, Value* out) {
+  for (const Overlay* o : {&current, inflight}) {
+    if (o == nullptr) continue;
+    auto it = (o->*map).find(key);
+    if (it != (o->*map).end()) {
+      *out = it->second;
+      return true;
+    }
   }
+  return false;
+}
+
+Status EngineCore::ReadIssue(const TaskId& id, TaskIssueRecord* out) {
+  if (FindInOverlays(&Overlay::issue, overlay_, inflight_.get(), id, out)) return Status::Ok();
   return store_->GetTaskIssue(id, out);
 }
 
 Status EngineCore::ReadState(const TaskId& id, TaskStateRecord* out) {
-  auto it = pending_state_.find(id);
-  if (it != pending_state_.end()) {
-    *out = it->second;
+  if (FindInOverlays(&Overlay::state, overlay_, inflight_.get(), id, out)) return Status::Ok();
+  return store_->GetTaskState(id, out);
+}
+
+Status EngineCore::FindIdempotencyKey(const std::string& key, TaskId* out) {
+  if (FindInOverlays(&Overlay::idempotency, overlay_, inflight_.get(), key, out)) {
     return Status::Ok();
   }
-  return store_->GetTaskState(id, out);
+  return store_->FindIdempotencyKey(key, out);
 }
 
 void EngineCore::Finish(uint32_t slot, TaskStateRecord end) {
@@ -681,7 +707,7 @@ void EngineCore::Finish(uint32_t slot, TaskStateRecord end) {
   batch_->PutTaskState(id, end);
   batch_->DeleteLive(id);
   batch_->PutRetired(end.ended_ms, id, idempotency_key);
-  pending_state_[id] = std::move(end);
+  overlay_.state[id] = std::move(end);
 
   ReleaseActivityRef(t.activity);
   tasks_.Erase(slot);
@@ -904,7 +930,7 @@ bool EngineCore::TimeOutIfDue(uint32_t slot) {
 void EngineCore::OnTimer(uint32_t slot, int64_t now_ms) {
   TW_ASSERT(now_ms <= now_ms_);
   tasks_.at(slot).timer = TimingWheel::Handle();  // fired: the handle is stale now
-  if (!TimeOutIfDue(slot)) ArmTimer(slot);  // a heartbeat moved the deadline: lazy re-arm
+  if (!TimeOutIfDue(slot)) ArmTimer(slot);        // a heartbeat moved the deadline: lazy re-arm
 }
 
 bool EngineCore::Expire(int64_t now_ms, size_t budget) {
@@ -987,8 +1013,7 @@ void EngineCore::Handle(AckCmd& c) {
   if (c.seq > durable_last_event_seq_) {
     return ReplyError(c.done, ErrorCode::kValidation,
                       "cannot acknowledge event " + std::to_string(c.seq) +
-                          ": the last durable event is " +
-                          std::to_string(durable_last_event_seq_));
+                          ": the last durable event is " + std::to_string(durable_last_event_seq_));
   }
   if (c.seq > it->second) {
     it->second = c.seq;

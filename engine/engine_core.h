@@ -14,13 +14,13 @@
 // Thread: one thread at a time (the engine thread).
 #pragma once
 
-#include <cstdint>
 #include <atomic>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -111,11 +111,28 @@ struct SyncCmd {
   Callback<Empty> done;
 };
 
-using Command =
-    std::variant<CreateActivityCmd, DeleteActivityCmd, DescribeActivityCmd, ListActivitiesCmd,
-                 IssueCmd, PollCmd, WithdrawCmd, ReturnCmd, SuccessCmd, FailureCmd, HeartbeatCmd,
-                 CancelCmd, DescribeCmd, RegisterConsumerCmd, DeleteConsumerCmd, AckCmd, StatsCmd,
-                 SyncCmd>;
+using Command = std::variant<CreateActivityCmd, DeleteActivityCmd, DescribeActivityCmd,
+                             ListActivitiesCmd, IssueCmd, PollCmd, WithdrawCmd, ReturnCmd,
+                             SuccessCmd, FailureCmd, HeartbeatCmd, CancelCmd, DescribeCmd,
+                             RegisterConsumerCmd, DeleteConsumerCmd, AckCmd, StatsCmd, SyncCmd>;
+
+// Records written by a batch that is not durable yet; the engine reads its own writes here.
+struct Overlay {
+  std::unordered_map<TaskId, TaskIssueRecord, TaskIdHash> issue;
+  std::unordered_map<TaskId, TaskStateRecord, TaskIdHash> state;
+  std::unordered_map<std::string, TaskId> idempotency;
+};
+
+// A batch taken off the core by Seal(): its mutations and its held-back replies.
+struct SealedBatch {
+  std::unique_ptr<WriteBatch> batch;
+  // Run after the write: with nullptr when it is durable, else with the failure.
+  std::vector<std::function<void(const Status*)>> replies;
+  uint64_t last_event_seq = 0;  // the durable range once this batch is written
+  uint64_t first_event_seq = 1;
+  bool new_events = false;
+  Status poisoned;  // not ok: the core was poisoned when sealed, so nothing is written
+};
 
 class EngineCore {
  public:
@@ -135,20 +152,33 @@ class EngineCore {
   bool Expire(int64_t now_ms, size_t budget);
   // Drops terminal records past retention (bounded per call). Returns true if it did any.
   bool Retire(int64_t now_ms);
+  // Commit = Seal, WriteSealed, CompleteSealed, OnDurable, all on this thread.
   Status Commit();
+
+  // The pipelined form of Commit, for the runtime: the engine thread Seals batch N and hands
+  // it to a writer thread, which calls WriteSealed then CompleteSealed, while the engine
+  // thread applies batch N+1; before sealing N+1 the engine thread calls OnDurable with N's
+  // status. Replies therefore run in batch order, each only after its own batch is durable.
+  // REQUIRES (Seal): the previous sealed batch went through OnDurable.
+  SealedBatch Seal();
+  // Any one thread at a time (the writer).
+  Status WriteSealed(SealedBatch* sealed);
+  // Any one thread at a time (the writer), after WriteSealed: publishes the durable event
+  // range, runs the replies, then calls the event listener.
+  void CompleteSealed(SealedBatch* sealed, const Status& write_status);
+  // Engine thread: the sealed batch is done; forget its overlay, poison on failure.
+  void OnDurable(const Status& write_status);
   // Shutdown: answers every waiting poll empty and every waiting Sync kUnavailable. The
   // replies are released at the next Commit.
   void AnswerAllPollsEmpty();
 
   bool poisoned() const { return poisoned_; }
-  bool has_pending() const { return !replies_.empty() || batch_->Count() > 0; }
+  bool has_pending() const { return !replies_.empty() || batch_->Count() > 0 || counters_dirty_; }
   std::optional<int64_t> NextDeadline() const { return wheel_.NextDeadline(); }
   // Durable event range, published after each successful Commit and before its replies run.
   // Thread-safe.
   uint64_t last_event_seq() const { return published_last_seq_.load(std::memory_order_acquire); }
-  uint64_t first_event_seq() const {
-    return published_first_seq_.load(std::memory_order_acquire);
-  }
+  uint64_t first_event_seq() const { return published_first_seq_.load(std::memory_order_acquire); }
   size_t live_tasks() const { return tasks_.size(); }
   size_t bytes_allocated() const { return tasks_.bytes_allocated() + wheel_.bytes_allocated(); }
   uint64_t recovered_tasks() const { return recovered_tasks_; }
@@ -232,6 +262,7 @@ class EngineCore {
                      bool* duplicate);
   Status ReadIssue(const TaskId& id, TaskIssueRecord* out);
   Status ReadState(const TaskId& id, TaskStateRecord* out);
+  Status FindIdempotencyKey(const std::string& key, TaskId* out);
   void MaybeTrimEvents();
   void Poison(const Status& s);
 
@@ -259,13 +290,12 @@ class EngineCore {
 
   // The batch being built.
   std::unique_ptr<WriteBatch> batch_;
-  // Each reply runs with ok=true after the batch is durable, or ok=false (answering
+  // Each reply runs with nullptr after the batch is durable, or with the failure (answering
   // kUnavailable) when the batch failed to commit.
-  std::vector<std::function<void(bool ok)>> replies_;
-  // Read-your-writes inside a batch: records written but not yet durable.
-  std::unordered_map<TaskId, TaskIssueRecord, TaskIdHash> pending_issue_;
-  std::unordered_map<TaskId, TaskStateRecord, TaskIdHash> pending_state_;
-  std::unordered_map<std::string, TaskId> pending_idempotency_;
+  std::vector<std::function<void(const Status*)>> replies_;
+  // Read-your-writes: records of the batch being built, and of the sealed batch in flight.
+  Overlay overlay_;
+  std::unique_ptr<Overlay> inflight_;
 
   // Sync barriers wait here until Expire has caught up with every due timer.
   std::vector<Callback<Empty>> sync_waiters_;

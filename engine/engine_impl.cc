@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "engine/assert.h"
@@ -54,6 +55,7 @@ class EngineImpl final : public Engine {
       std::lock_guard<std::mutex> lock(listener_mu_);
       if (listener_) listener_(seq);
     });
+    writer_ = std::thread([this] { RunWriter(); });
     thread_ = std::thread([this] { Run(); });
     return Status::Ok();
   }
@@ -66,6 +68,7 @@ class EngineImpl final : public Engine {
     }
     cv_.notify_one();
     if (thread_.joinable()) thread_.join();
+    if (writer_.joinable()) writer_.join();
   }
 
   // ---- Activities ----
@@ -154,9 +157,9 @@ class EngineImpl final : public Engine {
   // ---- Outcome stream ----
   void RegisterConsumer(std::string name, Callback<ConsumerInfo> done) override {
     if (name.empty() || name.size() > limits::kConsumerNameBytesMax) {
-      return Fail(done, ErrorCode::kValidation,
-                  "consumer name must be 1.." + std::to_string(limits::kConsumerNameBytesMax) +
-                      " bytes");
+      return Fail(
+          done, ErrorCode::kValidation,
+          "consumer name must be 1.." + std::to_string(limits::kConsumerNameBytesMax) + " bytes");
     }
     Enqueue(RegisterConsumerCmd{std::move(name), std::move(done)});
   }
@@ -214,16 +217,15 @@ class EngineImpl final : public Engine {
   static Error ValidateTimeouts(const IssueTaskRequest& req) {
     auto too_big = [](uint32_t s) { return s > limits::kTimeoutSecondsMax; };
     if (too_big(req.timeout_s) || too_big(req.heartbeat_s) || too_big(req.schedule_to_start_s)) {
-      return Error::Make(ErrorCode::kValidation,
-                         "1 validation error detected: a timeout exceeds " +
-                             std::to_string(limits::kTimeoutSecondsMax) + " seconds");
+      return Error::Make(ErrorCode::kValidation, "1 validation error detected: a timeout exceeds " +
+                                                     std::to_string(limits::kTimeoutSecondsMax) +
+                                                     " seconds");
     }
     if (req.timeout_s != 0 && req.heartbeat_s != 0 && req.heartbeat_s >= req.timeout_s) {
-      return Error::Make(ErrorCode::kValidation,
-                         "1 validation error detected: HeartbeatSeconds (" +
-                             std::to_string(req.heartbeat_s) +
-                             ") must be less than TimeoutSeconds (" +
-                             std::to_string(req.timeout_s) + ")");
+      return Error::Make(ErrorCode::kValidation, "1 validation error detected: HeartbeatSeconds (" +
+                                                     std::to_string(req.heartbeat_s) +
+                                                     ") must be less than TimeoutSeconds (" +
+                                                     std::to_string(req.timeout_s) + ")");
     }
     if (req.activity_arn.empty() && req.schedule_to_start_s != 0) {
       return Error::Make(ErrorCode::kValidation,
@@ -276,11 +278,14 @@ class EngineImpl final : public Engine {
     if (was_empty) cv_.notify_one();
   }
 
+  // The engine thread: timers and commands into a batch, then hand it to the writer. It
+  // applies batch N+1 while the writer syncs batch N (at most one batch in flight).
   void Run() {
     std::vector<Command> batch;
     batch.reserve(options_.batch_commands_max);
     int64_t last_retire_ms = 0;
     bool timers_behind = true;
+    bool in_flight = false;
     for (;;) {
       bool stop = false;
       {
@@ -288,7 +293,9 @@ class EngineImpl final : public Engine {
         if (queue_.empty() && !stopping_ && !timers_behind) {
           const int64_t now = clock_->NowMs();
           int64_t wait_ms = kIdleWaitMsMax;
-          if (auto next = core_.NextDeadline()) wait_ms = std::clamp<int64_t>(*next - now, 0, wait_ms);
+          if (auto next = core_.NextDeadline()) {
+            wait_ms = std::clamp<int64_t>(*next - now, 0, wait_ms);
+          }
           if (wait_ms > 0) cv_.wait_for(lock, std::chrono::milliseconds(wait_ms));
         }
         const size_t n = std::min(queue_.size(), options_.batch_commands_max);
@@ -310,13 +317,71 @@ class EngineImpl final : public Engine {
         last_retire_ms = now;
       }
       if (stop) core_.AnswerAllPollsEmpty();
-      Status s = core_.Commit();
+      if (in_flight) {
+        core_.OnDurable(WaitForWriter());
+        in_flight = false;
+      }
+      if (core_.has_pending()) {
+        HandToWriter(core_.Seal());
+        in_flight = true;
+      }
+      if (stop) {
+        if (in_flight) core_.OnDurable(WaitForWriter());
+        StopWriter();
+        return;
+      }
+    }
+  }
+
+  // ---- The writer thread: writes and syncs sealed batches, then runs their replies ----
+  void HandToWriter(SealedBatch sealed) {
+    {
+      std::lock_guard<std::mutex> lock(writer_mu_);
+      TW_ASSERT(!to_write_.has_value());
+      to_write_ = std::move(sealed);
+      written_.reset();
+    }
+    writer_cv_.notify_all();
+  }
+
+  Status WaitForWriter() {
+    std::unique_lock<std::mutex> lock(writer_mu_);
+    writer_cv_.wait(lock, [this] { return written_.has_value(); });
+    Status s = std::move(*written_);
+    written_.reset();
+    return s;
+  }
+
+  void StopWriter() {
+    {
+      std::lock_guard<std::mutex> lock(writer_mu_);
+      writer_stop_ = true;
+    }
+    writer_cv_.notify_all();
+  }
+
+  void RunWriter() {
+    for (;;) {
+      SealedBatch sealed;
+      {
+        std::unique_lock<std::mutex> lock(writer_mu_);
+        writer_cv_.wait(lock, [this] { return to_write_.has_value() || writer_stop_; });
+        if (!to_write_.has_value()) return;
+        sealed = std::move(*to_write_);
+        to_write_.reset();
+      }
+      const Status s = core_.WriteSealed(&sealed);
       if (!s.ok() && !reported_failure_) {
         reported_failure_ = true;
         std::fprintf(stderr, "tokenwheel engine: storage failure, engine poisoned: %s\n",
                      s.ToString().c_str());
       }
-      if (stop) return;
+      core_.CompleteSealed(&sealed, s);
+      {
+        std::lock_guard<std::mutex> lock(writer_mu_);
+        written_ = s;
+      }
+      writer_cv_.notify_all();
     }
   }
 
@@ -326,15 +391,22 @@ class EngineImpl final : public Engine {
   Clock* clock_;
   EngineCore core_;
   std::thread thread_;
+  std::thread writer_;
+
+  std::mutex writer_mu_;
+  std::condition_variable writer_cv_;
+  std::optional<SealedBatch> to_write_;  // guarded by writer_mu_: the batch to write next
+  std::optional<Status> written_;        // guarded by writer_mu_: the last write's status
+  bool writer_stop_ = false;             // guarded by writer_mu_
   int64_t recovery_ms_ = 0;
-  bool reported_failure_ = false;  // engine thread only
+  bool reported_failure_ = false;  // writer thread only
 
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Command> queue_;  // guarded by mu_; bounded by command_queue_max (+ forced)
   bool stopping_ = false;      // guarded by mu_
-  std::mutex stop_mu_;      // serializes Stop()
-  std::mutex listener_mu_;  // the listener must not call SetEventListener
+  std::mutex stop_mu_;         // serializes Stop()
+  std::mutex listener_mu_;     // the listener must not call SetEventListener
   std::function<void(uint64_t)> listener_;  // guarded by listener_mu_
 };
 

@@ -1,8 +1,10 @@
 // The Store: what the engine persists through. Owned by the engine (its consumer); implemented
 // in storage/ (RocksDB for real, in-memory and fault-injecting for tests).
 //
-// Threads: every method is called from the engine thread only, except ReadEvents, which any
-// thread may call concurrently with everything else.
+// Threads: Write is called from one writer thread at a time, concurrently with the engine
+// thread's reads (recovery reads, point reads, ScanRetired) and with ReadEvents from any thread.
+// NewBatch and the WriteBatch methods are called on the engine thread; a sealed batch is then
+// handed to the writer and never touched by the engine thread again.
 //
 // Durability contract:
 //  1. Write(batch, sync=true) returns Ok only once every mutation in the batch is durable (WAL
@@ -68,7 +70,14 @@ struct LiveRecord {
   int64_t overall_deadline_ms = 0;            // 0 = none (set when started)
   int64_t schedule_to_start_deadline_ms = 0;  // 0 = none (while kScheduled)
   uint32_t timeout_s = 0;                     // to compute the overall deadline when started
+  // What the issue record holds that a terminal transition needs (kLiveHas* bits), so that
+  // recovery knows which tasks need a read at their end. Records written before this field
+  // existed decode as kLiveFlagsUnknown.
+  uint8_t flags = 0;
 };
+inline constexpr uint8_t kLiveHasIdempotencyKey = 1;
+inline constexpr uint8_t kLiveHasCorrelation = 2;
+inline constexpr uint8_t kLiveFlagsUnknown = kLiveHasIdempotencyKey | kLiveHasCorrelation;
 
 // One entry of the outcome stream: a terminal transition.
 struct EventRecord {

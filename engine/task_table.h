@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "engine/assert.h"
+#include "engine/store.h"
 #include "engine/timing_wheel.h"
 #include "engine/types.h"
 
@@ -24,11 +25,12 @@ namespace tw {
 inline constexpr uint32_t kNilSlot = UINT32_MAX;
 
 struct LiveTask {
+  // The low two bits equal the store's kLiveHas* bits: they are persisted in live records.
   enum Flags : uint8_t {
-    kHasIdempotencyKey = 1,  // retention must read the issue record to drop the key
-    kHasCorrelation = 2,     // the outcome event must read the issue record for it
-    kWorkerStarted = 4,      // a start record (worker, started_ms) exists
-    kReturnable = 8,         // started and nothing happened since: ReturnTask may requeue it
+    kHasIdempotencyKey = kLiveHasIdempotencyKey,  // the end must read the key to retire it
+    kHasCorrelation = kLiveHasCorrelation,        // the outcome event must read it
+    kWorkerStarted = 4,                           // a start record (worker, started_ms) exists
+    kReturnable = 8,  // started and nothing happened since: ReturnTask may requeue it
   };
 
   TaskId id;

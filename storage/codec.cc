@@ -10,6 +10,8 @@ namespace {
 constexpr uint8_t kFlagHasError = 0x01;
 constexpr uint8_t kFlagHasCause = 0x02;
 constexpr uint8_t kFlagsKnown = kFlagHasError | kFlagHasCause;
+// LiveRecord::flags: the bits engine/store.h defines (kLiveFlagsUnknown is all of them).
+constexpr uint8_t kLiveFlagsKnown = kLiveHasIdempotencyKey | kLiveHasCorrelation;
 
 // ---- writing ----
 
@@ -288,6 +290,7 @@ Status DecodeTaskState(std::string_view v, TaskStateRecord* out) {
 
 void EncodeLive(const LiveRecord& l, std::string* dst) {
   TW_ASSERT(l.state == TaskState::kScheduled || l.state == TaskState::kStarted);
+  TW_ASSERT((l.flags & ~kLiveFlagsKnown) == 0);
   PutU8(kRecordVersion, dst);
   PutU8(static_cast<uint8_t>(l.state), dst);
   PutVarint64(l.activity_id, dst);
@@ -297,6 +300,7 @@ void EncodeLive(const LiveRecord& l, std::string* dst) {
   PutSigned(l.overall_deadline_ms, dst);
   PutSigned(l.schedule_to_start_deadline_ms, dst);
   PutVarint64(l.timeout_s, dst);
+  PutU8(l.flags, dst);
 }
 
 Status DecodeLive(std::string_view v, LiveRecord* out) {
@@ -305,7 +309,16 @@ Status DecodeLive(std::string_view v, LiveRecord* out) {
       !r.Varint64(&out->activity_id) || !r.Varint64(&out->queue_seq) ||
       !r.Varint32(&out->heartbeat_s) || !r.Signed(&out->heartbeat_deadline_ms) ||
       !r.Signed(&out->overall_deadline_ms) || !r.Signed(&out->schedule_to_start_deadline_ms) ||
-      !r.Varint32(&out->timeout_s) || !r.Done()) {
+      !r.Varint32(&out->timeout_s)) {
+    return Bad("live record");
+  }
+  // The trailing flags byte is optional: records written before it existed end here, and
+  // recovery must then assume the issue record holds both (a read at the task's end).
+  if (r.Done()) {
+    out->flags = kLiveFlagsUnknown;
+    return Status::Ok();
+  }
+  if (!r.U8(&out->flags) || (out->flags & ~kLiveFlagsKnown) != 0 || !r.Done()) {
     return Bad("live record");
   }
   return Status::Ok();

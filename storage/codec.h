@@ -77,7 +77,9 @@ Status DecodeTaskIssue(std::string_view v, TaskIssueRecord* out);
 void EncodeTaskState(const TaskStateRecord& r, std::string* dst);
 Status DecodeTaskState(std::string_view v, TaskStateRecord* out);
 
-// REQUIRES: r.state is kScheduled or kStarted (a live task is not terminal).
+// REQUIRES: r.state is kScheduled or kStarted (a live task is not terminal), and r.flags has
+// only kLiveHas* bits. The flags byte is the record's last field and optional on read: a record
+// written before it existed (one byte shorter) decodes with flags = kLiveFlagsUnknown.
 void EncodeLive(const LiveRecord& r, std::string* dst);
 Status DecodeLive(std::string_view v, LiveRecord* out);
 

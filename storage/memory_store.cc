@@ -145,7 +145,8 @@ class MemoryWriteBatch final : public WriteBatch {
   }
   void PutLive(const TaskId& id, const LiveRecord& r) override {
     TW_ASSERT(r.state == TaskState::kScheduled || r.state == TaskState::kStarted);
-    Add(PutLiveOp{id, r}, 16 + 40);
+    TW_ASSERT((r.flags & ~kLiveFlagsUnknown) == 0);  // as codec::EncodeLive: kLiveHas* bits only
+    Add(PutLiveOp{id, r}, 16 + 40);                  // the record is kept whole, flags included
   }
   void DeleteLive(const TaskId& id) override { Add(DeleteLiveOp{id}, 16); }
   void PutIdempotencyKey(std::string_view key, const TaskId& id) override {

@@ -3,7 +3,8 @@
 // Invariants of RocksStore:
 //  1. db_ holds exactly the column families of kCfNames (checked at open), and meta holds
 //     kFormatVersion (checked or written at open).
-//  2. Once poisoned_ is set it stays set, and no Write reaches RocksDB after it.
+//  2. Once poisoned_ is set it stays set, and no Write reaches RocksDB after it (nor does the
+//     flush of a clean close: ~RocksStore skips it).
 //  3. retired_floor_ms_ is a lower bound of the ended_ms of every entry in `retired`: no entry
 //     is older. ScanRetired seeks there instead of to the start of the column family, so it does
 //     not wade through the tombstones of tasks it already returned and the engine deleted.
@@ -20,7 +21,9 @@
 #include <rocksdb/file_system.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/iterator.h>
+#include <rocksdb/memtablerep.h>
 #include <rocksdb/options.h>
+#include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
 #include <rocksdb/utilities/table_properties_collectors.h>
 #include <rocksdb/write_batch.h>
@@ -60,6 +63,9 @@ constexpr std::array<const char*, kCfCount> kCfNames = {"default", "tasks",   "l
 constexpr size_t kBatchReserveBytes = 64 << 10;
 // One-off scans at recovery read sequentially; large readahead, and keep them out of the cache.
 constexpr size_t kRecoveryReadaheadBytes = 2 << 20;
+// Hash buckets of a `tasks` memtable (8 bytes each, from the memtable's arena): about one task
+// per bucket when a 64 MiB memtable is full.
+constexpr size_t kTasksMemtableBuckets = 1 << 19;
 
 Status FromRocks(const rocksdb::Status& s) {
   if (s.ok()) return Status::Ok();
@@ -97,10 +103,16 @@ rocksdb::DBOptions MakeDbOptions(rocksdb::Env* env) {
   // flush does not end in one long fsync stall.
   o.bytes_per_sync = 1 << 20;
   o.manual_wal_flush = false;  // every Write reaches the OS: kill -9 loses nothing
+  // The hash-skiplist (`tasks`) and vector (`live`) memtables do not take concurrent inserts;
+  // there is one writer (the engine thread) anyway.
+  o.allow_concurrent_memtable_write = false;
   o.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
   // `meta` is rewritten by every batch and `activities` almost never: bound the WAL so that a
   // rarely written column family cannot pin old WAL files (and recovery time) forever.
   o.max_total_wal_size = 256 << 20;
+  // Close never flushes by itself (with the WAL on it would not anyway): ~RocksStore flushes
+  // explicitly on a clean close, and a poisoned store must write nothing more.
+  o.avoid_flush_during_shutdown = true;
   o.keep_log_file_num = 5;
   o.max_log_file_size = 16 << 20;
   return o;
@@ -143,8 +155,16 @@ std::vector<rocksdb::ColumnFamilyDescriptor> MakeCfDescriptors(const RocksStoreO
   c[kDefault] = base(4 << 20, false);
   c[kTasks] = blobs(base(64 << 20, true));  // point Gets of task ids
   c[kTasks].table_properties_collector_factories.push_back(on_deletes);
+  // Random 16-byte ids make skiplist inserts the engine thread's main cost: hash them by id
+  // (both records of a task share a bucket) into small skiplists. Gets are by whole key, so they
+  // stay exact; an iterator over `tasks` needs total_order_seek (Scan sets it).
+  c[kTasks].prefix_extractor.reset(rocksdb::NewFixedPrefixTransform(codec::kTaskIdBytes));
+  c[kTasks].memtable_factory.reset(rocksdb::NewHashSkipListRepFactory(kTasksMemtableBuckets));
   c[kLive] = base(32 << 20, true);  // small values; written and deleted once per task
   c[kLive].table_properties_collector_factories.push_back(on_deletes);
+  // `live` is only written, and read by one full scan at open (ScanLive): never a point read.
+  // An unsorted vector memtable makes an insert an append; it is sorted once, at flush or scan.
+  c[kLive].memtable_factory = std::make_shared<rocksdb::VectorRepFactory>();
   c[kIdem] = base(16 << 20, true);  // point Gets that mostly miss: the filter answers
   c[kIdem].table_properties_collector_factories.push_back(on_deletes);
   c[kEvents] = blobs(base(64 << 20, false));  // appended in key order, read in ranges
@@ -365,6 +385,7 @@ class RocksStore final : public Store {
   static Status Open(const RocksStoreOptions& options, std::unique_ptr<Store>* out);
 
   ~RocksStore() override {
+    if (db_ != nullptr && opened_ && !poisoned_.load(std::memory_order_acquire)) FlushAll();
     for (auto* h : cfs_) {
       if (h != nullptr) db_->DestroyColumnFamilyHandle(h);
     }
@@ -395,6 +416,11 @@ class RocksStore final : public Store {
  private:
   RocksStore() { cfs_.fill(nullptr); }
 
+  // A clean close: flushes every column family's memtable (waiting) so that the next open has no
+  // WAL to replay. Not for a poisoned store (nothing more reaches disk after a failed Write,
+  // invariant 2) nor for one that failed to open. A failure is ignored: the WAL still holds
+  // everything, so the next open replays it as after a crash.
+  void FlushAll();
   Status OpenDb(const RocksStoreOptions& options, bool create);
   Status CheckOrWriteFormatVersion(bool version_expected);
   Status AllEmpty(bool* empty);
@@ -406,6 +432,7 @@ class RocksStore final : public Store {
   std::unique_ptr<rocksdb::DB> db_;
   std::array<rocksdb::ColumnFamilyHandle*, kCfCount> cfs_;
   bool sync_enabled_ = true;
+  bool opened_ = false;  // Open() succeeded: only then does the destructor flush
   std::atomic<bool> poisoned_{false};
   std::string poison_reason_;  // written once, before poisoned_ is set
   int64_t retired_floor_ms_ = std::numeric_limits<int64_t>::min();  // invariant 3
@@ -535,6 +562,7 @@ Status RocksStore::Open(const RocksStoreOptions& options, std::unique_ptr<Store>
   if (!s.ok()) return s;
   s = store->LoadFirstEventSeq();
   if (!s.ok()) return s;
+  store->opened_ = true;
   *out = std::move(store);
   return Status::Ok();
 }
@@ -551,6 +579,14 @@ Status RocksStore::OpenDb(const RocksStoreOptions& options, bool create) {
   TW_ASSERT(handles.size() == kCfCount);
   std::copy(handles.begin(), handles.end(), cfs_.begin());
   return Status::Ok();
+}
+
+void RocksStore::FlushAll() {
+  rocksdb::FlushOptions fo;
+  fo.wait = true;
+  fo.allow_write_stall = true;  // nothing else writes any more: do not wait for compactions
+  std::vector<rocksdb::ColumnFamilyHandle*> all(cfs_.begin(), cfs_.end());
+  db_->Flush(fo, all).PermitUncheckedError();
 }
 
 // Reads the version back (the probe checked it), or writes it into a new or empty database.
@@ -606,6 +642,9 @@ Status RocksStore::Get(Cf cf, const rocksdb::Slice& key, rocksdb::PinnableSlice*
 }
 
 std::unique_ptr<rocksdb::Iterator> RocksStore::Scan(Cf cf, rocksdb::ReadOptions ro) {
+  // `tasks` has a prefix extractor (its hash memtable): without total order, an iterator over it
+  // would only see one id's prefix, and SeekToFirst nothing. Harmless for the other CFs.
+  ro.total_order_seek = true;
   return std::unique_ptr<rocksdb::Iterator>(db_->NewIterator(ro, cfs_[cf]));
 }
 

@@ -91,5 +91,14 @@ TEST(MemoryStoreDeathTest, TerminalLiveRecordIsABug) {
   EXPECT_DEATH(b->PutLive(Id(1), r), "kScheduled");
 }
 
+// Like codec::EncodeLive: a flag bit the format has no room for is a bug at write time.
+TEST(MemoryStoreDeathTest, UnknownLiveFlagBitIsABug) {
+  MemoryStore store;
+  auto b = store.NewBatch();
+  LiveRecord r;
+  r.flags = 0x04;
+  EXPECT_DEATH(b->PutLive(Id(1), r), "flags");
+}
+
 }  // namespace
 }  // namespace tw

@@ -238,8 +238,8 @@ TEST_F(RocksStoreTest, CorruptValuesAreCorruptionNotCrashes) {
   EXPECT_EQ(store->LoadMeta(&meta).code(), Status::Code::kCorruption);
 }
 
-// Payloads of at least blob_min_bytes leave the LSM for blob files (written at flush; the
-// reopen's recovery flushes the memtables the WAL replay rebuilt).
+// Payloads of at least blob_min_bytes leave the LSM for blob files (written at flush: the clean
+// close flushes every memtable).
 TEST_F(RocksStoreTest, LargeValuesGoToBlobFiles) {
   {
     auto store = OpenOk();
@@ -267,7 +267,109 @@ TEST_F(RocksStoreTest, LargeValuesGoToBlobFiles) {
   EXPECT_EQ(events[19], Event(20, 8 << 10));
 }
 
-// Counts the range tombstones the store wrote to `events`, from the WAL (nothing was flushed).
+// A clean close flushes every column family: the next open has no WAL to replay. Proof: with
+// every WAL file deleted after the close, the reopened store still holds everything.
+TEST_F(RocksStoreTest, CleanCloseFlushesSoNothingIsOnlyInTheWal) {
+  {
+    auto store = OpenOk();
+    auto b = store->NewBatch();
+    b->PutActivity({1, "act", 5});
+    for (uint64_t i = 1; i <= 100; ++i) {
+      b->PutTaskIssue(Id(i), Issue(i, i == 7 ? 4096 : 40));  // one blob
+      b->PutTaskState(Id(i), State(i, TaskState::kStarted));
+      b->PutLive(Id(i), Live(i));
+      b->AppendEvent(Event(i));
+    }
+    b->PutIdempotencyKey("k", Id(3));
+    b->PutRetired(50, Id(9), "k");
+    b->PutConsumer("c", 4);
+    b->PutCounters(101, 2, 3);
+    ASSERT_TRUE(store->Write(b.get(), /*sync=*/false).ok());  // not even synced
+  }
+  int wals = 0;
+  for (const auto& e : std::filesystem::directory_iterator(path())) {
+    if (e.path().extension() == ".log") {
+      std::filesystem::remove(e.path());
+      ++wals;
+    }
+  }
+  EXPECT_GE(wals, 1);
+  auto store = OpenOk();
+  for (uint64_t i = 1; i <= 100; ++i) {
+    TaskIssueRecord issue;
+    TaskStateRecord state;
+    ASSERT_TRUE(store->GetTaskIssue(Id(i), &issue).ok()) << i;
+    EXPECT_EQ(issue, Issue(i, i == 7 ? 4096 : 40));
+    ASSERT_TRUE(store->GetTaskState(Id(i), &state).ok()) << i;
+    EXPECT_EQ(state, State(i, TaskState::kStarted));
+  }
+  std::vector<std::pair<TaskId, LiveRecord>> live;
+  ASSERT_TRUE(
+      store->ScanLive([&](const TaskId& id, const LiveRecord& r) { live.emplace_back(id, r); })
+          .ok());
+  ASSERT_EQ(live.size(), 100u);
+  for (const auto& [id, r] : live) {
+    uint64_t i = ~id.lo;  // Id(i) = {.., ~i}
+    EXPECT_EQ(id, Id(i));
+    EXPECT_EQ(r, Live(i)) << i;
+  }
+  std::vector<EventRecord> events;
+  ASSERT_TRUE(store->ReadEvents(1, 1000, &events).ok());
+  ASSERT_EQ(events.size(), 100u);
+  EXPECT_EQ(events[99], Event(100));
+  TaskId id;
+  ASSERT_TRUE(store->FindIdempotencyKey("k", &id).ok());
+  EXPECT_EQ(id, Id(3));
+  size_t retired = 0;
+  ASSERT_TRUE(store
+                  ->ScanRetired(51, 10,
+                                [&](int64_t ended_ms, const TaskId& t, std::string_view key) {
+                                  EXPECT_EQ(ended_ms, 50);
+                                  EXPECT_EQ(t, Id(9));
+                                  EXPECT_EQ(key, "k");
+                                  ++retired;
+                                })
+                  .ok());
+  EXPECT_EQ(retired, 1u);
+  StoreMeta meta;
+  ASSERT_TRUE(store->LoadMeta(&meta).ok());
+  EXPECT_EQ(meta.next_event_seq, 101u);
+  EXPECT_EQ(meta.next_queue_seq, 3u);
+  ASSERT_EQ(meta.consumers.size(), 1u);
+  EXPECT_EQ(meta.consumers[0], (std::pair<std::string, uint64_t>("c", 4)));
+  std::vector<ActivityRecord> activities;
+  ASSERT_TRUE(store->LoadActivities(&activities).ok());
+  ASSERT_EQ(activities.size(), 1u);
+  EXPECT_EQ(activities[0], (ActivityRecord{1, "act", 5}));
+}
+
+// Live records written before LiveRecord::flags existed (no trailing flags byte) are read back
+// with flags = kLiveFlagsUnknown; a record rewritten by this build keeps its flags.
+TEST_F(RocksStoreTest, LiveRecordsWithoutFlagsByteReadAsFlagsUnknown) {
+  CreateWithData();
+  std::string old_value;
+  codec::EncodeLive(Live(5), &old_value);
+  old_value.pop_back();  // the earlier layout
+  {
+    RawDb raw(path(), kAllCfs);
+    char id[codec::kTaskIdBytes];
+    codec::EncodeTaskId(Id(5), id);
+    raw.Put("live", std::string(id, sizeof(id)), old_value);
+  }
+  auto store = OpenOk();
+  auto b = store->NewBatch();
+  b->PutLive(Id(6), Live(6));
+  ASSERT_TRUE(store->Write(b.get(), true).ok());
+  std::map<TaskId, LiveRecord> got;
+  ASSERT_TRUE(store->ScanLive([&](const TaskId& id, const LiveRecord& r) { got[id] = r; }).ok());
+  ASSERT_EQ(got.size(), 2u);
+  LiveRecord want = Live(5);
+  want.flags = kLiveFlagsUnknown;
+  EXPECT_EQ(got[Id(5)], want);
+  EXPECT_EQ(got[Id(6)], Live(6));
+}
+
+// Counts the range tombstones the store wrote to `events`, from the WAL.
 class RangeDeleteCounter : public rocksdb::WriteBatch::Handler {
  public:
   rocksdb::Status DeleteRangeCF(uint32_t /*cf*/, const rocksdb::Slice& begin,
@@ -290,7 +392,8 @@ class RangeDeleteCounter : public rocksdb::WriteBatch::Handler {
 TEST_F(RocksStoreTest, TrimsAreCoalescedIntoFewNonOverlappingRangeDeletes) {
   constexpr uint64_t kEvents = 5000;
   {
-    auto store = OpenOk();
+    auto fs = std::make_shared<FaultFs>();
+    auto store = OpenOk(fs);
     auto b = store->NewBatch();
     for (uint64_t seq = 1; seq <= kEvents; ++seq) {
       b->Clear();
@@ -298,6 +401,11 @@ TEST_F(RocksStoreTest, TrimsAreCoalescedIntoFewNonOverlappingRangeDeletes) {
       if (seq > 3) b->TrimEventsBelow(seq - 2);  // a trim in every batch
       ASSERT_TRUE(store->Write(b.get(), false).ok());
     }
+    // Close as after a kill -9: a clean close would flush and drop the WAL this test reads.
+    // (Nothing is dropped afterwards: every byte written is still in the files.)
+    fs->SetActive(false);
+    store.reset();
+    fs->SetActive(true);
   }
   rocksdb::Options o;
   o.avoid_flush_during_recovery = true;  // keep the WAL to read it back
@@ -351,6 +459,13 @@ TEST_F(RocksStoreTest, SyncFailurePoisonsAndNothingMoreReachesTheFiles) {
   TaskIssueRecord issue;
   EXPECT_TRUE(store->GetTaskIssue(Id(1), &issue).ok());
   EXPECT_TRUE(store->GetTaskIssue(Id(3), &issue).IsNotFound());
+  // Closing a poisoned store does not flush its memtables either: not one more byte.
+  store.reset();
+  EXPECT_EQ(fs->append_count(), appends);
+  EXPECT_EQ(fs->sync_count(), syncs);
+  for (const auto& e : std::filesystem::directory_iterator(path())) {
+    EXPECT_NE(e.path().extension(), ".sst") << e.path();
+  }
 }
 
 TEST_F(RocksStoreTest, AppendFailureOfUnsyncedWritePoisons) {

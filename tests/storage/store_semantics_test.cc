@@ -168,6 +168,8 @@ TYPED_TEST(StoreSemanticsTest, ScanLiveInIdOrderAndDeleteLive) {
     LiveRecord moved = Live(2);
     moved.state = TaskState::kStarted;
     moved.overall_deadline_ms = 42;
+    moved.flags =
+        kLiveHasIdempotencyKey;  // Live(2) has kLiveHasCorrelation: a rewrite keeps the new
     b->PutLive(Id(2), moved);
     want[Id(2)] = moved;
   });

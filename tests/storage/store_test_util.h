@@ -33,7 +33,7 @@ inline auto Tie(const TaskStateRecord& r) {
 }
 inline auto Tie(const LiveRecord& r) {
   return std::tie(r.state, r.activity_id, r.queue_seq, r.heartbeat_s, r.heartbeat_deadline_ms,
-                  r.overall_deadline_ms, r.schedule_to_start_deadline_ms, r.timeout_s);
+                  r.overall_deadline_ms, r.schedule_to_start_deadline_ms, r.timeout_s, r.flags);
 }
 inline auto Tie(const EventRecord& e) {
   return std::tie(e.seq, e.task_id, e.activity_id, e.state, e.timeout_kind, e.time_ms, e.output,
@@ -126,6 +126,7 @@ inline LiveRecord Live(uint64_t i) {
   r.overall_deadline_ms = r.state == TaskState::kStarted ? 1'800'000'000'000 : 0;
   r.schedule_to_start_deadline_ms = r.state == TaskState::kScheduled ? 1'750'000'000'000 : 0;
   r.timeout_s = 600;
+  r.flags = static_cast<uint8_t>(i % 4);  // every combination of the kLiveHas* bits
   return r;
 }
 
