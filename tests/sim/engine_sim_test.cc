@@ -47,13 +47,13 @@ struct ModelTask {
   std::optional<std::string> error;
   std::optional<std::string> cause;
   TimeoutKind timeout_kind = TimeoutKind::kNone;
-  int events = 0;  // outcome events seen for this task
+  int events = 0;            // outcome events seen for this task
   bool token_known = false;  // a worker holds the token (callback, or handed out)
 };
 
 struct ModelActivity {
   std::string arn;
-  std::vector<size_t> queue;  // task indexes, FIFO
+  std::vector<size_t> queue;      // task indexes, FIFO
   std::vector<uint64_t> waiters;  // poll ids, FIFO
   bool deleted = false;
 };
@@ -312,9 +312,15 @@ class Sim {
     }
     e.code = ErrorCode::kTaskTimedOut;
     switch (t.state) {
-      case TaskState::kTimedOut: e.refusal = Refusal::kTimedOut; break;
-      case TaskState::kCancelled: e.refusal = Refusal::kCancelled; break;
-      default: e.refusal = Refusal::kAlreadyCompleted; break;
+      case TaskState::kTimedOut:
+        e.refusal = Refusal::kTimedOut;
+        break;
+      case TaskState::kCancelled:
+        e.refusal = Refusal::kCancelled;
+        break;
+      default:
+        e.refusal = Refusal::kAlreadyCompleted;
+        break;
     }
     return e;
   }
