@@ -47,5 +47,9 @@ bench: release
 	  $$b --benchmark_out=$(BENCH_OUT)/$$n.json --benchmark_out_format=json $(BENCH_ARGS) || exit 1; \
 	done
 
+# The server in the foreground on ./data and 127.0.0.1:7411 (Ctrl-C stops it cleanly).
+run: release
+	./build/release/tools/tokenwheeld --data-dir ./data --rpc-listen 127.0.0.1:7411
+
 clean:
 	rm -rf build

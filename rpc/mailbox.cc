@@ -1,0 +1,82 @@
+#include "rpc/mailbox.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <utility>
+
+#include "engine/assert.h"
+
+namespace tw::rpc {
+
+Mailbox::Mailbox() : doorbell_fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+  TW_ASSERT_MSG(doorbell_fd_ >= 0, "eventfd failed");
+}
+
+Mailbox::~Mailbox() noexcept {
+  doorbell_ = nullptr;  // stop watching before the fd goes
+  close(doorbell_fd_);
+}
+
+bool Mailbox::Post(Fn fn) {
+  bool ring = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_) return false;  // `fn` is destroyed here, on the posting thread (invariant 3)
+    if (armed_) {
+      TW_ASSERT(pending_.empty());  // invariant 2
+      armed_ = false;
+      ring = true;
+    }
+    pending_.push_back(std::move(fn));
+  }
+  if (ring) {
+    handoffs_.fetch_add(1, std::memory_order_relaxed);
+    const uint64_t one = 1;
+    // An eventfd write of 1 cannot block or fail short of a counter overflow (2^64 - 2 rings);
+    // EINTR is retried.
+    while (write(doorbell_fd_, &one, sizeof(one)) < 0) TW_ASSERT(errno == EINTR);
+  }
+  return true;
+}
+
+kj::Promise<void> Mailbox::Run(kj::LowLevelAsyncIoProvider& io) {
+  TW_ASSERT(doorbell_.get() == nullptr);
+  doorbell_ = io.wrapInputFd(doorbell_fd_, kj::LowLevelAsyncIoProvider::ALREADY_NONBLOCK |
+                                               kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC);
+  return Pump();
+}
+
+kj::Promise<void> Mailbox::Pump() {
+  TW_ASSERT(draining_.empty());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_) return kj::NEVER_DONE;
+    if (pending_.empty()) {
+      armed_ = true;
+      // Consumes exactly the one ring of the post that disarms (invariant 2).
+      return doorbell_->read(&ring_count_, sizeof(ring_count_)).then([this]() { return Pump(); });
+    }
+    draining_.swap(pending_);
+  }
+  // A closure may post again (synchronous engine answers land here too); those wait for the
+  // next turn, which keeps one turn bounded by what was pending when it started.
+  for (Fn& fn : draining_) fn();
+  delivered_.fetch_add(draining_.size(), std::memory_order_relaxed);
+  draining_.clear();
+  return kj::evalLater([this]() { return Pump(); });
+}
+
+void Mailbox::Close() {
+  std::vector<Fn> dropped;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+    armed_ = false;
+    dropped.swap(pending_);
+  }
+  doorbell_ = nullptr;
+}
+
+}  // namespace tw::rpc

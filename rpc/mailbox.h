@@ -1,0 +1,73 @@
+// The hand-off from foreign threads (the engine thread, the thread that stops the server) to one
+// KJ event loop thread. Private to rpc/.
+//
+// Any thread posts closures; the KJ thread runs them, in post order, on its own loop. Only the
+// post that finds the mailbox empty while the KJ thread is waiting rings the doorbell (one
+// eventfd write), so a run of posts made back to back -- the replies of one engine batch --
+// costs one cross-thread wake-up, and the KJ thread drains the whole run in one turn.
+//
+// The doorbell is an eventfd watched by the KJ loop rather than a KJ cross-thread fulfiller:
+// every byte of shared state is under one std::mutex, which keeps the hand-off visible to
+// ThreadSanitizer (the system's libkj is not instrumented, so its internal futexes are not).
+//
+// Invariants:
+//  1. A closure runs on the KJ thread only, and only while the mailbox is open.
+//  2. armed_ is true only while pending_ is empty; the post that clears it rings the doorbell
+//     exactly once, and the KJ thread consumes that ring exactly once.
+//  3. Closures posted from foreign threads must not own KJ objects: one that is dropped (mailbox
+//     closed) is destroyed on the posting thread.
+#pragma once
+
+#include <kj/async-io.h>
+#include <kj/async.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <vector>
+
+namespace tw::rpc {
+
+class Mailbox {
+ public:
+  using Fn = std::function<void()>;
+
+  Mailbox();
+  ~Mailbox() noexcept;
+  Mailbox(const Mailbox&) = delete;
+  Mailbox& operator=(const Mailbox&) = delete;
+
+  // Any thread. False (and `fn` destroyed on this thread) when the mailbox is closed.
+  bool Post(Fn fn);
+
+  // KJ thread: runs posted closures until the returned promise is dropped. Call once; `io`
+  // must outlive the promise.
+  kj::Promise<void> Run(kj::LowLevelAsyncIoProvider& io);
+
+  // KJ thread: stops accepting, drops whatever is pending, and stops watching the doorbell.
+  // Call after dropping Run's promise. Idempotent.
+  void Close();
+
+  // Counters (any thread): doorbell rings (cross-thread wake-ups) and closures run.
+  uint64_t handoffs() const { return handoffs_.load(std::memory_order_relaxed); }
+  uint64_t delivered() const { return delivered_.load(std::memory_order_relaxed); }
+
+ private:
+  // Runs what is pending, or arms the doorbell and waits for it.
+  kj::Promise<void> Pump();
+
+  const int doorbell_fd_;  // eventfd
+  std::mutex mu_;
+  std::vector<Fn> pending_;  // guarded by mu_
+  bool armed_ = false;       // guarded by mu_: the KJ thread waits on the doorbell
+  bool closed_ = false;      // guarded by mu_
+  // KJ thread only.
+  kj::Own<kj::AsyncInputStream> doorbell_;
+  uint64_t ring_count_ = 0;  // read target for the eventfd
+  std::vector<Fn> draining_;
+  std::atomic<uint64_t> handoffs_{0};
+  std::atomic<uint64_t> delivered_{0};
+};
+
+}  // namespace tw::rpc

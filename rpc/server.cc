@@ -1,0 +1,1024 @@
+// The Cap'n Proto server. Layout:
+//   ServerCore        the KJ-thread state shared by all connections: the engine bridge (pending
+//                     calls by id, waiting polls), the new-events broadcast, counters.
+//   TokenWheelImpl    the TokenWheel interface, one per connection: read params, call the
+//                     engine through the core, fill results.
+//   SubscriptionImpl  one outcome-stream subscription and its delivery loop.
+//   ServerImpl        the RPC thread: listener, connections, start-up and shutdown.
+// GCC (12, -O1 and up) reports a false "may be used uninitialized" inside kj::Maybe<MessageSize>
+// when capnp's getResults() / newCall() copy their defaulted (null) size hint. Silenced for this
+// file only; it must precede the capnp includes, where the warning is located.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#include "rpc/server.h"
+
+#include <capnp/message.h>
+#include <capnp/rpc-twoparty.h>
+#include <capnp/rpc.h>
+#include <kj/async-io.h>
+#include <kj/async.h>
+#include <kj/debug.h>
+#include <kj/timer.h>
+#include <signal.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <future>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "engine/assert.h"
+#include "rpc/buffered_stream.h"
+#include "rpc/convert.h"
+#include "rpc/mailbox.h"
+#include "rpc/tokenwheel.capnp.h"
+
+namespace tw::rpc {
+namespace {
+
+// Poll ids name a wait across every front end of one engine; this one owns the ids with this
+// tag in the top byte.
+constexpr uint64_t kPollIdTag = uint64_t{0x01} << 56;
+
+// Event-loop turns (of >= 1 ms) that shutdown waits for cancelled calls to unwind.
+constexpr int kShutdownSettleTurns = 1000;
+
+capnp::ReaderOptions ServerReaderOptions() {
+  capnp::ReaderOptions options;
+  options.traversalLimitInWords = limits::kRequestBytesMax / sizeof(capnp::word);
+  options.nestingLimit = 16;  // the schema nests 4 deep; a little room for evolution
+  return options;
+}
+
+[[noreturn]] void ThrowLogistics(const Error& e) { kj::throwFatalException(ToException(e)); }
+
+// First-segment size hints for results: without one capnp starts every message with an 8 KiB
+// segment, which costs more in malloc than the small replies themselves.
+capnp::MessageSize ResultWords(size_t payload_bytes, size_t items = 1) {
+  return capnp::MessageSize{payload_bytes / sizeof(capnp::word) + 24 * items, 0};
+}
+constexpr capnp::MessageSize kSmallResult{32, 0};
+
+void CheckBatch(size_t items) {
+  if (items > limits::kRpcBatchItemsMax) {
+    kj::throwFatalException(KJ_EXCEPTION(FAILED, "batch too long", items,
+                                         static_cast<uint64_t>(limits::kRpcBatchItemsMax)));
+  }
+}
+
+// Fills `out` (a result struct with an `error` arm) with e, or throws for logistics codes.
+template <typename Builder>
+void AnswerError(const Error& e, Builder out) {
+  if (IsLogisticsError(e.code)) ThrowLogistics(e);
+  FillError(e, out.initError());
+}
+
+// A batch item may carry overloaded / unavailable as a value; internal still throws.
+template <typename Builder>
+void AnswerItemError(const Error& e, Builder out) {
+  if (e.code == ErrorCode::kInternal) ThrowLogistics(e);
+  FillError(e, out.initError());
+}
+
+// ---------------------------------------------------------------------------------------------
+
+class ServerCore;
+
+// One outstanding engine call, waiting for its answer on the KJ thread.
+class SlotBase {
+ public:
+  virtual ~SlotBase() noexcept(false) = default;  // kj::Own members may throw
+  virtual void Reject(kj::Exception&& e) = 0;
+};
+
+template <typename T>
+class Slot final : public SlotBase {
+ public:
+  explicit Slot(kj::Own<kj::PromiseFulfiller<Result<T>>> f) : fulfiller(kj::mv(f)) {}
+  void Reject(kj::Exception&& e) override { fulfiller->reject(kj::mv(e)); }
+  kj::Own<kj::PromiseFulfiller<Result<T>>> fulfiller;
+};
+
+// A batch call: one slot collecting `results.size()` answers.
+template <typename T>
+class BatchSlot final : public SlotBase {
+ public:
+  BatchSlot(kj::Own<kj::PromiseFulfiller<std::vector<Result<T>>>> f, size_t n)
+      : fulfiller(kj::mv(f)), results(n), remaining(n) {}
+  void Reject(kj::Exception&& e) override { fulfiller->reject(kj::mv(e)); }
+  kj::Own<kj::PromiseFulfiller<std::vector<Result<T>>>> fulfiller;
+  std::vector<Result<T>> results;
+  std::vector<bool> filled = std::vector<bool>(results.size(), false);
+  size_t remaining;
+};
+
+// A waiting getActivityTask call. Owned by the call's promise; destroyed when the call ends,
+// normally or by cancellation.
+class PollState {
+ public:
+  PollState(ServerCore& core, uint64_t poll_id,
+            kj::Own<kj::PromiseFulfiller<Result<GetActivityTaskReply>>> fulfiller);
+  ~PollState();
+  PollState(const PollState&) = delete;
+  PollState& operator=(const PollState&) = delete;
+
+  // The engine's answer arrived (KJ thread). Holds the token until Delivered().
+  void Answer(Result<GetActivityTaskReply> r);
+  // The token is in the call's results: from here on its fate is the transport's.
+  void Delivered() { held_token_.clear(); }
+  // Server shutdown: fail the call if it is still waiting (the destructor then withdraws it).
+  void Abort() {
+    if (!answered_) fulfiller_->reject(KJ_EXCEPTION(DISCONNECTED, "server shutting down"));
+  }
+
+ private:
+  ServerCore& core_;
+  const uint64_t poll_id_;
+  kj::Own<kj::PromiseFulfiller<Result<GetActivityTaskReply>>> fulfiller_;
+  bool answered_ = false;
+  std::string held_token_;  // a task handed to this call, not yet put in its results
+};
+
+class ServerCore {
+ public:
+  ServerCore(Engine* engine, const ServerOptions& options, kj::Timer& timer,
+             std::shared_ptr<Mailbox> mailbox)
+      : engine_(engine), options_(options), timer_(timer), mailbox_(std::move(mailbox)) {
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    events_fork_ = paf.promise.fork();
+    events_fulfiller_ = kj::mv(paf.fulfiller);
+  }
+  ~ServerCore() {
+    // Every call promise (and so every slot and poll) belongs to a connection, and the
+    // connections are gone by now.
+    TW_ASSERT(calls_.empty());
+    TW_ASSERT(polls_.empty());
+  }
+
+  Engine* engine() { return engine_; }
+  const ServerOptions& options() const { return options_; }
+  kj::Timer& timer() { return timer_; }
+
+  // Calls the engine: `start(callback)` issues the engine method; the promise resolves with its
+  // answer on this thread. Dropping the promise abandons the answer.
+  template <typename T, typename StartFn>
+  kj::Promise<Result<T>> Call(StartFn&& start) {
+    const uint64_t id = next_call_id_++;
+    auto paf = kj::newPromiseAndFulfiller<Result<T>>();
+    calls_.emplace(id, kj::heap<Slot<T>>(kj::mv(paf.fulfiller)));
+    start(ReplyTo<T>(id));
+    return paf.promise.attach(kj::defer([this, id]() { calls_.erase(id); }));
+  }
+
+  // `n` engine calls answered together: start(i, callback) issues item i.
+  template <typename T, typename StartFn>
+  kj::Promise<std::vector<Result<T>>> CallBatch(size_t n, StartFn&& start) {
+    if (n == 0) return std::vector<Result<T>>();
+    const uint64_t id = next_call_id_++;
+    auto paf = kj::newPromiseAndFulfiller<std::vector<Result<T>>>();
+    calls_.emplace(id, kj::heap<BatchSlot<T>>(kj::mv(paf.fulfiller), n));
+    for (size_t i = 0; i < n; ++i) start(i, ReplyToItem<T>(id, i));
+    return paf.promise.attach(kj::defer([this, id]() { calls_.erase(id); }));
+  }
+
+  // A long poll; see server.h.
+  // The caller must keep *state_out alive until it is done with the answer (attach it after its
+  // continuation: a continuation's input promise is dropped before the continuation runs).
+  kj::Promise<Result<GetActivityTaskReply>> Poll(GetActivityTaskRequest req, uint32_t wait_s,
+                                                 kj::Own<PollState>* state_out);
+
+  // Resolves at the next notice of new durable events.
+  kj::Promise<void> WaitForEvents() { return events_fork_.addBranch(); }
+  void OnEvents() {
+    events_fulfiller_->fulfill();
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    events_fork_ = paf.promise.fork();
+    events_fulfiller_ = kj::mv(paf.fulfiller);
+  }
+
+  void ForgetPoll(uint64_t poll_id) { polls_.erase(poll_id); }
+
+  // Shutdown: every call still waiting for the engine fails (DISCONNECTED).
+  void FailAll() {
+    auto calls = std::move(calls_);
+    calls_.clear();
+    for (auto& [id, slot] : calls) slot->Reject(KJ_EXCEPTION(DISCONNECTED, "server shutting down"));
+    auto polls = polls_;  // Abort does not touch polls_, but stay safe against it
+    for (auto& [id, poll] : polls) poll->Abort();
+  }
+  // Nothing left that points at the core.
+  bool Idle() const {
+    return calls_.empty() && polls_.empty() && subscriptions.load(std::memory_order_relaxed) == 0 &&
+           connections.load(std::memory_order_relaxed) == 0;
+  }
+
+  std::atomic<uint64_t> connections{0};
+  std::atomic<uint64_t> subscriptions{0};
+  Mailbox& mailbox() { return *mailbox_; }
+
+ private:
+  template <typename T>
+  Callback<T> ReplyTo(uint64_t id) {
+    // Runs on the engine thread (or synchronously here): only copyable, KJ-free captures.
+    return [mailbox = mailbox_, this, id](Result<T> r) {
+      mailbox->Post([this, id, r = std::move(r)]() mutable { Deliver<T>(id, std::move(r)); });
+    };
+  }
+
+  template <typename T>
+  Callback<T> ReplyToItem(uint64_t id, size_t index) {
+    return [mailbox = mailbox_, this, id, index](Result<T> r) {
+      mailbox->Post([this, id, index, r = std::move(r)]() mutable {
+        DeliverItem<T>(id, index, std::move(r));
+      });
+    };
+  }
+
+  template <typename T>
+  void Deliver(uint64_t id, Result<T> r) {
+    auto it = calls_.find(id);
+    if (it == calls_.end()) return;  // the caller went away; the engine did the work anyway
+    kj::Own<SlotBase> slot = kj::mv(it->second);
+    calls_.erase(it);
+    static_cast<Slot<T>*>(slot.get())->fulfiller->fulfill(kj::mv(r));
+  }
+
+  template <typename T>
+  void DeliverItem(uint64_t id, size_t index, Result<T> r) {
+    auto it = calls_.find(id);
+    if (it == calls_.end()) return;
+    auto* slot = static_cast<BatchSlot<T>*>(it->second.get());
+    TW_ASSERT(index < slot->results.size());
+    TW_ASSERT(!slot->filled[index]);  // the engine answers each command once
+    slot->filled[index] = true;
+    slot->results[index] = std::move(r);
+    if (--slot->remaining > 0) return;
+    kj::Own<SlotBase> owned = kj::mv(it->second);
+    calls_.erase(it);
+    slot->fulfiller->fulfill(kj::mv(slot->results));
+  }
+
+  void DeliverPoll(uint64_t poll_id, Result<GetActivityTaskReply> r) {
+    auto it = polls_.find(poll_id);
+    if (it == polls_.end()) {
+      // The call is gone (cancelled, disconnected) but the engine handed it a task: put the
+      // task back at the head of its queue for the next poller.
+      if (r.ok() && !r.value.token.empty()) engine_->ReturnTask(std::move(r.value.token));
+      return;
+    }
+    PollState* state = it->second;
+    polls_.erase(it);
+    state->Answer(std::move(r));
+  }
+
+  Engine* const engine_;
+  const ServerOptions options_;
+  kj::Timer& timer_;
+  const std::shared_ptr<Mailbox> mailbox_;
+  uint64_t next_call_id_ = 1;
+  uint64_t next_poll_seq_ = 1;
+  std::unordered_map<uint64_t, kj::Own<SlotBase>> calls_;
+  std::unordered_map<uint64_t, PollState*> polls_;  // PollState removes itself
+  kj::ForkedPromise<void> events_fork_ = nullptr;
+  kj::Own<kj::PromiseFulfiller<void>> events_fulfiller_;
+};
+
+PollState::PollState(ServerCore& core, uint64_t poll_id,
+                     kj::Own<kj::PromiseFulfiller<Result<GetActivityTaskReply>>> fulfiller)
+    : core_(core), poll_id_(poll_id), fulfiller_(kj::mv(fulfiller)) {}
+
+PollState::~PollState() {
+  core_.ForgetPoll(poll_id_);
+  if (!answered_) {
+    // Still waiting in the engine: withdraw. Should a task already be on its way, DeliverPoll
+    // finds no poll and returns the task.
+    core_.engine()->WithdrawPoll(poll_id_);
+  } else if (!held_token_.empty()) {
+    // Answered with a task that never made it into the results.
+    core_.engine()->ReturnTask(std::move(held_token_));
+  }
+}
+
+void PollState::Answer(Result<GetActivityTaskReply> r) {
+  TW_ASSERT(!answered_);
+  answered_ = true;
+  if (r.ok()) held_token_ = r.value.token;
+  fulfiller_->fulfill(kj::mv(r));
+}
+
+kj::Promise<Result<GetActivityTaskReply>> ServerCore::Poll(GetActivityTaskRequest req,
+                                                           uint32_t wait_s,
+                                                           kj::Own<PollState>* state_out) {
+  const uint64_t poll_id = kPollIdTag | next_poll_seq_++;
+  TW_ASSERT((next_poll_seq_ & kPollIdTag) == 0);
+  auto paf = kj::newPromiseAndFulfiller<Result<GetActivityTaskReply>>();
+  auto state = kj::heap<PollState>(*this, poll_id, kj::mv(paf.fulfiller));
+  polls_.emplace(poll_id, state.get());
+  *state_out = kj::mv(state);
+  engine_->GetActivityTask(
+      std::move(req), poll_id, [mailbox = mailbox_, this, poll_id](Result<GetActivityTaskReply> r) {
+        mailbox->Post(
+            [this, poll_id, r = std::move(r)]() mutable { DeliverPoll(poll_id, std::move(r)); });
+      });
+  // When the wait runs out, withdraw and keep waiting for the engine's answer: empty, or a task
+  // that raced with the withdrawal (which this caller then gets, rather than losing it).
+  kj::Promise<Result<GetActivityTaskReply>> timeout =
+      timer_.afterDelay(wait_s * kj::SECONDS)
+          .then([this, poll_id]() -> kj::Promise<Result<GetActivityTaskReply>> {
+            engine_->WithdrawPoll(poll_id);
+            return kj::NEVER_DONE;
+          });
+  return paf.promise.exclusiveJoin(kj::mv(timeout));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+class SubscriptionImpl final : public proto::Subscription::Server {
+ public:
+  SubscriptionImpl(ServerCore& core, uint64_t start_seq, proto::EventSink::Client sink)
+      : core_(core), next_seq_(start_seq), sink_(kj::mv(sink)) {
+    core_.subscriptions.fetch_add(1, std::memory_order_relaxed);
+    // Start on a later turn: the subscribe call's results go out first.
+    task_ = kj::evalLater([this]() { return Loop(); })
+                .catch_([this](kj::Exception&& e) -> kj::Promise<void> {
+                  if (e.getType() == kj::Exception::Type::DISCONNECTED) return kj::READY_NOW;
+                  // Tell the subscriber why its stream stopped (best effort).
+                  auto request = sink_.endedRequest();
+                  request.setReason(e.getDescription());
+                  return request.send().ignoreResult();
+                })
+                .eagerlyEvaluate([](kj::Exception&& e) {
+                  if (e.getType() != kj::Exception::Type::DISCONNECTED) {
+                    KJ_LOG(WARNING, "subscription ended", e);
+                  }
+                });
+  }
+  ~SubscriptionImpl() { core_.subscriptions.fetch_sub(1, std::memory_order_relaxed); }
+
+  kj::Promise<void> nextSequence(NextSequenceContext context) override {
+    context.getResults().setSequence(next_seq_);
+    return kj::READY_NOW;
+  }
+
+ private:
+  kj::Promise<void> Loop() {
+    Result<std::vector<OutcomeEvent>> read =
+        core_.engine()->ReadEvents(next_seq_, limits::kEventsPerReadMax);
+    if (!read.ok()) {
+      return KJ_EXCEPTION(DISCONNECTED, "reading events failed", read.error.message.c_str());
+    }
+    std::vector<OutcomeEvent> events = std::move(read.value);
+    // Keep only the run of consecutive sequences from next_seq_.
+    size_t run = 0;
+    while (run < events.size() && events[run].seq == next_seq_ + run) ++run;
+    events.resize(run);
+    if (events.empty()) {
+      if (core_.engine()->LastEventSeq() >= next_seq_) {
+        // Durable but not readable: trimmed (the consumer was deleted meanwhile).
+        return KJ_EXCEPTION(FAILED, "events are no longer kept", next_seq_);
+      }
+      return core_.WaitForEvents().then([this]() { return Loop(); });
+    }
+    next_seq_ = events.back().seq + 1;
+    return Send(std::make_shared<std::vector<OutcomeEvent>>(std::move(events)), 0).then([this]() {
+      return Loop();
+    });
+  }
+
+  // Sends events[from..] in messages of at most kRpcEventChunkBytesMax, each after the stream's
+  // flow control allows it.
+  kj::Promise<void> Send(std::shared_ptr<std::vector<OutcomeEvent>> events, size_t from) {
+    if (from == events->size()) return kj::READY_NOW;
+    size_t end = from;
+    size_t bytes = 0;
+    while (end < events->size()) {
+      const size_t b = EventWireBytes((*events)[end]);
+      if (end > from && bytes + b > limits::kRpcEventChunkBytesMax) break;
+      bytes += b;
+      ++end;
+    }
+    auto request = sink_.eventsRequest(capnp::MessageSize{bytes / sizeof(capnp::word) + 64, 0});
+    auto list = request.initEvents(static_cast<unsigned>(end - from));
+    for (size_t i = from; i < end; ++i) FillEvent((*events)[i], list[i - from]);
+    return request.send().then(
+        [this, events = std::move(events), end]() mutable { return Send(std::move(events), end); });
+  }
+
+  ServerCore& core_;
+  uint64_t next_seq_;
+  proto::EventSink::Client sink_;
+  kj::Promise<void> task_ = nullptr;
+};
+
+// ---------------------------------------------------------------------------------------------
+
+class TokenWheelImpl final : public proto::TokenWheel::Server {
+ public:
+  explicit TokenWheelImpl(ServerCore& core) : core_(core) {}
+
+  kj::Promise<void> ping(PingContext context) override {
+    auto payload = context.getParams().getPayload();
+    context.getResults(ResultWords(payload.size())).setPayload(payload);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> getInfo(GetInfoContext context) override {
+    auto out = context.getResults();
+    out.setApiVersion(proto::API_VERSION);
+    out.setServerVersion(AsText(core_.options().server_version));
+    out.setMaxPollSeconds(core_.options().max_poll_seconds);
+    out.setRequestBytesMax(limits::kRequestBytesMax);
+    out.setBatchItemsMax(static_cast<uint32_t>(limits::kRpcBatchItemsMax));
+    return kj::READY_NOW;
+  }
+
+  // ---- Activities ----
+
+  kj::Promise<void> createActivity(CreateActivityContext context) override {
+    CreateActivityRequest req{ToString(context.getParams().getName())};
+    Engine* engine = core_.engine();
+    return core_
+        .Call<ActivityInfo>([&](Callback<ActivityInfo> cb) {
+          engine->CreateActivity(std::move(req), std::move(cb));
+        })
+        .then([context](Result<ActivityInfo> r) mutable {
+          AnswerActivity(r, context.getResults(kSmallResult).initResult());
+        });
+  }
+
+  kj::Promise<void> deleteActivity(DeleteActivityContext context) override {
+    DeleteActivityRequest req{ToString(context.getParams().getActivityArn())};
+    Engine* engine = core_.engine();
+    return core_
+        .Call<Empty>(
+            [&](Callback<Empty> cb) { engine->DeleteActivity(std::move(req), std::move(cb)); })
+        .then([context](Result<Empty> r) mutable {
+          AnswerEmpty(r, context.getResults(kSmallResult).initResult());
+        });
+  }
+
+  kj::Promise<void> describeActivity(DescribeActivityContext context) override {
+    DescribeActivityRequest req{ToString(context.getParams().getActivityArn())};
+    Engine* engine = core_.engine();
+    return core_
+        .Call<ActivityInfo>([&](Callback<ActivityInfo> cb) {
+          engine->DescribeActivity(std::move(req), std::move(cb));
+        })
+        .then([context](Result<ActivityInfo> r) mutable {
+          AnswerActivity(r, context.getResults(kSmallResult).initResult());
+        });
+  }
+
+  kj::Promise<void> listActivities(ListActivitiesContext context) override {
+    auto params = context.getParams();
+    ListActivitiesRequest req;
+    req.max_results = params.getMaxResults();
+    req.next_token = ToString(params.getNextToken());
+    Engine* engine = core_.engine();
+    return core_
+        .Call<ListActivitiesReply>([&](Callback<ListActivitiesReply> cb) {
+          engine->ListActivities(std::move(req), std::move(cb));
+        })
+        .then([context](Result<ListActivitiesReply> r) mutable {
+          auto out = context.getResults().initResult();
+          if (!r.ok()) return AnswerError(r.error, out);
+          auto ok = out.initOk();
+          auto list = ok.initActivities(static_cast<unsigned>(r.value.activities.size()));
+          for (unsigned i = 0; i < list.size(); ++i) FillActivity(r.value.activities[i], list[i]);
+          ok.setNextToken(AsText(r.value.next_token));
+        });
+  }
+
+  // ---- Tasks ----
+
+  kj::Promise<void> issueTask(IssueTaskContext context) override {
+    IssueTaskRequest req = ReadIssueRequest(context.getParams().getRequest());
+    context.releaseParams();
+    Engine* engine = core_.engine();
+    return core_
+        .Call<IssueTaskReply>(
+            [&](Callback<IssueTaskReply> cb) { engine->IssueTask(std::move(req), std::move(cb)); })
+        .then([context](Result<IssueTaskReply> r) mutable {
+          auto out = context.getResults(kSmallResult).initResult();
+          if (!r.ok()) return AnswerError(r.error, out);
+          FillIssueOk(r.value, out);
+        });
+  }
+
+  kj::Promise<void> issueTasks(IssueTasksContext context) override {
+    auto in = context.getParams().getRequests();
+    CheckBatch(in.size());
+    std::vector<IssueTaskRequest> reqs;
+    reqs.reserve(in.size());
+    for (auto r : in) reqs.push_back(ReadIssueRequest(r));
+    context.releaseParams();
+    Engine* engine = core_.engine();
+    return core_
+        .CallBatch<IssueTaskReply>(reqs.size(),
+                                   [&](size_t i, Callback<IssueTaskReply> cb) {
+                                     engine->IssueTask(std::move(reqs[i]), std::move(cb));
+                                   })
+        .then([context](std::vector<Result<IssueTaskReply>> results) mutable {
+          auto out = context.getResults(ResultWords(0, results.size()))
+                         .initResults(static_cast<unsigned>(results.size()));
+          for (unsigned i = 0; i < out.size(); ++i) {
+            if (!results[i].ok()) {
+              AnswerItemError(results[i].error, out[i]);
+            } else {
+              FillIssueOk(results[i].value, out[i]);
+            }
+          }
+        });
+  }
+
+  kj::Promise<void> getActivityTask(GetActivityTaskContext context) override {
+    auto params = context.getParams();
+    GetActivityTaskRequest req;
+    req.activity_arn = ToString(params.getActivityArn());
+    req.worker_name = ToString(params.getWorkerName());
+    const uint32_t max_s = core_.options().max_poll_seconds;
+    const uint32_t wait_s =
+        params.getWaitSeconds() == 0 ? max_s : std::min(params.getWaitSeconds(), max_s);
+    context.releaseParams();
+    // A cancelled call (or a dropped connection) must drop this promise: that is what withdraws
+    // the poll.
+    context.allowCancellation();
+    kj::Own<PollState> state;
+    auto reply = core_.Poll(std::move(req), wait_s, &state);
+    TW_ASSERT(state.get() != nullptr);
+    PollState* poll = state.get();
+    // `state` is attached outside the continuation, so it outlives it.
+    return reply
+        .then([context, poll](Result<GetActivityTaskReply> r) mutable {
+          auto out = context.getResults(ResultWords(r.value.token.size() + r.value.input.size()))
+                         .initResult();
+          if (!r.ok()) return AnswerError(r.error, out);
+          auto ok = out.initOk();
+          ok.setTaskToken(AsText(r.value.token));
+          ok.setInput(AsText(r.value.input));
+          poll->Delivered();
+        })
+        .attach(kj::mv(state));
+  }
+
+  kj::Promise<void> sendTaskSuccess(SendTaskSuccessContext context) override {
+    SendTaskSuccessRequest req = ReadSuccessRequest(context.getParams().getRequest());
+    context.releaseParams();
+    Engine* engine = core_.engine();
+    return core_
+        .Call<CompletionReply>([&](Callback<CompletionReply> cb) {
+          engine->SendTaskSuccess(std::move(req), std::move(cb));
+        })
+        .then([context](Result<CompletionReply> r) mutable {
+          AnswerCompletion(r, context.getResults(kSmallResult).initResult());
+        });
+  }
+
+  kj::Promise<void> sendTaskSuccesses(SendTaskSuccessesContext context) override {
+    auto in = context.getParams().getRequests();
+    CheckBatch(in.size());
+    std::vector<SendTaskSuccessRequest> reqs;
+    reqs.reserve(in.size());
+    for (auto r : in) reqs.push_back(ReadSuccessRequest(r));
+    context.releaseParams();
+    Engine* engine = core_.engine();
+    return core_
+        .CallBatch<CompletionReply>(reqs.size(),
+                                    [&](size_t i, Callback<CompletionReply> cb) {
+                                      engine->SendTaskSuccess(std::move(reqs[i]), std::move(cb));
+                                    })
+        .then([context](std::vector<Result<CompletionReply>> results) mutable {
+          AnswerCompletions(results, context.getResults(ResultWords(0, results.size()))
+                                         .initResults(static_cast<unsigned>(results.size())));
+        });
+  }
+
+  kj::Promise<void> sendTaskFailure(SendTaskFailureContext context) override {
+    SendTaskFailureRequest req = ReadFailureRequest(context.getParams().getRequest());
+    context.releaseParams();
+    Engine* engine = core_.engine();
+    return core_
+        .Call<CompletionReply>([&](Callback<CompletionReply> cb) {
+          engine->SendTaskFailure(std::move(req), std::move(cb));
+        })
+        .then([context](Result<CompletionReply> r) mutable {
+          AnswerCompletion(r, context.getResults(kSmallResult).initResult());
+        });
+  }
+
+  kj::Promise<void> sendTaskFailures(SendTaskFailuresContext context) override {
+    auto in = context.getParams().getRequests();
+    CheckBatch(in.size());
+    std::vector<SendTaskFailureRequest> reqs;
+    reqs.reserve(in.size());
+    for (auto r : in) reqs.push_back(ReadFailureRequest(r));
+    context.releaseParams();
+    Engine* engine = core_.engine();
+    return core_
+        .CallBatch<CompletionReply>(reqs.size(),
+                                    [&](size_t i, Callback<CompletionReply> cb) {
+                                      engine->SendTaskFailure(std::move(reqs[i]), std::move(cb));
+                                    })
+        .then([context](std::vector<Result<CompletionReply>> results) mutable {
+          AnswerCompletions(results, context.getResults(ResultWords(0, results.size()))
+                                         .initResults(static_cast<unsigned>(results.size())));
+        });
+  }
+
+  kj::Promise<void> sendTaskHeartbeat(SendTaskHeartbeatContext context) override {
+    SendTaskHeartbeatRequest req{ToString(context.getParams().getRequest().getTaskToken())};
+    Engine* engine = core_.engine();
+    return core_
+        .Call<Empty>(
+            [&](Callback<Empty> cb) { engine->SendTaskHeartbeat(std::move(req), std::move(cb)); })
+        .then([context](Result<Empty> r) mutable {
+          AnswerEmpty(r, context.getResults(kSmallResult).initResult());
+        });
+  }
+
+  kj::Promise<void> sendTaskHeartbeats(SendTaskHeartbeatsContext context) override {
+    auto in = context.getParams().getRequests();
+    CheckBatch(in.size());
+    std::vector<SendTaskHeartbeatRequest> reqs;
+    reqs.reserve(in.size());
+    for (auto r : in) reqs.push_back(SendTaskHeartbeatRequest{ToString(r.getTaskToken())});
+    context.releaseParams();
+    Engine* engine = core_.engine();
+    return core_
+        .CallBatch<Empty>(reqs.size(),
+                          [&](size_t i, Callback<Empty> cb) {
+                            engine->SendTaskHeartbeat(std::move(reqs[i]), std::move(cb));
+                          })
+        .then([context](std::vector<Result<Empty>> results) mutable {
+          auto out = context.getResults(ResultWords(0, results.size()))
+                         .initResults(static_cast<unsigned>(results.size()));
+          for (unsigned i = 0; i < out.size(); ++i) {
+            if (!results[i].ok()) {
+              AnswerItemError(results[i].error, out[i]);
+            } else {
+              out[i].setOk();
+            }
+          }
+        });
+  }
+
+  kj::Promise<void> cancelTask(CancelTaskContext context) override {
+    CancelTaskRequest req{ToString(context.getParams().getTaskToken())};
+    Engine* engine = core_.engine();
+    return core_
+        .Call<CompletionReply>([&](Callback<CompletionReply> cb) {
+          engine->CancelTask(std::move(req), std::move(cb));
+        })
+        .then([context](Result<CompletionReply> r) mutable {
+          AnswerCompletion(r, context.getResults(kSmallResult).initResult());
+        });
+  }
+
+  kj::Promise<void> describeTask(DescribeTaskContext context) override {
+    DescribeTaskRequest req{ToString(context.getParams().getTaskToken())};
+    Engine* engine = core_.engine();
+    return core_
+        .Call<TaskDescription>([&](Callback<TaskDescription> cb) {
+          engine->DescribeTask(std::move(req), std::move(cb));
+        })
+        .then([context](Result<TaskDescription> r) mutable {
+          const TaskDescription& d = r.value;
+          auto out = context
+                         .getResults(ResultWords(d.input.size() + d.output.size() + d.error.size() +
+                                                 d.cause.size() + d.correlation.size() +
+                                                 d.activity_arn.size() + d.worker.size()))
+                         .initResult();
+          if (!r.ok()) return AnswerError(r.error, out);
+          FillDescription(r.value, out.initOk());
+        });
+  }
+
+  // ---- The outcome stream ----
+
+  kj::Promise<void> subscribe(SubscribeContext context) override {
+    auto params = context.getParams();
+    std::string consumer = ToString(params.getConsumer());
+    const uint64_t from_seq = params.getFromSequence();
+    proto::EventSink::Client sink = params.getSink();
+    context.releaseParams();
+    if (core_.subscriptions.load(std::memory_order_relaxed) >= core_.options().subscriptions_max) {
+      kj::throwFatalException(KJ_EXCEPTION(OVERLOADED, "too many subscriptions"));
+    }
+    Engine* engine = core_.engine();
+    ServerCore* core = &core_;
+    return core_
+        .Call<ConsumerInfo>([&](Callback<ConsumerInfo> cb) {
+          engine->RegisterConsumer(std::move(consumer), std::move(cb));
+        })
+        .then([context, core, from_seq, sink = kj::mv(sink)](Result<ConsumerInfo> r) mutable {
+          auto out = context.getResults().initResult();
+          if (!r.ok()) return AnswerError(r.error, out);
+          const uint64_t start = from_seq == 0 ? r.value.acked_seq + 1 : from_seq;
+          if (!EventsKeptFrom(core->engine(), start)) {
+            return AnswerError(
+                Error::Make(ErrorCode::kValidation,
+                            "events from sequence " + std::to_string(start) +
+                                " are no longer kept; subscribe with fromSequence 0 to resume "
+                                "from the consumer's cursor"),
+                out);
+          }
+          auto ok = out.initOk();
+          ok.setSubscription(kj::heap<SubscriptionImpl>(*core, start, kj::mv(sink)));
+          ok.setAckedSequence(r.value.acked_seq);
+          ok.setStartSequence(start);
+        });
+  }
+
+  kj::Promise<void> ackEvents(AckEventsContext context) override {
+    std::string consumer = ToString(context.getParams().getConsumer());
+    const uint64_t seq = context.getParams().getSequence();
+    Engine* engine = core_.engine();
+    return core_
+        .Call<Empty>(
+            [&](Callback<Empty> cb) { engine->AckEvents(std::move(consumer), seq, std::move(cb)); })
+        .then([context](Result<Empty> r) mutable {
+          AnswerEmpty(r, context.getResults(kSmallResult).initResult());
+        });
+  }
+
+  kj::Promise<void> deleteConsumer(DeleteConsumerContext context) override {
+    std::string consumer = ToString(context.getParams().getConsumer());
+    Engine* engine = core_.engine();
+    return core_
+        .Call<Empty>(
+            [&](Callback<Empty> cb) { engine->DeleteConsumer(std::move(consumer), std::move(cb)); })
+        .then([context](Result<Empty> r) mutable {
+          AnswerEmpty(r, context.getResults(kSmallResult).initResult());
+        });
+  }
+
+  kj::Promise<void> stats(StatsContext context) override {
+    Engine* engine = core_.engine();
+    ServerCore* core = &core_;
+    return core_
+        .Call<EngineStats>([&](Callback<EngineStats> cb) { engine->GetStats(std::move(cb)); })
+        .then([context, core](Result<EngineStats> r) mutable {
+          if (!r.ok()) {
+            Error e = r.error;
+            if (!IsLogisticsError(e.code)) e.code = ErrorCode::kInternal;
+            ThrowLogistics(e);
+          }
+          auto out = context.getResults().initStats();
+          FillEngineStats(r.value, out);
+          out.setConnections(core->connections.load(std::memory_order_relaxed));
+          out.setSubscriptions(core->subscriptions.load(std::memory_order_relaxed));
+          out.setReplyHandoffs(core->mailbox().handoffs());
+          out.setRepliesDelivered(core->mailbox().delivered());
+        });
+  }
+
+ private:
+  static bool EventsKeptFrom(Engine* engine, uint64_t start) {
+    if (start == 0) return false;
+    if (start > engine->LastEventSeq()) return true;  // the future: wait for it
+    Result<std::vector<OutcomeEvent>> probe = engine->ReadEvents(start, 1);
+    return probe.ok() && !probe.value.empty() && probe.value.front().seq == start;
+  }
+
+  static void AnswerActivity(const Result<ActivityInfo>& r, proto::ActivityResult::Builder out) {
+    if (!r.ok()) return AnswerError(r.error, out);
+    FillActivity(r.value, out.initOk());
+  }
+
+  static void AnswerEmpty(const Result<Empty>& r, proto::EmptyResult::Builder out) {
+    if (!r.ok()) return AnswerError(r.error, out);
+    out.setOk();
+  }
+
+  static void FillIssueOk(const IssueTaskReply& reply, proto::IssueTaskResult::Builder out) {
+    auto ok = out.initOk();
+    ok.setTaskToken(AsText(reply.token));
+    ok.setExisting(reply.existing);
+  }
+
+  static void AnswerCompletion(const Result<CompletionReply>& r,
+                               proto::CompletionResult::Builder out) {
+    if (!r.ok()) return AnswerError(r.error, out);
+    out.initOk().setDuplicate(r.value.duplicate);
+  }
+
+  static void AnswerCompletions(const std::vector<Result<CompletionReply>>& results,
+                                capnp::List<proto::CompletionResult>::Builder out) {
+    TW_ASSERT(out.size() == results.size());
+    for (unsigned i = 0; i < out.size(); ++i) {
+      if (!results[i].ok()) {
+        AnswerItemError(results[i].error, out[i]);
+      } else {
+        out[i].initOk().setDuplicate(results[i].value.duplicate);
+      }
+    }
+  }
+
+  ServerCore& core_;
+};
+
+// ---------------------------------------------------------------------------------------------
+
+// One accepted socket and its RPC system.
+struct Connection {
+  Connection(kj::Own<kj::AsyncIoStream> s, ServerCore& core)
+      : core(core),
+        stream(kj::heap<BufferedIoStream>(kj::mv(s))),
+        network(*stream, capnp::rpc::twoparty::Side::SERVER, ServerReaderOptions()),
+        rpc(capnp::makeRpcServer(network, kj::heap<TokenWheelImpl>(core))) {
+    rpc.setFlowLimit(limits::kRpcFlowLimitBytes / sizeof(capnp::word));
+    core.connections.fetch_add(1, std::memory_order_relaxed);
+  }
+  ~Connection() { core.connections.fetch_sub(1, std::memory_order_relaxed); }
+
+  ServerCore& core;
+  kj::Own<kj::AsyncIoStream> stream;
+  capnp::TwoPartyVatNetwork network;
+  capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
+};
+
+std::string HostPart(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  return colon == std::string::npos ? address : address.substr(0, colon);
+}
+
+class ServerImpl final : public Server, public kj::TaskSet::ErrorHandler {
+ public:
+  ServerImpl(Engine* engine, const ServerOptions& options)
+      : engine_(engine), options_(options), mailbox_(std::make_shared<Mailbox>()) {}
+
+  ~ServerImpl() noexcept override { Shutdown(); }
+
+  // Called once by Start, on the starting thread.
+  Error Launch() {
+    std::shared_ptr<Mailbox> mailbox = mailbox_;
+    // Runs on the engine thread after each batch with new events. The posted closure only runs
+    // while the mailbox is open, which implies the core is alive.
+    engine_->SetEventListener(
+        [mailbox, this](uint64_t) { mailbox->Post([this]() { core_->OnEvents(); }); });
+    std::future<std::string> started = started_.get_future();
+    thread_ = std::thread([this]() { ThreadMain(); });
+    std::string error = started.get();
+    if (!error.empty()) {
+      thread_.join();
+      return Error::Make(ErrorCode::kUnavailable, error);
+    }
+    return Error{};
+  }
+
+  std::string address() const override {
+    return HostPart(options_.listen_address) + ":" + std::to_string(port_);
+  }
+  uint16_t port() const override { return port_; }
+
+  void StopAccepting() override {
+    // Runs on the RPC thread through the mailbox; waits until done. The promise lives in the
+    // closure: if the closure is dropped (the server stopped meanwhile) the future is released
+    // as broken and the wait ends.
+    auto done = std::make_shared<std::promise<void>>();
+    std::future<void> finished = done->get_future();
+    const bool posted = mailbox_->Post([this, done]() {
+      accept_loop_ = nullptr;
+      listener_ = nullptr;
+      done->set_value();
+    });
+    done.reset();
+    if (posted) finished.wait();
+  }
+
+  void Shutdown() override {
+    if (!thread_.joinable()) return;
+    mailbox_->Post([this]() { stop_fulfiller_->fulfill(); });
+    thread_.join();
+  }
+
+ private:
+  void ThreadMain() {
+    bool reported = false;
+    KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() { Serve(&reported); })) {
+      const std::string what = e->getDescription().cStr();
+      if (!reported) {
+        started_.set_value(what.empty() ? "rpc server failed to start" : what);
+      } else {
+        std::fprintf(stderr, "tokenwheel rpc: server thread failed: %s\n", what.c_str());
+      }
+    }
+  }
+
+  void Serve(bool* reported) {
+    kj::AsyncIoContext io = kj::setupAsyncIo();
+    kj::WaitScope& ws = io.waitScope;
+    // On every way out (a failed start included), the loop's objects go before the loop.
+    KJ_DEFER({
+      accept_loop_ = nullptr;
+      listener_ = nullptr;
+      tasks_ = nullptr;
+      core_ = nullptr;
+      stop_fulfiller_ = nullptr;
+      mailbox_->Close();  // stops watching its doorbell while this loop still exists
+    });
+    core_ = std::make_unique<ServerCore>(engine_, options_, io.provider->getTimer(), mailbox_);
+    kj::Own<kj::NetworkAddress> addr =
+        io.provider->getNetwork().parseAddress(options_.listen_address).wait(ws);
+    listener_ = addr->listen();
+    port_ = static_cast<uint16_t>(listener_->getPort());
+    auto stop = kj::newPromiseAndFulfiller<void>();
+    stop_fulfiller_ = kj::mv(stop.fulfiller);
+    tasks_ = kj::heap<kj::TaskSet>(*this);
+    accept_loop_ = AcceptLoop().eagerlyEvaluate(
+        [](kj::Exception&& e) { KJ_LOG(ERROR, "accept loop ended", e); });
+    kj::Promise<void> pump =
+        mailbox_->Run(*io.lowLevelProvider).eagerlyEvaluate([](kj::Exception&& e) {
+          KJ_LOG(ERROR, "mailbox pump ended", e);
+        });
+    *reported = true;
+    started_.set_value(std::string());
+
+    stop.promise.wait(ws);
+
+    // Shutdown: no new connections; let the answers already handed over become replies and
+    // flush; then drop every connection (cancelling what is still pending) and the bridge.
+    accept_loop_ = nullptr;
+    listener_ = nullptr;
+    io.provider->getTimer().afterDelay(limits::kRpcShutdownFlushMs * kj::MILLISECONDS).wait(ws);
+    pump = nullptr;
+    mailbox_->Close();
+    core_->FailAll();
+    ws.poll();
+    tasks_ = nullptr;  // connections, their calls, polls (withdrawn) and subscriptions
+    // Cancellations and releases unwind as events: let them run (bounded).
+    kj::Timer& timer = io.provider->getTimer();
+    for (int i = 0; i < kShutdownSettleTurns && !core_->Idle(); ++i) {
+      ws.poll();
+      if (!core_->Idle()) timer.afterDelay(1 * kj::MILLISECONDS).wait(ws);
+    }
+    if (!core_->Idle()) {
+      // Something still refers to the core: leaking it is safe, freeing it is not.
+      KJ_LOG(ERROR, "rpc server: calls still pending at shutdown; leaking the server core");
+      (void)core_.release();  // NOLINT(bugprone-unused-return-value): deliberate leak
+      return;
+    }
+    core_ = nullptr;
+  }
+
+  kj::Promise<void> AcceptLoop() {
+    return listener_->accept().then([this](kj::Own<kj::AsyncIoStream>&& stream) {
+      if (core_->connections.load(std::memory_order_relaxed) >= options_.connections_max) {
+        // Over the limit: close at once (the peer sees a disconnect).
+        KJ_LOG(WARNING, "connection limit reached; closing a new connection");
+      } else {
+        auto conn = kj::heap<Connection>(kj::mv(stream), *core_);
+        auto done = conn->network.onDisconnect();
+        tasks_->add(done.attach(kj::mv(conn)));
+      }
+      return AcceptLoop();
+    });
+  }
+
+  void taskFailed(kj::Exception&& e) override {
+    if (e.getType() != kj::Exception::Type::DISCONNECTED) {
+      KJ_LOG(WARNING, "connection ended with an error", e);
+    }
+  }
+
+  Engine* const engine_;
+  const ServerOptions options_;
+  const std::shared_ptr<Mailbox> mailbox_;
+  std::promise<std::string> started_;  // empty string: listening
+  std::thread thread_;
+  std::atomic<uint16_t> port_{0};
+
+  // RPC thread only.
+  std::unique_ptr<ServerCore> core_;
+  kj::Own<kj::ConnectionReceiver> listener_;
+  kj::Promise<void> accept_loop_ = nullptr;
+  kj::Own<kj::TaskSet> tasks_;
+  kj::Own<kj::PromiseFulfiller<void>> stop_fulfiller_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOptions& options) {
+  TW_ASSERT(engine != nullptr);
+  if (options.max_poll_seconds == 0 || options.max_poll_seconds > limits::kPollSecondsMax) {
+    return Result<std::unique_ptr<Server>>::Fail(
+        Error::Make(ErrorCode::kValidation,
+                    "max_poll_seconds must be 1.." + std::to_string(limits::kPollSecondsMax)));
+  }
+  // A peer that closes early must not kill the process with SIGPIPE.
+  struct sigaction old_action {};
+  if (sigaction(SIGPIPE, nullptr, &old_action) == 0 && old_action.sa_handler == SIG_DFL) {
+    signal(SIGPIPE, SIG_IGN);
+  }
+  auto server = std::make_unique<ServerImpl>(engine, options);
+  Error e = server->Launch();
+  if (!e.ok()) return Result<std::unique_ptr<Server>>::Fail(std::move(e));
+  return Result<std::unique_ptr<Server>>::Ok(std::move(server));
+}
+
+}  // namespace tw::rpc

@@ -1,0 +1,266 @@
+// tw-test-labels: threads
+//
+// The tokenwheel CLI and tokenwheeld's flags, as a script would use them: JSON on stdout, exit 2
+// for typed errors, 1 for connection / usage trouble.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "tests/rpc/test_support.h"
+
+namespace tw::rpc {
+namespace {
+
+using nlohmann::json;
+using testing::CliResult;
+using testing::NowMs;
+using testing::RunCli;
+using testing::ServerProcess;
+using testing::TempDir;
+using testing::WaitUntil;
+
+class CliTest : public ::testing::Test {
+ protected:
+  void StartServer(std::vector<std::string> extra = {}) {
+    server_ = std::make_unique<ServerProcess>(dir_.path() + "/data", dir_.path() + "/server.log",
+                                              std::move(extra));
+    ASSERT_TRUE(server_->Start());
+  }
+  void TearDown() override {
+    if (server_ != nullptr && server_->Running()) {
+      EXPECT_EQ(server_->Terminate(), 0) << server_->Log();
+    }
+  }
+
+  // Runs the CLI against the server.
+  CliResult Cli(std::vector<std::string> args) {
+    args.insert(args.begin(), {"--server", server_->address()});
+    return RunCli(args, dir_.path() + "/cli.out");
+  }
+
+  // Runs the CLI, expects `exit_code`, and parses its one-object output.
+  json CliJson(std::vector<std::string> args, int exit_code = 0) {
+    CliResult r = Cli(args);
+    EXPECT_EQ(r.exit_code, exit_code) << r.out << r.err;
+    json j = json::parse(r.out, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << "not JSON: " << r.out;
+    return j;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<ServerProcess> server_;
+};
+
+TEST_F(CliTest, HelpDocumentsEveryFlag) {
+  CliResult d = RunCli({"--help"}, dir_.path() + "/help.out", testing::kDaemonPath);
+  EXPECT_EQ(d.exit_code, 0);
+  for (const char* flag :
+       {"--data-dir", "--rpc-listen", "--durability", "--tick-ms", "--max-poll-seconds", "--config",
+        "--region", "--account", "--retention-seconds"}) {
+    EXPECT_NE(d.out.find(flag), std::string::npos) << flag << " missing from:\n" << d.out;
+  }
+  CliResult c = RunCli({"--help"}, dir_.path() + "/help.out");
+  EXPECT_EQ(c.exit_code, 0);
+  for (const char* cmd : {"activity", "task", "events", "stats", "--server"}) {
+    EXPECT_NE(c.out.find(cmd), std::string::npos) << cmd;
+  }
+  CliResult t = RunCli({"task", "--help"}, dir_.path() + "/help.out");
+  EXPECT_EQ(t.exit_code, 0);
+  for (const char* cmd : {"issue", "poll", "succeed", "fail", "heartbeat", "cancel", "describe"}) {
+    EXPECT_NE(t.out.find(cmd), std::string::npos) << cmd;
+  }
+}
+
+TEST_F(CliTest, Activities) {
+  StartServer();
+  json created = CliJson({"activity", "create", "payments"});
+  const std::string arn = created["activityArn"];
+  EXPECT_EQ(arn, "arn:aws:states:us-east-1:000000000000:activity:payments");
+  EXPECT_TRUE(created["creationDate"].is_number());
+  EXPECT_EQ(CliJson({"activity", "describe", arn})["name"], "payments");
+  json list = CliJson({"activity", "list"});
+  ASSERT_EQ(list["activities"].size(), 1u);
+  EXPECT_EQ(list["activities"][0]["activityArn"], arn);
+  EXPECT_EQ(CliJson({"activity", "delete", arn}), json::object());
+  json gone = CliJson({"activity", "describe", arn}, 2);
+  EXPECT_EQ(gone["error"], "ActivityDoesNotExist");
+  EXPECT_EQ(gone["message"], "Activity Does Not Exist: '" + arn + "'");
+  EXPECT_EQ(CliJson({"activity", "create", "no spaces"}, 2)["error"], "InvalidName");
+  EXPECT_EQ(CliJson({"activity", "describe", "x"}, 2)["error"], "InvalidArn");
+}
+
+TEST_F(CliTest, CallbackTaskLifecycle) {
+  StartServer();
+  json issued = CliJson({"task", "issue", "--callback", "--input", R"({"order":42})", "--timeout",
+                         "600", "--heartbeat", "60", "--key", "order-42", "--correlation", "wf-1"});
+  const std::string token = issued["taskToken"];
+  ASSERT_FALSE(token.empty());
+  json again =
+      CliJson({"task", "issue", "--callback", "--input", R"({"order":42})", "--key", "order-42"});
+  EXPECT_EQ(again["taskToken"], token);
+  EXPECT_EQ(again["existing"], true);
+
+  EXPECT_EQ(CliJson({"task", "heartbeat", token}), json::object());
+  json d = CliJson({"task", "describe", token});
+  EXPECT_EQ(d["state"], "STARTED");
+  EXPECT_EQ(d["kind"], "callback");
+  EXPECT_EQ(d["input"], R"({"order":42})");
+  EXPECT_EQ(d["correlation"], "wf-1");
+  EXPECT_EQ(d["timeoutSeconds"], 600);
+  EXPECT_TRUE(d["heartbeatDeadline"].is_number());
+
+  EXPECT_EQ(CliJson({"task", "succeed", token, "--output", R"({"paid":true})"}), json::object());
+  EXPECT_EQ(CliJson({"task", "succeed", token, "--output", R"({"paid":true})"})["duplicate"], true);
+  json refused = CliJson({"task", "succeed", token, "--output", R"({"paid":false})"}, 2);
+  EXPECT_EQ(refused["error"], "TaskTimedOut");
+  EXPECT_EQ(refused["message"], "Task Timed Out: 'Provided task does not exist anymore'");
+  EXPECT_EQ(refused["reason"], "alreadyCompleted");
+  EXPECT_EQ(refused["recordedState"], "SUCCEEDED");
+  EXPECT_EQ(refused["recordedOutput"], R"({"paid":true})");
+  EXPECT_EQ(CliJson({"task", "fail", token}, 2)["reason"], "alreadyCompleted");
+  d = CliJson({"task", "describe", token});
+  EXPECT_EQ(d["state"], "SUCCEEDED");
+  EXPECT_EQ(d["output"], R"({"paid":true})");
+}
+
+TEST_F(CliTest, ActivityTaskPollFailAndCancel) {
+  StartServer();
+  const std::string arn = CliJson({"activity", "create", "jobs"})["activityArn"];
+  const std::string token =
+      CliJson({"task", "issue", "--activity", arn, "--input", R"({"job":1})"})["taskToken"];
+  EXPECT_EQ(CliJson({"task", "describe", token})["state"], "SCHEDULED");
+  json polled = CliJson({"task", "poll", arn, "--worker", "w-1", "--wait", "5"});
+  EXPECT_EQ(polled["taskToken"], token);
+  EXPECT_EQ(polled["input"], R"({"job":1})");
+  EXPECT_EQ(CliJson({"task", "fail", token, "--error", "Oops", "--cause", "disk full"}),
+            json::object());
+  json d = CliJson({"task", "describe", token});
+  EXPECT_EQ(d["state"], "FAILED");
+  EXPECT_EQ(d["worker"], "w-1");
+  EXPECT_EQ(d["error"], "Oops");
+  EXPECT_EQ(d["cause"], "disk full");
+
+  // Nothing queued: an empty answer after the wait.
+  const int64_t t0 = NowMs();
+  EXPECT_EQ(CliJson({"task", "poll", arn, "--wait", "1"}), json::object());
+  EXPECT_GE(NowMs() - t0, 900);
+
+  const std::string doomed = CliJson({"task", "issue", "--activity", arn})["taskToken"];
+  EXPECT_EQ(CliJson({"task", "cancel", doomed}), json::object());
+  EXPECT_EQ(CliJson({"task", "describe", doomed})["state"], "CANCELLED");
+  json late = CliJson({"task", "heartbeat", doomed}, 2);
+  EXPECT_EQ(late["error"], "TaskTimedOut");
+  EXPECT_EQ(late["reason"], "cancelled");
+}
+
+TEST_F(CliTest, TimeoutReason) {
+  StartServer();
+  const std::string token = CliJson({"task", "issue", "--callback", "--timeout", "1"})["taskToken"];
+  ASSERT_TRUE(WaitUntil(
+      [&]() {
+        return CliJson({"task", "describe", token})["state"] == "TIMED_OUT";
+      },
+      20'000));
+  EXPECT_EQ(CliJson({"task", "describe", token})["timeoutReason"], "overall");
+  json late = CliJson({"task", "succeed", token, "--output", "{}"}, 2);
+  EXPECT_EQ(late["error"], "TaskTimedOut");
+  EXPECT_EQ(late["reason"], "timedOut");
+  EXPECT_EQ(late["timeoutKind"], "overall");
+}
+
+TEST_F(CliTest, TypedErrorsExitTwo) {
+  StartServer();
+  json bad = CliJson({"task", "succeed", "bogus", "--output", "{}"}, 2);
+  EXPECT_EQ(bad["error"], "InvalidToken");
+  EXPECT_EQ(bad["message"], "Invalid Token: 'Invalid token'");
+  const std::string token = CliJson({"task", "issue", "--callback"})["taskToken"];
+  EXPECT_EQ(CliJson({"task", "succeed", token, "--output", "{nope"}, 2)["error"], "InvalidOutput");
+  EXPECT_EQ(
+      CliJson({"task", "issue", "--callback", "--timeout", "5", "--heartbeat", "5"}, 2)["error"],
+      "ValidationException");
+}
+
+TEST_F(CliTest, EventsWatchPrintsAndAcknowledges) {
+  StartServer();
+  std::vector<std::string> tokens;
+  for (int i = 0; i < 3; ++i) {
+    tokens.push_back(CliJson({"task", "issue", "--callback"})["taskToken"]);
+  }
+  CliJson({"task", "succeed", tokens[0], "--output", "1"});
+  CliJson({"task", "fail", tokens[1], "--error", "E"});
+  CliJson({"task", "cancel", tokens[2]});
+  CliResult r = Cli({"events", "watch", "--consumer", "ops", "--from", "1", "--count", "3"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  std::vector<json> lines;
+  std::istringstream in(r.out);
+  for (std::string line; std::getline(in, line);) lines.push_back(json::parse(line));
+  ASSERT_EQ(lines.size(), 3u);
+  const char* states[] = {"SUCCEEDED", "FAILED", "CANCELLED"};
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(lines[i]["sequence"], i + 1);
+    EXPECT_EQ(lines[i]["taskToken"], tokens[i]);
+    EXPECT_EQ(lines[i]["state"], states[i]);
+  }
+  EXPECT_EQ(lines[0]["output"], "1");
+  EXPECT_EQ(lines[1]["error"], "E");
+  json stats = CliJson({"stats"});
+  EXPECT_EQ(stats["consumers"]["ops"], 3);
+  EXPECT_EQ(stats["lastEventSequence"], 3);
+  EXPECT_EQ(stats["eventsNotAcked"], 0);
+  EXPECT_EQ(stats["liveTasks"], 0);
+  for (const char* key : {"queuedPerActivity", "pendingTimers", "waitingPolls", "connections"}) {
+    EXPECT_TRUE(stats.contains(key)) << key;
+  }
+}
+
+TEST_F(CliTest, ServerFromEnvironment) {
+  StartServer();
+  setenv("TOKENWHEEL_SERVER", server_->address().c_str(), 1);
+  CliResult r = RunCli({"ping"}, dir_.path() + "/cli.out");
+  unsetenv("TOKENWHEEL_SERVER");
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(json::parse(r.out)["payload"], "ping");
+}
+
+TEST_F(CliTest, ConnectionAndUsageTroubleExitOne) {
+  // Nothing listens on port 1 of loopback.
+  CliResult down = RunCli({"--server", "127.0.0.1:1", "stats"}, dir_.path() + "/cli.out");
+  EXPECT_EQ(down.exit_code, 1) << down.out;
+  EXPECT_EQ(json::parse(down.out)["error"], "ServiceUnavailable");
+  CliResult usage = RunCli({"task", "issue"}, dir_.path() + "/cli.out");  // neither kind
+  EXPECT_EQ(usage.exit_code, 1);
+  CliResult unknown = RunCli({"frobnicate"}, dir_.path() + "/cli.out");
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_EQ(json::parse(unknown.out)["error"], "UsageError");
+}
+
+TEST_F(CliTest, DaemonConfigFileAndBadFlags) {
+  const std::string config = dir_.path() + "/tw.json";
+  std::ofstream(config) << R"({"max-poll-seconds": 1, "durability": "none"})";
+  StartServer({"--config", config});
+  EXPECT_NE(server_->Log().find("WARNING: --durability=none"), std::string::npos);
+  EXPECT_NE(server_->Log().find("max_poll_seconds=1"), std::string::npos);
+  const std::string arn = CliJson({"activity", "create", "cfg"})["activityArn"];
+  const int64_t t0 = NowMs();
+  EXPECT_EQ(CliJson({"task", "poll", arn}), json::object());  // the server's 1 s maximum
+  EXPECT_LT(NowMs() - t0, 15'000);
+
+  const std::string bad = dir_.path() + "/bad.json";
+  std::ofstream(bad) << R"({"no-such-key": 1})";
+  CliResult r = RunCli({"--config", bad, "--data-dir", dir_.path() + "/other"},
+                       dir_.path() + "/d.out", testing::kDaemonPath);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("unknown key"), std::string::npos) << r.err;
+  r = RunCli({"--durability", "maybe"}, dir_.path() + "/d.out", testing::kDaemonPath);
+  EXPECT_NE(r.exit_code, 0);
+  r = RunCli({"--max-poll-seconds", "0", "--data-dir", dir_.path() + "/other"},
+             dir_.path() + "/d.out", testing::kDaemonPath);
+  EXPECT_EQ(r.exit_code, 1);
+}
+
+}  // namespace
+}  // namespace tw::rpc
