@@ -1,0 +1,426 @@
+// tw_bench_rpc: the Cap'n Proto front end under load, on loopback.
+//
+// One process: a real engine (RocksDB store, --durability sync unless TW_BENCH_DURABILITY=none)
+// behind the real RPC server on 127.0.0.1, and a client (rpc/client.h) on the benchmark thread
+// keeping many calls in flight. Setup (store, engine, server, connection) is outside every timed
+// region. Each benchmark reports calls/s, durable transitions/s where it makes any, and
+// p50 / p99 / p99.9 latency per call in microseconds:
+//   BM_Echo                 the ping RPC: no engine work. The transport baseline.
+//   BM_IssueSucceed         single calls: issueTask (callback) then sendTaskSuccess with its token.
+//   BM_IssueSucceedBatch    the same through issueTasks / sendTaskSuccesses, B items per call.
+//   BM_IssueSucceedPaced    single calls, open loop, at half the peak that BM_IssueSucceed just
+//                           measured; latency counted from each call's scheduled start.
+// Arguments: the number of calls (chains) in flight, and for batches the batch size.
+#include <benchmark/benchmark.h>
+#include <kj/async.h>
+#include <kj/timer.h>
+#include <kj/vector.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/clock.h"
+#include "engine/engine.h"
+#include "rpc/client.h"
+#include "rpc/server.h"
+#include "storage/rocksdb_store.h"
+
+namespace tw::rpc {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+uint32_t MicrosSince(Clock::time_point t0) {
+  return static_cast<uint32_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());
+}
+
+// Everything the benchmarks share: built in main(), before any timing.
+struct Env {
+  std::string dir;
+  SystemClock clock;
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<Server> server;
+  std::unique_ptr<Client> client;
+  double peak_tasks_per_s = 0;  // set by BM_IssueSucceed, used by BM_IssueSucceedPaced
+};
+Env* env = nullptr;
+
+bool SetUp(Env* e) {
+  std::random_device rd;
+  const char* base = std::getenv("TW_BENCH_DIR");
+  e->dir =
+      (base != nullptr ? std::filesystem::path(base) : std::filesystem::temp_directory_path()) /
+      ("tw-rpc-bench-" + std::to_string(rd()));
+  std::filesystem::create_directories(e->dir);
+  const char* durability = std::getenv("TW_BENCH_DURABILITY");
+  const bool sync = durability == nullptr || std::string(durability) != "none";
+  RocksStoreOptions store_options;
+  store_options.path = e->dir + "/db";
+  store_options.sync_default = sync;
+  std::unique_ptr<Store> store;
+  Status s = OpenRocksStore(store_options, &store);
+  if (!s.ok()) {
+    std::fprintf(stderr, "store: %s\n", s.ToString().c_str());
+    return false;
+  }
+  EngineOptions engine_options;
+  engine_options.durability = sync ? Durability::kSync : Durability::kNone;
+  engine_options.token_key_file = e->dir + "/token.key";
+  auto engine = Engine::Open(engine_options, std::move(store), &e->clock);
+  if (!engine.ok()) {
+    std::fprintf(stderr, "engine: %s\n", engine.error.message.c_str());
+    return false;
+  }
+  e->engine = std::move(engine.value);
+  ServerOptions server_options;
+  server_options.listen_address = "127.0.0.1:0";
+  auto server = Server::Start(e->engine.get(), server_options);
+  if (!server.ok()) {
+    std::fprintf(stderr, "server: %s\n", server.error.message.c_str());
+    return false;
+  }
+  e->server = std::move(server.value);
+  auto client = Client::Connect(e->server->address());
+  if (!client.ok()) {
+    std::fprintf(stderr, "client: %s\n", client.error.message.c_str());
+    return false;
+  }
+  e->client = std::move(client.value);
+  std::fprintf(stderr, "tw_bench_rpc: durability=%s data=%s server=%s\n", sync ? "sync" : "none",
+               e->dir.c_str(), e->server->address().c_str());
+  return true;
+}
+
+void TearDown(Env* e) {
+  e->client.reset();
+  e->engine->Stop();
+  e->server.reset();
+  e->engine.reset();
+  std::error_code ec;
+  std::filesystem::remove_all(e->dir, ec);
+}
+
+// Latencies of one run, and the counters derived from them.
+struct Run {
+  std::vector<uint32_t> latency_us;
+  uint64_t calls = 0;
+  uint64_t transitions = 0;  // durable task transitions (issue, success)
+  uint64_t errors = 0;
+
+  void Report(benchmark::State& state, double seconds) {
+    std::sort(latency_us.begin(), latency_us.end());
+    auto pct = [&](double p) -> double {
+      if (latency_us.empty()) return 0;
+      const size_t i = std::min(latency_us.size() - 1,
+                                static_cast<size_t>(p * static_cast<double>(latency_us.size())));
+      return latency_us[i];
+    };
+    state.SetIterationTime(seconds);
+    state.counters["calls_per_s"] = static_cast<double>(calls) / seconds;
+    if (transitions > 0) {
+      state.counters["transitions_per_s"] = static_cast<double>(transitions) / seconds;
+    }
+    state.counters["p50_us"] = pct(0.50);
+    state.counters["p99_us"] = pct(0.99);
+    state.counters["p999_us"] = pct(0.999);
+    state.counters["errors"] = static_cast<double>(errors);
+  }
+};
+
+// Engine / bridge facts over a run: average engine batch, replies per thread hand-off.
+void ReportServerDelta(benchmark::State& state, const ServerStats& before) {
+  auto after = env->client->Stats();
+  if (!after.ok()) return;
+  const double batches = static_cast<double>(after.value.engine.batches - before.engine.batches);
+  const double commands = static_cast<double>(after.value.engine.commands - before.engine.commands);
+  const double handoffs = static_cast<double>(after.value.reply_handoffs - before.reply_handoffs);
+  const double replies =
+      static_cast<double>(after.value.replies_delivered - before.replies_delivered);
+  if (batches > 0) state.counters["cmds_per_batch"] = commands / batches;
+  if (handoffs > 0) state.counters["replies_per_handoff"] = replies / handoffs;
+}
+
+ServerStats StatsNow() {
+  auto s = env->client->Stats();
+  return s.ok() ? s.value : ServerStats{};
+}
+
+// ---- Closed loops: `window` chains, each starting its next call when the last one answers ----
+
+struct Loop {
+  Client* client = nullptr;
+  uint64_t remaining = 0;  // chains still to start
+  Run run;
+  std::vector<IssueTaskRequest> batch;  // BM_IssueSucceedBatch
+};
+
+kj::Promise<void> EchoChain(Loop& l) {
+  if (l.remaining == 0) return kj::READY_NOW;
+  --l.remaining;
+  const auto t0 = Clock::now();
+  return l.client->PingAsync("0123456789abcdef").then([&l, t0](std::string) {
+    l.run.latency_us.push_back(MicrosSince(t0));
+    ++l.run.calls;
+    return EchoChain(l);
+  });
+}
+
+IssueTaskRequest CallbackTask() {
+  IssueTaskRequest req;
+  req.input = R"({"order":12345,"item":"widget"})";
+  req.timeout_s = 3600;
+  return req;
+}
+
+kj::Promise<void> TaskChain(Loop& l) {
+  if (l.remaining == 0) return kj::READY_NOW;
+  --l.remaining;
+  const auto t0 = Clock::now();
+  return l.client->IssueTaskAsync(CallbackTask())
+      .then([&l, t0](Result<IssueTaskReply> issued) -> kj::Promise<void> {
+        l.run.latency_us.push_back(MicrosSince(t0));
+        ++l.run.calls;
+        if (!issued.ok()) {
+          ++l.run.errors;
+          return TaskChain(l);
+        }
+        ++l.run.transitions;
+        const auto t1 = Clock::now();
+        return l.client->SendTaskSuccessAsync({issued.value.token, R"({"ok":true})"})
+            .then([&l, t1](Result<CompletionReply> done) {
+              l.run.latency_us.push_back(MicrosSince(t1));
+              ++l.run.calls;
+              if (done.ok()) {
+                ++l.run.transitions;
+              } else {
+                ++l.run.errors;
+              }
+              return TaskChain(l);
+            });
+      });
+}
+
+kj::Promise<void> BatchChain(Loop& l) {
+  if (l.remaining == 0) return kj::READY_NOW;
+  --l.remaining;
+  const auto t0 = Clock::now();
+  return l.client->IssueTasksAsync(l.batch).then(
+      [&l, t0](BatchResult<IssueTaskReply> issued) -> kj::Promise<void> {
+        l.run.latency_us.push_back(MicrosSince(t0));
+        ++l.run.calls;
+        std::vector<SendTaskSuccessRequest> wins;
+        if (issued.ok()) {
+          for (const auto& r : issued.value) {
+            if (r.ok()) {
+              ++l.run.transitions;
+              wins.push_back({r.value.token, R"({"ok":true})"});
+            } else {
+              ++l.run.errors;
+            }
+          }
+        } else {
+          ++l.run.errors;
+        }
+        const auto t1 = Clock::now();
+        return l.client->SendTaskSuccessesAsync(wins).then(
+            [&l, t1](BatchResult<CompletionReply> done) {
+              l.run.latency_us.push_back(MicrosSince(t1));
+              ++l.run.calls;
+              if (done.ok()) {
+                for (const auto& r : done.value) {
+                  if (r.ok()) {
+                    ++l.run.transitions;
+                  } else {
+                    ++l.run.errors;
+                  }
+                }
+              } else {
+                ++l.run.errors;
+              }
+              return BatchChain(l);
+            });
+      });
+}
+
+template <typename ChainFn>
+double RunClosedLoop(Loop& l, int window, ChainFn chain) {
+  const auto t0 = Clock::now();
+  kj::Vector<kj::Promise<void>> chains;
+  for (int i = 0; i < window; ++i) chains.add(chain(l));
+  kj::joinPromises(chains.releaseAsArray()).wait(l.client->wait_scope());
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+void BM_Echo(benchmark::State& state) {
+  const int window = static_cast<int>(state.range(0));
+  for (auto _ : state) {
+    Loop l;
+    l.client = env->client.get();
+    l.remaining = 200'000;
+    l.run.latency_us.reserve(l.remaining);
+    const double seconds = RunClosedLoop(l, window, EchoChain);
+    l.run.Report(state, seconds);
+  }
+}
+
+void BM_IssueSucceed(benchmark::State& state) {
+  const int window = static_cast<int>(state.range(0));
+  for (auto _ : state) {
+    const ServerStats before = StatsNow();
+    Loop l;
+    l.client = env->client.get();
+    // Tasks (two calls each): 50,000, fewer with few in flight (one at a time waits an fsync).
+    l.remaining = std::min<uint64_t>(50'000, 2'000 * static_cast<uint64_t>(window));
+    l.run.latency_us.reserve(2 * l.remaining);
+    const double seconds = RunClosedLoop(l, window, TaskChain);
+    l.run.Report(state, seconds);
+    env->peak_tasks_per_s =
+        std::max(env->peak_tasks_per_s, static_cast<double>(l.run.transitions) / 2 / seconds);
+    ReportServerDelta(state, before);
+  }
+}
+
+void BM_IssueSucceedBatch(benchmark::State& state) {
+  const int window = static_cast<int>(state.range(0));
+  const int batch = static_cast<int>(state.range(1));
+  for (auto _ : state) {
+    const ServerStats before = StatsNow();
+    Loop l;
+    l.client = env->client.get();
+    l.batch.assign(batch, CallbackTask());
+    l.remaining = std::max<uint64_t>(20, 400'000 / batch);  // ~400k tasks
+    const double seconds = RunClosedLoop(l, window, BatchChain);
+    l.run.Report(state, seconds);
+    state.counters["batch"] = batch;
+    ReportServerDelta(state, before);
+  }
+}
+
+// ---- Open loop at a fixed rate ----
+
+struct Paced {
+  Client* client = nullptr;
+  Run run;
+  uint64_t outstanding = 0;
+  kj::Own<kj::PromiseFulfiller<void>> drained;
+};
+
+kj::Promise<void> PacedTask(Paced& p, Clock::time_point scheduled) {
+  ++p.outstanding;
+  return p.client->IssueTaskAsync(CallbackTask())
+      .then([&p, scheduled](Result<IssueTaskReply> issued) -> kj::Promise<void> {
+        p.run.latency_us.push_back(MicrosSince(scheduled));
+        ++p.run.calls;
+        if (!issued.ok()) {
+          ++p.run.errors;
+          return kj::READY_NOW;
+        }
+        ++p.run.transitions;
+        const auto t1 = Clock::now();
+        return p.client->SendTaskSuccessAsync({issued.value.token, R"({"ok":true})"})
+            .then([&p, t1](Result<CompletionReply> done) {
+              p.run.latency_us.push_back(MicrosSince(t1));
+              ++p.run.calls;
+              if (done.ok()) {
+                ++p.run.transitions;
+              } else {
+                ++p.run.errors;
+              }
+            });
+      })
+      .then([&p]() {
+        if (--p.outstanding == 0 && p.drained.get() != nullptr) p.drained->fulfill();
+      });
+}
+
+struct CountingErrorHandler final : kj::TaskSet::ErrorHandler {
+  void taskFailed(kj::Exception&&) override { ++failed; }
+  uint64_t failed = 0;
+};
+
+void BM_IssueSucceedPaced(benchmark::State& state) {
+  const double fraction = static_cast<double>(state.range(0)) / 100.0;
+  for (auto _ : state) {
+    if (env->peak_tasks_per_s <= 0) {
+      state.SkipWithError("run BM_IssueSucceed first (it measures the peak)");
+      return;
+    }
+    const double rate = env->peak_tasks_per_s * fraction;  // tasks/s
+    constexpr double kSeconds = 5;
+    Paced p;
+    p.client = env->client.get();
+    CountingErrorHandler errors;
+    kj::TaskSet tasks(errors);
+    const auto start = Clock::now();
+    uint64_t launched = 0;
+    kj::Timer& timer = p.client->timer();
+    while (true) {
+      const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+      if (elapsed >= kSeconds) break;
+      const auto due = static_cast<uint64_t>(elapsed * rate);
+      for (; launched < due; ++launched) {
+        const auto scheduled =
+            start + std::chrono::duration_cast<Clock::duration>(
+                        std::chrono::duration<double>(static_cast<double>(launched) / rate));
+        tasks.add(PacedTask(p, scheduled));
+      }
+      timer.afterDelay(200 * kj::MICROSECONDS).wait(p.client->wait_scope());
+    }
+    if (p.outstanding > 0) {
+      auto paf = kj::newPromiseAndFulfiller<void>();
+      p.drained = kj::mv(paf.fulfiller);
+      paf.promise.wait(p.client->wait_scope());
+    }
+    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    p.run.errors += errors.failed;
+    p.run.Report(state, seconds);
+    state.counters["target_tasks_per_s"] = rate;
+    state.counters["peak_tasks_per_s"] = env->peak_tasks_per_s;
+  }
+}
+
+BENCHMARK(BM_Echo)->Arg(1)->Arg(64)->Arg(256)->Iterations(1)->UseManualTime()->Unit(
+    benchmark::kMillisecond);
+BENCHMARK(BM_IssueSucceed)
+    ->Arg(1)
+    ->Arg(64)
+    ->Arg(256)
+    ->Iterations(1)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_IssueSucceedBatch)
+    ->Args({8, 100})
+    ->Args({16, 256})
+    ->Args({8, 1000})
+    ->Iterations(1)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_IssueSucceedPaced)
+    ->Arg(50)
+    ->Iterations(1)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+
+}  // namespace
+}  // namespace tw::rpc
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  tw::rpc::Env e;
+  if (!tw::rpc::SetUp(&e)) return 1;
+  tw::rpc::env = &e;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  tw::rpc::TearDown(&e);
+  return 0;
+}
