@@ -761,51 +761,44 @@ uint32_t EngineCore::FindLive(const TaskId& id) {
   return slot;
 }
 
-void EngineCore::Handle(SuccessCmd& c) {
-  if (poisoned_) return ReplyError(c.done, ErrorCode::kUnavailable, poison_status_.ToString());
-  const uint32_t slot = FindLive(c.id);
-  if (slot == kNilSlot || tasks_.at(slot).state != TaskState::kStarted) {
+// Whether a recorded terminal record is the one `end` would write: then a retried call is a
+// duplicate of the transition that already won.
+static bool SameOutcome(const TaskStateRecord& recorded, const TaskStateRecord& end) {
+  return recorded.state == end.state && recorded.output == end.output &&
+         recorded.has_error == end.has_error && recorded.error == end.error &&
+         recorded.has_cause == end.has_cause && recorded.cause == end.cause;
+}
+
+void EngineCore::Complete(const TaskId& id, TaskStateRecord end, bool require_started,
+                          Callback<CompletionReply>& done) {
+  if (poisoned_) return ReplyError(done, ErrorCode::kUnavailable, poison_status_.ToString());
+  const uint32_t slot = FindLive(id);
+  if (slot == kNilSlot || (require_started && tasks_.at(slot).state != TaskState::kStarted)) {
     bool duplicate = false;
     Error e = NotLiveError(
-        c.id,
-        [&](const TaskStateRecord& st) {
-          return st.state == TaskState::kSucceeded && st.output == c.output;
-        },
-        &duplicate);
-    if (duplicate) return Reply(c.done, Result<CompletionReply>::Ok({true}));
-    return Reply(c.done, Result<CompletionReply>::Fail(std::move(e)));
+        id, [&end](const TaskStateRecord& st) { return SameOutcome(st, end); }, &duplicate);
+    if (duplicate) return Reply(done, Result<CompletionReply>::Ok({true}));
+    return Reply(done, Result<CompletionReply>::Fail(std::move(e)));
   }
+  Finish(slot, std::move(end));
+  Reply(done, Result<CompletionReply>::Ok({false}));
+}
+
+void EngineCore::Handle(SuccessCmd& c) {
   TaskStateRecord end;
   end.state = TaskState::kSucceeded;
   end.output = std::move(c.output);
-  Finish(slot, std::move(end));
-  Reply(c.done, Result<CompletionReply>::Ok({false}));
+  Complete(c.id, std::move(end), /*require_started=*/true, c.done);
 }
 
 void EngineCore::Handle(FailureCmd& c) {
-  if (poisoned_) return ReplyError(c.done, ErrorCode::kUnavailable, poison_status_.ToString());
-  const uint32_t slot = FindLive(c.id);
-  if (slot == kNilSlot || tasks_.at(slot).state != TaskState::kStarted) {
-    bool duplicate = false;
-    Error e = NotLiveError(
-        c.id,
-        [&](const TaskStateRecord& st) {
-          return st.state == TaskState::kFailed && st.has_error == c.error.has_value() &&
-                 st.has_cause == c.cause.has_value() && st.error == c.error.value_or("") &&
-                 st.cause == c.cause.value_or("");
-        },
-        &duplicate);
-    if (duplicate) return Reply(c.done, Result<CompletionReply>::Ok({true}));
-    return Reply(c.done, Result<CompletionReply>::Fail(std::move(e)));
-  }
   TaskStateRecord end;
   end.state = TaskState::kFailed;
   end.has_error = c.error.has_value();
   end.has_cause = c.cause.has_value();
   end.error = c.error.value_or("");
   end.cause = c.cause.value_or("");
-  Finish(slot, std::move(end));
-  Reply(c.done, Result<CompletionReply>::Ok({false}));
+  Complete(c.id, std::move(end), /*require_started=*/true, c.done);
 }
 
 void EngineCore::Handle(HeartbeatCmd& c) {
@@ -825,20 +818,9 @@ void EngineCore::Handle(HeartbeatCmd& c) {
 }
 
 void EngineCore::Handle(CancelCmd& c) {
-  if (poisoned_) return ReplyError(c.done, ErrorCode::kUnavailable, poison_status_.ToString());
-  const uint32_t slot = FindLive(c.id);
-  if (slot == kNilSlot) {
-    bool duplicate = false;
-    Error e = NotLiveError(
-        c.id, [](const TaskStateRecord& st) { return st.state == TaskState::kCancelled; },
-        &duplicate);
-    if (duplicate) return Reply(c.done, Result<CompletionReply>::Ok({true}));
-    return Reply(c.done, Result<CompletionReply>::Fail(std::move(e)));
-  }
-  TaskStateRecord end;
+  TaskStateRecord end;  // a queued task may be cancelled too
   end.state = TaskState::kCancelled;
-  Finish(slot, std::move(end));
-  Reply(c.done, Result<CompletionReply>::Ok({false}));
+  Complete(c.id, std::move(end), /*require_started=*/false, c.done);
 }
 
 void EngineCore::Handle(DescribeCmd& c) {

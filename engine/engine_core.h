@@ -247,6 +247,10 @@ class EngineCore {
   LiveRecord LiveRecordOf(const LiveTask& t) const;
   // Ends a live task: writes state, deletes live, appends event and retention entry, frees it.
   void Finish(uint32_t slot, TaskStateRecord end);
+  // Success, failure and cancel: the first terminal transition wins; an identical retry of it
+  // answers duplicate; any other call on a finished task is refused with the reason.
+  void Complete(const TaskId& id, TaskStateRecord end, bool require_started,
+                Callback<CompletionReply>& done);
   void OnTimer(uint32_t slot, int64_t now_ms);
   // Which clock of a live task has run out at now_ms_ (kNone if none).
   TimeoutKind DueTimeout(const LiveTask& t) const;
