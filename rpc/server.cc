@@ -511,21 +511,12 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
   }
 
   kj::Promise<void> issueTasks(IssueTasksContext context) override {
-    auto in = context.getParams().getRequests();
-    CheckBatch(in.size());
-    std::vector<IssueTaskRequest> reqs;
-    reqs.reserve(in.size());
-    for (auto r : in) reqs.push_back(ReadIssueRequest(r));
-    context.releaseParams();
-    Engine* engine = core_.engine();
-    return core_
-        .CallBatch<IssueTaskReply>(reqs.size(),
-                                   [&](size_t i, Callback<IssueTaskReply> cb) {
-                                     engine->IssueTask(std::move(reqs[i]), std::move(cb));
-                                   })
-        .then([context](std::vector<Result<IssueTaskReply>> results) mutable {
-          auto out = context.getResults(ResultWords(0, results.size()))
-                         .initResults(static_cast<unsigned>(results.size()));
+    return Batch<IssueTaskReply>(
+        context, [](auto r) { return ReadIssueRequest(r); },
+        [](Engine* e, IssueTaskRequest r, Callback<IssueTaskReply> cb) {
+          e->IssueTask(std::move(r), std::move(cb));
+        },
+        [](const std::vector<Result<IssueTaskReply>>& results, auto out) {
           for (unsigned i = 0; i < out.size(); ++i) {
             if (!results[i].ok()) {
               AnswerItemError(results[i].error, out[i]);
@@ -580,22 +571,12 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
   }
 
   kj::Promise<void> sendTaskSuccesses(SendTaskSuccessesContext context) override {
-    auto in = context.getParams().getRequests();
-    CheckBatch(in.size());
-    std::vector<SendTaskSuccessRequest> reqs;
-    reqs.reserve(in.size());
-    for (auto r : in) reqs.push_back(ReadSuccessRequest(r));
-    context.releaseParams();
-    Engine* engine = core_.engine();
-    return core_
-        .CallBatch<CompletionReply>(reqs.size(),
-                                    [&](size_t i, Callback<CompletionReply> cb) {
-                                      engine->SendTaskSuccess(std::move(reqs[i]), std::move(cb));
-                                    })
-        .then([context](std::vector<Result<CompletionReply>> results) mutable {
-          AnswerCompletions(results, context.getResults(ResultWords(0, results.size()))
-                                         .initResults(static_cast<unsigned>(results.size())));
-        });
+    return Batch<CompletionReply>(
+        context, [](auto r) { return ReadSuccessRequest(r); },
+        [](Engine* e, SendTaskSuccessRequest r, Callback<CompletionReply> cb) {
+          e->SendTaskSuccess(std::move(r), std::move(cb));
+        },
+        [](const auto& results, auto out) { AnswerCompletions(results, out); });
   }
 
   kj::Promise<void> sendTaskFailure(SendTaskFailureContext context) override {
@@ -612,22 +593,12 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
   }
 
   kj::Promise<void> sendTaskFailures(SendTaskFailuresContext context) override {
-    auto in = context.getParams().getRequests();
-    CheckBatch(in.size());
-    std::vector<SendTaskFailureRequest> reqs;
-    reqs.reserve(in.size());
-    for (auto r : in) reqs.push_back(ReadFailureRequest(r));
-    context.releaseParams();
-    Engine* engine = core_.engine();
-    return core_
-        .CallBatch<CompletionReply>(reqs.size(),
-                                    [&](size_t i, Callback<CompletionReply> cb) {
-                                      engine->SendTaskFailure(std::move(reqs[i]), std::move(cb));
-                                    })
-        .then([context](std::vector<Result<CompletionReply>> results) mutable {
-          AnswerCompletions(results, context.getResults(ResultWords(0, results.size()))
-                                         .initResults(static_cast<unsigned>(results.size())));
-        });
+    return Batch<CompletionReply>(
+        context, [](auto r) { return ReadFailureRequest(r); },
+        [](Engine* e, SendTaskFailureRequest r, Callback<CompletionReply> cb) {
+          e->SendTaskFailure(std::move(r), std::move(cb));
+        },
+        [](const auto& results, auto out) { AnswerCompletions(results, out); });
   }
 
   kj::Promise<void> sendTaskHeartbeat(SendTaskHeartbeatContext context) override {
@@ -642,21 +613,12 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
   }
 
   kj::Promise<void> sendTaskHeartbeats(SendTaskHeartbeatsContext context) override {
-    auto in = context.getParams().getRequests();
-    CheckBatch(in.size());
-    std::vector<SendTaskHeartbeatRequest> reqs;
-    reqs.reserve(in.size());
-    for (auto r : in) reqs.push_back(SendTaskHeartbeatRequest{ToString(r.getTaskToken())});
-    context.releaseParams();
-    Engine* engine = core_.engine();
-    return core_
-        .CallBatch<Empty>(reqs.size(),
-                          [&](size_t i, Callback<Empty> cb) {
-                            engine->SendTaskHeartbeat(std::move(reqs[i]), std::move(cb));
-                          })
-        .then([context](std::vector<Result<Empty>> results) mutable {
-          auto out = context.getResults(ResultWords(0, results.size()))
-                         .initResults(static_cast<unsigned>(results.size()));
+    return Batch<Empty>(
+        context, [](auto r) { return SendTaskHeartbeatRequest{ToString(r.getTaskToken())}; },
+        [](Engine* e, SendTaskHeartbeatRequest r, Callback<Empty> cb) {
+          e->SendTaskHeartbeat(std::move(r), std::move(cb));
+        },
+        [](const std::vector<Result<Empty>>& results, auto out) {
           for (unsigned i = 0; i < out.size(); ++i) {
             if (!results[i].ok()) {
               AnswerItemError(results[i].error, out[i]);
@@ -799,6 +761,28 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
     auto ok = out.initOk();
     ok.setTaskToken(AsText(reply.token));
     ok.setExisting(reply.existing);
+  }
+
+  // The batch forms: read every request, hand them all to the engine at once (so they share
+  // engine batches), then answer item by item. `read` turns a wire item into a request, `call`
+  // passes one request to the engine, `answer` fills the result list.
+  template <typename Reply, typename Context, typename Read, typename Call, typename Answer>
+  kj::Promise<void> Batch(Context context, Read read, Call call, Answer answer) {
+    auto in = context.getParams().getRequests();
+    CheckBatch(in.size());
+    std::vector<decltype(read(in[0]))> reqs;
+    reqs.reserve(in.size());
+    for (auto r : in) reqs.push_back(read(r));
+    context.releaseParams();
+    Engine* engine = core_.engine();
+    return core_
+        .CallBatch<Reply>(
+            reqs.size(),
+            [&](size_t i, Callback<Reply> cb) { call(engine, std::move(reqs[i]), std::move(cb)); })
+        .then([context, answer](std::vector<Result<Reply>> results) mutable {
+          answer(results, context.getResults(ResultWords(0, results.size()))
+                              .initResults(static_cast<unsigned>(results.size())));
+        });
   }
 
   static void AnswerCompletion(const Result<CompletionReply>& r,
