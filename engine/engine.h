@@ -4,14 +4,16 @@
 // Threads. One engine thread owns all task state. Every public method is thread-safe and
 // non-blocking: it validates what it can on the caller's thread (token MAC, sizes, JSON),
 // enqueues a command on a bounded queue and returns. Replies arrive through the callback, which
-// runs ON THE ENGINE'S WRITER THREAD after the batch holding the command is durable, in batch
+// runs ON THE ENGINE THREAD after the batch holding the command is durable, in batch
 // order; a callback must not block and must not call back into the engine synchronously
 // expecting an answer (enqueueing is fine). Callbacks of one batch run back to back, so a front
 // end that hops threads once per non-empty reply list gets one hand-off per batch.
 //
 // Two engine threads: the engine thread applies commands and timers to the in-memory state and
-// seals a batch; the writer thread writes and syncs it, then runs its replies. While the writer
-// syncs batch N, the engine thread applies batch N+1 (at most one batch in flight).
+// seals a batch; the writer thread only writes and syncs it, then hands it back, and the engine
+// thread runs its replies. While the writer writes and syncs batch N, the engine thread applies
+// and seals batch N+1, so the writer starts N+1 as soon as N is durable
+// (limits::kBatchesInFlightMax sealed batches in flight).
 //
 // A full queue answers at once (on the caller's thread) with ErrorCode::kOverloaded. After a
 // storage failure, or once Stop() began, every call answers kUnavailable. kUnavailable means

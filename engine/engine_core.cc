@@ -180,7 +180,7 @@ Status EngineCore::Commit() {
 }
 
 SealedBatch EngineCore::Seal() {
-  TW_ASSERT(inflight_ == nullptr);
+  TW_ASSERT(inflight_.size() < limits::kBatchesInFlightMax);
   if (counters_dirty_) {
     batch_->PutCounters(next_event_seq_, next_activity_id_, next_queue_seq_);
     counters_dirty_ = false;
@@ -194,7 +194,7 @@ SealedBatch EngineCore::Seal() {
   sealed.new_events = sealed.last_event_seq != durable_last_event_seq_;
   durable_last_event_seq_ = sealed.last_event_seq;  // as of this batch, once it is written
   if (poisoned_) sealed.poisoned = poison_status_;
-  inflight_ = std::make_unique<Overlay>(std::move(overlay_));
+  inflight_.push_back(std::move(overlay_));
   overlay_ = Overlay();
   ++batches_;
   return sealed;
@@ -219,7 +219,8 @@ void EngineCore::CompleteSealed(SealedBatch* sealed, const Status& write_status)
 }
 
 void EngineCore::OnDurable(const Status& write_status) {
-  inflight_.reset();
+  TW_ASSERT(!inflight_.empty());
+  inflight_.pop_front();
   if (!write_status.ok() && !poisoned_) Poison(write_status);
 }
 
@@ -625,33 +626,36 @@ void EngineCore::Handle(ReturnCmd& c) {
   HandOutToWaiter(t.activity, now_ms_);
 }
 
-// Lookup order: the batch being built, the sealed batch in flight, then the store.
+// Lookup order: the batch being built, the sealed batches in flight newest first, then the
+// store.
 template <typename Map, typename Key, typename Value>
-static bool FindInOverlays(const Map Overlay::*map, const Overlay& current, const Overlay* inflight,
-                           const Key& key, Value* out) {
-  for (const Overlay* o : {&current, inflight}) {
-    if (o == nullptr) continue;
-    auto it = (o->*map).find(key);
-    if (it != (o->*map).end()) {
-      *out = it->second;
-      return true;
-    }
+static bool FindInOverlays(const Map Overlay::*map, const Overlay& current,
+                           const std::deque<Overlay>& inflight, const Key& key, Value* out) {
+  auto find = [&](const Overlay& o) {
+    auto it = (o.*map).find(key);
+    if (it == (o.*map).end()) return false;
+    *out = it->second;
+    return true;
+  };
+  if (find(current)) return true;
+  for (auto o = inflight.rbegin(); o != inflight.rend(); ++o) {
+    if (find(*o)) return true;
   }
   return false;
 }
 
 Status EngineCore::ReadIssue(const TaskId& id, TaskIssueRecord* out) {
-  if (FindInOverlays(&Overlay::issue, overlay_, inflight_.get(), id, out)) return Status::Ok();
+  if (FindInOverlays(&Overlay::issue, overlay_, inflight_, id, out)) return Status::Ok();
   return store_->GetTaskIssue(id, out);
 }
 
 Status EngineCore::ReadState(const TaskId& id, TaskStateRecord* out) {
-  if (FindInOverlays(&Overlay::state, overlay_, inflight_.get(), id, out)) return Status::Ok();
+  if (FindInOverlays(&Overlay::state, overlay_, inflight_, id, out)) return Status::Ok();
   return store_->GetTaskState(id, out);
 }
 
 Status EngineCore::FindIdempotencyKey(const std::string& key, TaskId* out) {
-  if (FindInOverlays(&Overlay::idempotency, overlay_, inflight_.get(), key, out)) {
+  if (FindInOverlays(&Overlay::idempotency, overlay_, inflight_, key, out)) {
     return Status::Ok();
   }
   return store_->FindIdempotencyKey(key, out);

@@ -156,18 +156,22 @@ class EngineCore {
   Status Commit();
 
   // The pipelined form of Commit, for the runtime: the engine thread Seals batch N and hands
-  // it to a writer thread, which calls WriteSealed then CompleteSealed, while the engine
-  // thread applies batch N+1; before sealing N+1 the engine thread calls OnDurable with N's
-  // status. Replies therefore run in batch order, each only after its own batch is durable.
-  // REQUIRES (Seal): the previous sealed batch went through OnDurable.
+  // it to a writer thread, which calls WriteSealed in seal order, while the engine thread
+  // applies (and may seal) batch N+1. Once N is written, the engine thread calls
+  // CompleteSealed then OnDurable for it, in seal order. Replies therefore run in batch order,
+  // each only after its own batch is durable. A writer that saw a failed write must not write
+  // any later batch: it hands them back with that failure (they were applied on top of it).
+  // REQUIRES (Seal): fewer than limits::kBatchesInFlightMax batches sealed and not yet passed
+  // to OnDurable.
   SealedBatch Seal();
-  // Any one thread at a time (the writer).
+  // Any one thread at a time (the writer); touches only the sealed batch and the store.
   Status WriteSealed(SealedBatch* sealed);
-  // Any one thread at a time (the writer), after WriteSealed: publishes the durable event
-  // range, runs the replies, then calls the event listener.
+  // Engine thread, after WriteSealed: publishes the durable event range, runs the replies,
+  // then calls the event listener.
   void CompleteSealed(SealedBatch* sealed, const Status& write_status);
-  // Engine thread: the sealed batch is done; forget its overlay, poison on failure.
+  // Engine thread: the oldest sealed batch is done; forget its overlay, poison on failure.
   void OnDurable(const Status& write_status);
+  size_t batches_in_flight() const { return inflight_.size(); }
   // Shutdown: answers every waiting poll empty and every waiting Sync kUnavailable. The
   // replies are released at the next Commit.
   void AnswerAllPollsEmpty();
@@ -297,9 +301,10 @@ class EngineCore {
   // Each reply runs with nullptr after the batch is durable, or with the failure (answering
   // kUnavailable) when the batch failed to commit.
   std::vector<std::function<void(const Status*)>> replies_;
-  // Read-your-writes: records of the batch being built, and of the sealed batch in flight.
+  // Read-your-writes: records of the batch being built, and of the sealed batches in flight
+  // (oldest first; at most limits::kBatchesInFlightMax). Reads look newest first.
   Overlay overlay_;
-  std::unique_ptr<Overlay> inflight_;
+  std::deque<Overlay> inflight_;
 
   // Sync barriers wait here until Expire has caught up with every due timer.
   std::vector<Callback<Empty>> sync_waiters_;

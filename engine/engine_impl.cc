@@ -1,5 +1,7 @@
 // The engine runtime: a bounded command queue, one engine thread running group commits over an
 // EngineCore, and the caller-side validation that keeps CPU work off the engine thread.
+#include <pthread.h>
+
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
@@ -55,8 +57,14 @@ class EngineImpl final : public Engine {
       std::lock_guard<std::mutex> lock(listener_mu_);
       if (listener_) listener_(seq);
     });
-    writer_ = std::thread([this] { RunWriter(); });
-    thread_ = std::thread([this] { Run(); });
+    writer_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "tw-writer");
+      RunWriter();
+    });
+    thread_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "tw-engine");
+      Run();
+    });
     return Status::Ok();
   }
 
@@ -279,18 +287,18 @@ class EngineImpl final : public Engine {
   }
 
   // The engine thread: timers and commands into a batch, then hand it to the writer. It
-  // applies batch N+1 while the writer syncs batch N (at most one batch in flight).
+  // applies and seals batch N+1 while the writer writes and syncs batch N, and it runs each
+  // batch's replies once the writer hands it back durable.
   void Run() {
     std::vector<Command> batch;
     batch.reserve(options_.batch_commands_max);
     int64_t last_retire_ms = 0;
     bool timers_behind = true;
-    bool in_flight = false;
     for (;;) {
       bool stop = false;
       {
         std::unique_lock<std::mutex> lock(mu_);
-        if (queue_.empty() && !stopping_ && !timers_behind) {
+        if (queue_.empty() && written_.empty() && !stopping_ && !timers_behind) {
           const int64_t now = clock_->NowMs();
           int64_t wait_ms = kIdleWaitMsMax;
           if (auto next = core_.NextDeadline()) {
@@ -304,7 +312,10 @@ class EngineImpl final : public Engine {
           queue_.pop_front();
         }
         stop = stopping_ && queue_.empty();
+        reaped_.swap(written_);
       }
+      // Replies first: the sooner they run, the sooner callers send what comes next.
+      CompleteReaped();
       // Timers first, then commands, then timers again: a command never races a timeout that
       // was already due when its batch began (handlers also check their own task's deadlines).
       const int64_t now = clock_->NowMs();
@@ -317,39 +328,44 @@ class EngineImpl final : public Engine {
         last_retire_ms = now;
       }
       if (stop) core_.AnswerAllPollsEmpty();
-      if (in_flight) {
-        core_.OnDurable(WaitForWriter());
-        in_flight = false;
-      }
       if (core_.has_pending()) {
+        while (core_.batches_in_flight() >= limits::kBatchesInFlightMax) WaitForWriter();
         HandToWriter(core_.Seal());
-        in_flight = true;
       }
       if (stop) {
-        if (in_flight) core_.OnDurable(WaitForWriter());
+        while (core_.batches_in_flight() > 0) WaitForWriter();
         StopWriter();
         return;
       }
     }
   }
 
-  // ---- The writer thread: writes and syncs sealed batches, then runs their replies ----
+  // Engine thread: releases the batches the writer finished, oldest first.
+  void CompleteReaped() {
+    for (Written& w : reaped_) {
+      core_.CompleteSealed(&w.sealed, w.status);
+      core_.OnDurable(w.status);
+    }
+    reaped_.clear();
+  }
+
+  // Engine thread: waits until the writer finished at least one more batch, and releases it.
+  void WaitForWriter() {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [this] { return !written_.empty(); });
+      reaped_.swap(written_);
+    }
+    CompleteReaped();
+  }
+
+  // ---- The writer thread: writes and syncs sealed batches, in order ----
   void HandToWriter(SealedBatch sealed) {
     {
       std::lock_guard<std::mutex> lock(writer_mu_);
-      TW_ASSERT(!to_write_.has_value());
-      to_write_ = std::move(sealed);
-      written_.reset();
+      to_write_.push_back(std::move(sealed));
     }
-    writer_cv_.notify_all();
-  }
-
-  Status WaitForWriter() {
-    std::unique_lock<std::mutex> lock(writer_mu_);
-    writer_cv_.wait(lock, [this] { return written_.has_value(); });
-    Status s = std::move(*written_);
-    written_.reset();
-    return s;
+    writer_cv_.notify_one();
   }
 
   void StopWriter() {
@@ -357,31 +373,31 @@ class EngineImpl final : public Engine {
       std::lock_guard<std::mutex> lock(writer_mu_);
       writer_stop_ = true;
     }
-    writer_cv_.notify_all();
+    writer_cv_.notify_one();
   }
 
   void RunWriter() {
+    Status failed;  // the first failed write: every later batch was applied on top of it
     for (;;) {
-      SealedBatch sealed;
+      Written w;
       {
         std::unique_lock<std::mutex> lock(writer_mu_);
-        writer_cv_.wait(lock, [this] { return to_write_.has_value() || writer_stop_; });
-        if (!to_write_.has_value()) return;
-        sealed = std::move(*to_write_);
-        to_write_.reset();
+        writer_cv_.wait(lock, [this] { return !to_write_.empty() || writer_stop_; });
+        if (to_write_.empty()) return;
+        w.sealed = std::move(to_write_.front());
+        to_write_.pop_front();
       }
-      const Status s = core_.WriteSealed(&sealed);
-      if (!s.ok() && !reported_failure_) {
-        reported_failure_ = true;
+      w.status = failed.ok() ? core_.WriteSealed(&w.sealed) : failed;
+      if (!w.status.ok() && failed.ok()) {
+        failed = w.status;
         std::fprintf(stderr, "tokenwheel engine: storage failure, engine poisoned: %s\n",
-                     s.ToString().c_str());
+                     failed.ToString().c_str());
       }
-      core_.CompleteSealed(&sealed, s);
       {
-        std::lock_guard<std::mutex> lock(writer_mu_);
-        written_ = s;
+        std::lock_guard<std::mutex> lock(mu_);
+        written_.push_back(std::move(w));
       }
-      writer_cv_.notify_all();
+      cv_.notify_one();
     }
   }
 
@@ -393,20 +409,27 @@ class EngineImpl final : public Engine {
   std::thread thread_;
   std::thread writer_;
 
+  // A sealed batch the writer finished, with its write status.
+  struct Written {
+    SealedBatch sealed;
+    Status status;
+  };
   std::mutex writer_mu_;
   std::condition_variable writer_cv_;
-  std::optional<SealedBatch> to_write_;  // guarded by writer_mu_: the batch to write next
-  std::optional<Status> written_;        // guarded by writer_mu_: the last write's status
-  bool writer_stop_ = false;             // guarded by writer_mu_
+  // Guarded by writer_mu_: sealed batches the writer has not taken yet, oldest first. With the
+  // one being written and those in written_, at most limits::kBatchesInFlightMax.
+  std::deque<SealedBatch> to_write_;
+  bool writer_stop_ = false;  // guarded by writer_mu_
   int64_t recovery_ms_ = 0;
-  bool reported_failure_ = false;  // writer thread only
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Command> queue_;  // guarded by mu_; bounded by command_queue_max (+ forced)
-  bool stopping_ = false;      // guarded by mu_
-  std::mutex stop_mu_;         // serializes Stop()
-  std::mutex listener_mu_;     // the listener must not call SetEventListener
+  std::deque<Command> queue_;     // guarded by mu_; bounded by command_queue_max (+ forced)
+  std::vector<Written> written_;  // guarded by mu_: finished by the writer, not yet released
+  std::vector<Written> reaped_;   // engine thread only
+  bool stopping_ = false;         // guarded by mu_
+  std::mutex stop_mu_;            // serializes Stop()
+  std::mutex listener_mu_;        // the listener must not call SetEventListener
   std::function<void(uint64_t)> listener_;  // guarded by listener_mu_
 };
 

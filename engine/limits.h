@@ -30,8 +30,11 @@ inline constexpr size_t kLiveTasksMax = 20'000'000;
 inline constexpr size_t kTokenKeyFileBytesMax = 64 * 1024;  // 256 key ids x ~72-byte lines fits
 
 // Engine loop.
-inline constexpr size_t kCommandQueueMax = 65'536;      // full -> OVERLOADED
-inline constexpr size_t kBatchCommandsMax = 4096;       // commands drained per engine batch
+inline constexpr size_t kCommandQueueMax = 65'536;  // full -> OVERLOADED
+inline constexpr size_t kBatchCommandsMax = 4096;   // commands drained per engine batch
+// Sealed batches handed to the writer thread and not yet durable: one being written, one
+// waiting, so the writer starts the next write the moment a sync returns.
+inline constexpr size_t kBatchesInFlightMax = 2;
 inline constexpr size_t kExpiriesPerBatchMax = 16'384;  // wheel expiries handled per batch
 inline constexpr size_t kPollWaitersMax = 100'000;      // all activities together
 inline constexpr size_t kEventsPerReadMax = 4096;

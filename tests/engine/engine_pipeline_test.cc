@@ -1,0 +1,204 @@
+// tw-test-labels: threads
+// The engine's commit pipeline: while the writer writes batch N, the engine thread seals batch
+// N+1; replies still run in batch order and only once their own batch is durable, and a failed
+// write stops every batch sealed after it from reaching the store.
+#include <condition_variable>
+#include <mutex>
+
+#include "tests/engine/engine_test_harness.h"
+
+namespace tw::engine_test {
+namespace {
+
+// A Store in front of a MemoryStore whose Writes can be held at a gate, and then let through
+// or failed without touching the inner store (which therefore is not poisoned: only the
+// engine can keep later batches away from it). Counts NewBatch calls: the engine takes a new
+// batch each time it seals one.
+class GatedStore final : public Store {
+ public:
+  explicit GatedStore(std::unique_ptr<MemoryStore> inner) : inner_(std::move(inner)) {}
+
+  // The next Write waits at the gate until Open() or Fail().
+  void HoldNextWrite() {
+    std::lock_guard<std::mutex> lock(mu_);
+    hold_next_ = true;
+  }
+  // Waits until a Write is held at the gate.
+  bool WaitHeld() { return WaitFor([this] { return held_; }); }
+  // Waits until the engine has taken at least n batches from NewBatch.
+  bool WaitNewBatches(int n) { return WaitFor([this, n] { return new_batches_ >= n; }); }
+  void Open() { Release(false); }
+  void Fail() { Release(true); }
+  int new_batches() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return new_batches_;
+  }
+  int writes_reaching_inner() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return inner_writes_;
+  }
+
+  std::unique_ptr<WriteBatch> NewBatch() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++new_batches_;
+    }
+    cv_.notify_all();
+    return inner_->NewBatch();
+  }
+  Status Write(WriteBatch* batch, bool sync) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (hold_next_) {
+      hold_next_ = false;
+      held_ = true;
+      cv_.notify_all();
+      cv_.wait(lock, [this] { return released_; });
+      held_ = false;
+      released_ = false;
+      if (fail_) return Status::IoError("injected: write failed at the gate");
+    }
+    ++inner_writes_;
+    lock.unlock();
+    return inner_->Write(batch, sync);
+  }
+  Status LoadMeta(StoreMeta* meta) override { return inner_->LoadMeta(meta); }
+  Status LoadActivities(std::vector<ActivityRecord>* out) override {
+    return inner_->LoadActivities(out);
+  }
+  Status ScanLive(const std::function<void(const TaskId&, const LiveRecord&)>& fn) override {
+    return inner_->ScanLive(fn);
+  }
+  Status GetTaskIssue(const TaskId& id, TaskIssueRecord* out) override {
+    return inner_->GetTaskIssue(id, out);
+  }
+  Status GetTaskState(const TaskId& id, TaskStateRecord* out) override {
+    return inner_->GetTaskState(id, out);
+  }
+  Status FindIdempotencyKey(std::string_view key, TaskId* out) override {
+    return inner_->FindIdempotencyKey(key, out);
+  }
+  Status ScanRetired(
+      int64_t before_ms, size_t max,
+      const std::function<void(int64_t, const TaskId&, std::string_view)>& fn) override {
+    return inner_->ScanRetired(before_ms, max, fn);
+  }
+  Status ReadEvents(uint64_t from_seq, size_t max, std::vector<EventRecord>* out) override {
+    return inner_->ReadEvents(from_seq, max, out);
+  }
+
+ private:
+  template <typename Pred>
+  bool WaitFor(Pred pred) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, kReplyTimeout, pred);  // a hang guard, not a sleep
+  }
+  void Release(bool fail) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      released_ = true;
+      fail_ = fail;
+    }
+    cv_.notify_all();
+  }
+
+  std::unique_ptr<MemoryStore> inner_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool hold_next_ = false;  // all guarded by mu_
+  bool held_ = false;
+  bool released_ = false;
+  bool fail_ = false;
+  int new_batches_ = 0;
+  int inner_writes_ = 0;
+};
+
+class EnginePipelineTest : public EngineTest {
+ protected:
+  std::unique_ptr<Store> MakeStore() override {
+    auto store = std::make_unique<GatedStore>(std::make_unique<MemoryStore>(disk_));
+    gate_ = store.get();
+    return store;
+  }
+  // Issues a callback task and records the order its reply arrives in.
+  void IssueRecorded(Reply<IssueTaskReply>* reply, int tag) {
+    engine_->IssueTask({}, [this, cb = reply->cb(), tag](Result<IssueTaskReply> r) {
+      {
+        std::lock_guard<std::mutex> lock(order_mu_);
+        order_.push_back(tag);
+      }
+      cb(std::move(r));
+    });
+  }
+  std::vector<int> Order() {
+    std::lock_guard<std::mutex> lock(order_mu_);
+    return order_;
+  }
+
+  GatedStore* gate_ = nullptr;
+  std::mutex order_mu_;
+  std::vector<int> order_;
+};
+
+TEST_F(EnginePipelineTest, NextBatchIsSealedWhileAWriteIsInFlightAndRepliesKeepBatchOrder) {
+  ASSERT_TRUE(IsOk(Call<Empty>([&](auto cb) { engine_->Sync(std::move(cb)); })));
+  const uint64_t writes_before = disk_->write_count();
+  gate_->HoldNextWrite();
+  Reply<IssueTaskReply> first;
+  IssueRecorded(&first, 1);
+  ASSERT_TRUE(gate_->WaitHeld()) << "the first batch never reached the store";
+
+  // The first batch's write is held. The engine still applies and seals the next one (sealing
+  // takes a fresh batch from the store).
+  const int sealed = gate_->new_batches();
+  Reply<IssueTaskReply> second;
+  IssueRecorded(&second, 2);
+  ASSERT_TRUE(gate_->WaitNewBatches(sealed + 1))
+      << "the engine did not seal a batch during the write";
+  EXPECT_FALSE(first.ready());
+  EXPECT_FALSE(second.ready()) << "a reply ran before its batch was written";
+
+  gate_->Open();
+  const Result<IssueTaskReply> r1 = first.Get();
+  ASSERT_TRUE(IsOk(r1));
+  ASSERT_TRUE(IsOk(second.Get()));
+  EXPECT_EQ(Order(), (std::vector<int>{1, 2}));
+  EXPECT_EQ(disk_->write_count(), writes_before + 2);
+
+  // Both are durable and live after a restart.
+  ASSERT_NO_FATAL_FAILURE(Restart());
+  EXPECT_EQ(Stats().live_tasks, 2u);
+  EXPECT_EQ(StateOf(r1.value.token), TaskState::kStarted);
+}
+
+TEST_F(EnginePipelineTest, AFailedWriteKeepsEveryLaterSealedBatchOffTheStore) {
+  const std::string kept = MustIssue({});
+  const int inner_before = gate_->writes_reaching_inner();
+  gate_->HoldNextWrite();
+  Reply<IssueTaskReply> first;
+  IssueRecorded(&first, 1);
+  ASSERT_TRUE(gate_->WaitHeld());
+  const int sealed = gate_->new_batches();
+  Reply<IssueTaskReply> second;
+  IssueRecorded(&second, 2);
+  ASSERT_TRUE(gate_->WaitNewBatches(sealed + 1))
+      << "the engine did not seal a batch during the write";
+  // A third call, applied on top of both, waits for a free place in the pipeline.
+  Reply<CompletionReply> third;
+  engine_->SendTaskSuccess({kept, "{}"}, third.cb());
+
+  gate_->Fail();
+  EXPECT_TRUE(IsError(first.Get(), ErrorCode::kUnavailable));
+  EXPECT_TRUE(IsError(second.Get(), ErrorCode::kUnavailable));
+  EXPECT_TRUE(IsError(third.Get(), ErrorCode::kUnavailable));
+  EXPECT_EQ(Order(), (std::vector<int>{1, 2}));
+  EXPECT_TRUE(IsError(Issue({}), ErrorCode::kUnavailable)) << "the engine is poisoned";
+  // The store itself never failed, so only the engine kept the later batches away from it.
+  EXPECT_EQ(gate_->writes_reaching_inner(), inner_before);
+
+  ASSERT_NO_FATAL_FAILURE(Restart());
+  EXPECT_EQ(Stats().live_tasks, 1u);
+  EXPECT_EQ(StateOf(kept), TaskState::kStarted);
+}
+
+}  // namespace
+}  // namespace tw::engine_test
