@@ -62,6 +62,7 @@ EngineCore::EngineCore(const EngineOptions& options, Store* store, const TokenCo
       clock_(clock),
       now_ms_(clock->NowMs()),
       wheel_(clock->NowMs(), options.tick_ms),
+      arn_prefix_(MakeArn("")),
       batch_(store->NewBatch()) {
   TW_ASSERT(store_ != nullptr);
   TW_ASSERT(codec_ != nullptr);
@@ -153,16 +154,35 @@ Status EngineCore::Recover() {
 // Batch mechanics
 
 template <typename T>
+static Result<T> StorageFailure(const Status& failure) {
+  return Result<T>::Fail(
+      Error::Make(ErrorCode::kUnavailable, kStorageFailure + failure.ToString()));
+}
+
+template <typename T>
 void EngineCore::Reply(Callback<T>& done, Result<T> r) {
   if (!done) return;
-  replies_.push_back([cb = std::move(done), r = std::move(r)](const Status* failure) mutable {
-    if (failure == nullptr) {
-      cb(std::move(r));
-    } else {
-      cb(Result<T>::Fail(
-          Error::Make(ErrorCode::kUnavailable, kStorageFailure + failure->ToString())));
-    }
-  });
+  if constexpr (std::is_constructible_v<Held, HeldReply<T>>) {
+    replies_.emplace_back(std::in_place_type<HeldReply<T>>, std::move(done), std::move(r));
+  } else {
+    replies_.emplace_back(std::in_place_type<HeldClosure>,
+                          [cb = std::move(done), r = std::move(r)](const Status* failure) mutable {
+                            cb(failure == nullptr ? std::move(r) : StorageFailure<T>(*failure));
+                          });
+  }
+}
+
+static void Release(Held& held, const Status* failure) {
+  std::visit(
+      [failure](auto& h) {
+        if constexpr (std::is_same_v<std::decay_t<decltype(h)>, HeldClosure>) {
+          h(failure);
+        } else {
+          using T = decltype(h.result.value);
+          h.done(failure == nullptr ? std::move(h.result) : StorageFailure<T>(*failure));
+        }
+      },
+      held);
 }
 
 void EngineCore::Apply(Command&& cmd) {
@@ -189,13 +209,19 @@ SealedBatch EngineCore::Seal() {
   sealed.batch = std::move(batch_);
   batch_ = store_->NewBatch();
   sealed.replies.swap(replies_);
+  replies_.swap(spare_replies_);
   sealed.last_event_seq = next_event_seq_ - 1;
   sealed.first_event_seq = first_event_seq_;
   sealed.new_events = sealed.last_event_seq != durable_last_event_seq_;
   durable_last_event_seq_ = sealed.last_event_seq;  // as of this batch, once it is written
   if (poisoned_) sealed.poisoned = poison_status_;
   inflight_.push_back(std::move(overlay_));
-  overlay_ = Overlay();
+  if (spare_overlays_.empty()) {
+    overlay_ = Overlay();
+  } else {
+    overlay_ = std::move(spare_overlays_.back());
+    spare_overlays_.pop_back();
+  }
   ++batches_;
   return sealed;
 }
@@ -213,13 +239,18 @@ void EngineCore::CompleteSealed(SealedBatch* sealed, const Status& write_status)
     published_first_seq_.store(sealed->first_event_seq, std::memory_order_release);
     published_last_seq_.store(sealed->last_event_seq, std::memory_order_release);
   }
-  for (auto& r : sealed->replies) r(ok ? nullptr : &write_status);
+  for (Held& r : sealed->replies) Release(r, ok ? nullptr : &write_status);
   sealed->replies.clear();
+  if (spare_replies_.capacity() < sealed->replies.capacity()) {
+    spare_replies_.swap(sealed->replies);
+  }
   if (ok && sealed->new_events && event_listener_) event_listener_(sealed->last_event_seq);
 }
 
 void EngineCore::OnDurable(const Status& write_status) {
   TW_ASSERT(!inflight_.empty());
+  inflight_.front().clear();
+  spare_overlays_.push_back(std::move(inflight_.front()));
   inflight_.pop_front();
   if (!write_status.ok() && !poisoned_) Poison(write_status);
 }
@@ -243,9 +274,9 @@ std::string EngineCore::ArnForActivityId(uint64_t activity_id) const {
 }
 
 uint32_t EngineCore::FindActivityByArn(const std::string& arn) const {
-  const std::string prefix = MakeArn("");
-  if (arn.size() <= prefix.size() || arn.compare(0, prefix.size(), prefix) != 0) return kNilSlot;
-  auto it = activity_by_name_.find(arn.substr(prefix.size()));
+  const std::string_view a = arn;
+  if (a.size() <= arn_prefix_.size() || !a.starts_with(arn_prefix_)) return kNilSlot;
+  auto it = activity_by_name_.find(a.substr(arn_prefix_.size()));
   return it == activity_by_name_.end() ? kNilSlot : it->second;
 }
 
@@ -551,7 +582,7 @@ void EngineCore::Handle(IssueCmd& c) {
     ArmTimer(slot);
     batch_->PutLive(id, LiveRecordOf(t));
   }
-  overlay_.issue.emplace(id, std::move(issue));
+  overlay_.issue[id] = std::move(issue);
   Reply(c.done,
         Result<IssueTaskReply>::Ok(IssueTaskReply{codec_->Encode(options_.shard, id), false}));
   if (activity_slot != kNilSlot) HandOutToWaiter(activity_slot, now_ms_);
@@ -632,9 +663,16 @@ template <typename Map, typename Key, typename Value>
 static bool FindInOverlays(const Map Overlay::*map, const Overlay& current,
                            const std::deque<Overlay>& inflight, const Key& key, Value* out) {
   auto find = [&](const Overlay& o) {
-    auto it = (o.*map).find(key);
-    if (it == (o.*map).end()) return false;
-    *out = it->second;
+    const Map& m = o.*map;
+    if constexpr (requires { m.find(key) == m.end(); }) {
+      auto it = m.find(key);
+      if (it == m.end()) return false;
+      *out = it->second;
+    } else {
+      const Value* v = m.find(key);
+      if (v == nullptr) return false;
+      *out = *v;
+    }
     return true;
   };
   if (find(current)) return true;

@@ -14,6 +14,7 @@
 // Thread: one thread at a time (the engine thread).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -116,18 +117,85 @@ using Command = std::variant<CreateActivityCmd, DeleteActivityCmd, DescribeActiv
                              SuccessCmd, FailureCmd, HeartbeatCmd, CancelCmd, DescribeCmd,
                              RegisterConsumerCmd, DeleteConsumerCmd, AckCmd, StatsCmd, SyncCmd>;
 
+// Task id -> V for one batch's overlay: the entries in a flat vector, found through an
+// open-addressing index of their positions. clear() keeps both allocations, so an overlay that
+// is reused costs no allocation per entry (a node-based map cost one malloc and free each).
+// Invariant: index_ is empty or a power of two more than twice items_.size(); each entry of
+// items_ is referenced by exactly one index slot (value = position + 1; 0 = empty).
+template <typename V>
+class TaskOverlayMap {
+ public:
+  // The entry for id, appended default-constructed if absent.
+  V& operator[](const TaskId& id) {
+    if (2 * (items_.size() + 1) >= index_.size()) Grow();
+    size_t i = Home(id);
+    for (; index_[i] != 0; i = (i + 1) & (index_.size() - 1)) {
+      auto& item = items_[index_[i] - 1];
+      if (item.first == id) return item.second;
+    }
+    items_.emplace_back(id, V());
+    index_[i] = static_cast<uint32_t>(items_.size());
+    return items_.back().second;
+  }
+  const V* find(const TaskId& id) const {
+    if (items_.empty()) return nullptr;
+    for (size_t i = Home(id); index_[i] != 0; i = (i + 1) & (index_.size() - 1)) {
+      const auto& item = items_[index_[i] - 1];
+      if (item.first == id) return &item.second;
+    }
+    return nullptr;
+  }
+  void clear() {
+    if (items_.empty()) return;
+    items_.clear();
+    std::fill(index_.begin(), index_.end(), 0);
+  }
+  size_t size() const { return items_.size(); }
+
+ private:
+  size_t Home(const TaskId& id) const { return TaskIdHash()(id) & (index_.size() - 1); }
+  void Grow() {
+    index_.assign(std::max<size_t>(64, 2 * index_.size()), 0);
+    for (size_t k = 0; k < items_.size(); ++k) {
+      size_t i = Home(items_[k].first);
+      while (index_[i] != 0) i = (i + 1) & (index_.size() - 1);
+      index_[i] = static_cast<uint32_t>(k + 1);
+    }
+  }
+
+  std::vector<std::pair<TaskId, V>> items_;
+  std::vector<uint32_t> index_;
+};
+
 // Records written by a batch that is not durable yet; the engine reads its own writes here.
 struct Overlay {
-  std::unordered_map<TaskId, TaskIssueRecord, TaskIdHash> issue;
-  std::unordered_map<TaskId, TaskStateRecord, TaskIdHash> state;
-  std::unordered_map<std::string, TaskId> idempotency;
+  TaskOverlayMap<TaskIssueRecord> issue;
+  TaskOverlayMap<TaskStateRecord> state;
+  std::unordered_map<std::string, TaskId> idempotency;  // rare: only issues with a key
+
+  void clear() {
+    issue.clear();
+    state.clear();
+    idempotency.clear();
+  }
 };
+
+// A reply held back until its batch is durable: the caller's callback and its result.
+template <typename T>
+struct HeldReply {
+  Callback<T> done;
+  Result<T> result;
+};
+// The replies of the hot paths are held inline (no allocation per reply); the rare ones as one
+// closure, run with nullptr when the batch is durable, else with the failure.
+using HeldClosure = std::function<void(const Status*)>;
+using Held = std::variant<HeldReply<Empty>, HeldReply<IssueTaskReply>,
+                          HeldReply<GetActivityTaskReply>, HeldReply<CompletionReply>, HeldClosure>;
 
 // A batch taken off the core by Seal(): its mutations and its held-back replies.
 struct SealedBatch {
   std::unique_ptr<WriteBatch> batch;
-  // Run after the write: with nullptr when it is durable, else with the failure.
-  std::vector<std::function<void(const Status*)>> replies;
+  std::vector<Held> replies;    // in the order the commands were applied
   uint64_t last_event_seq = 0;  // the durable range once this batch is written
   uint64_t first_event_seq = 1;
   bool new_events = false;
@@ -284,7 +352,9 @@ class EngineCore {
   TimingWheel wheel_;
   std::vector<Activity> activities_;
   std::vector<uint32_t> free_activity_slots_;
-  std::map<std::string, uint32_t> activity_by_name_;  // live activities only, sorted for listing
+  // Live activities only, sorted for listing; transparent, so an ARN's name looks up in place.
+  std::map<std::string, uint32_t, std::less<>> activity_by_name_;
+  const std::string arn_prefix_;                          // MakeArn(""), for FindActivityByArn
   std::unordered_map<uint64_t, uint32_t> poll_activity_;  // waiting poll id -> activity slot
   size_t waiting_polls_ = 0;
 
@@ -298,13 +368,15 @@ class EngineCore {
 
   // The batch being built.
   std::unique_ptr<WriteBatch> batch_;
-  // Each reply runs with nullptr after the batch is durable, or with the failure (answering
-  // kUnavailable) when the batch failed to commit.
-  std::vector<std::function<void(const Status*)>> replies_;
+  // Each reply runs after the batch is durable, or answers kUnavailable when the batch failed
+  // to commit. spare_replies_: a finished batch's emptied vector, reused by the next Seal.
+  std::vector<Held> replies_;
+  std::vector<Held> spare_replies_;
   // Read-your-writes: records of the batch being built, and of the sealed batches in flight
   // (oldest first; at most limits::kBatchesInFlightMax). Reads look newest first.
   Overlay overlay_;
   std::deque<Overlay> inflight_;
+  std::vector<Overlay> spare_overlays_;  // emptied by OnDurable, reused by Seal
 
   // Sync barriers wait here until Expire has caught up with every due timer.
   std::vector<Callback<Empty>> sync_waiters_;

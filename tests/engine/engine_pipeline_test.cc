@@ -24,9 +24,13 @@ class GatedStore final : public Store {
     hold_next_ = true;
   }
   // Waits until a Write is held at the gate.
-  bool WaitHeld() { return WaitFor([this] { return held_; }); }
+  bool WaitHeld() {
+    return WaitFor([this] { return held_; });
+  }
   // Waits until the engine has taken at least n batches from NewBatch.
-  bool WaitNewBatches(int n) { return WaitFor([this, n] { return new_batches_ >= n; }); }
+  bool WaitNewBatches(int n) {
+    return WaitFor([this, n] { return new_batches_ >= n; });
+  }
   void Open() { Release(false); }
   void Fail() { Release(true); }
   int new_batches() {
