@@ -12,8 +12,8 @@
 // Two engine threads: the engine thread applies commands and timers to the in-memory state and
 // seals a batch; the writer thread only writes and syncs it, then hands it back, and the engine
 // thread runs its replies. While the writer writes and syncs batch N, the engine thread applies
-// and seals batch N+1, so the writer starts N+1 as soon as N is durable
-// (limits::kBatchesInFlightMax sealed batches in flight).
+// batch N+1 and hands it over as soon as N is durable (sooner when it is full:
+// limits::kBatchesInFlightMax sealed batches in flight).
 //
 // A full queue answers at once (on the caller's thread) with ErrorCode::kOverloaded. After a
 // storage failure, or once Stop() began, every call answers kUnavailable. kUnavailable means

@@ -223,6 +223,7 @@ SealedBatch EngineCore::Seal() {
     spare_overlays_.pop_back();
   }
   ++batches_;
+  commands_at_seal_ = commands_;
   return sealed;
 }
 

@@ -240,6 +240,8 @@ class EngineCore {
   // Engine thread: the oldest sealed batch is done; forget its overlay, poison on failure.
   void OnDurable(const Status& write_status);
   size_t batches_in_flight() const { return inflight_.size(); }
+  // Commands applied since the last Seal.
+  uint64_t open_commands() const { return commands_ - commands_at_seal_; }
   // Shutdown: answers every waiting poll empty and every waiting Sync kUnavailable. The
   // replies are released at the next Commit.
   void AnswerAllPollsEmpty();
@@ -389,6 +391,7 @@ class EngineCore {
   uint64_t recovered_tasks_ = 0;
   uint64_t batches_ = 0;
   uint64_t commands_ = 0;
+  uint64_t commands_at_seal_ = 0;
   std::function<void(uint64_t)> event_listener_;
 
   mutable std::mutex arn_mu_;

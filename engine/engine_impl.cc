@@ -2,6 +2,7 @@
 // EngineCore, and the caller-side validation that keeps CPU work off the engine thread.
 #include <pthread.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
@@ -23,6 +24,9 @@ namespace {
 // runs and how quickly a moved ManualClock is noticed without a command.
 constexpr int64_t kIdleWaitMsMax = 100;
 constexpr int64_t kRetireEveryMs = 1000;
+// While applying a long run of commands, how often the engine thread looks whether the writer
+// went idle (and then hands it the batch so far).
+constexpr size_t kCommandsPerWriterCheck = 256;
 
 template <typename T>
 void Fail(Callback<T>& done, ErrorCode code, std::string message) {
@@ -286,9 +290,10 @@ class EngineImpl final : public Engine {
     if (was_empty) cv_.notify_one();
   }
 
-  // The engine thread: timers and commands into a batch, then hand it to the writer. It
-  // applies and seals batch N+1 while the writer writes and syncs batch N, and it runs each
-  // batch's replies once the writer hands it back durable.
+  // The engine thread: timers and commands into a batch, then hand it to the writer. Group
+  // commit: while the writer writes and syncs one batch, the engine keeps applying into the
+  // next, and hands it over the moment the writer is free (or sooner when it is full). It runs
+  // each batch's replies once the writer hands it back durable.
   void Run() {
     std::vector<Command> batch;
     batch.reserve(options_.batch_commands_max);
@@ -314,13 +319,21 @@ class EngineImpl final : public Engine {
         stop = stopping_ && queue_.empty();
         reaped_.swap(written_);
       }
-      // Replies first: the sooner they run, the sooner callers send what comes next.
-      CompleteReaped();
+      // A batch came back: first keep the writer busy with what accumulated meanwhile, then
+      // release the finished batch's replies (the sooner they run, the sooner callers send what
+      // comes next).
+      for (const Written& w : reaped_) core_.OnDurable(w.status);
+      if (WriterIdle()) SealIfPending();
+      ReleaseReaped();
       // Timers first, then commands, then timers again: a command never races a timeout that
       // was already due when its batch began (handlers also check their own task's deadlines).
       const int64_t now = clock_->NowMs();
       timers_behind = !core_.Expire(now, limits::kExpiriesPerBatchMax);
-      for (Command& c : batch) core_.Apply(std::move(c));
+      for (size_t i = 0; i < batch.size(); ++i) {
+        core_.Apply(std::move(batch[i]));
+        // A writer that finished during a long run of commands should not wait for the rest.
+        if ((i + 1) % kCommandsPerWriterCheck == 0 && WriterIdle()) SealIfPending();
+      }
       batch.clear();
       if (!timers_behind) timers_behind = !core_.Expire(now, limits::kExpiriesPerBatchMax);
       if (now - last_retire_ms >= kRetireEveryMs) {
@@ -328,9 +341,10 @@ class EngineImpl final : public Engine {
         last_retire_ms = now;
       }
       if (stop) core_.AnswerAllPollsEmpty();
-      if (core_.has_pending()) {
+      // Otherwise the writer is busy and its completion wakes this thread, which then seals.
+      if (stop || WriterIdle() || core_.open_commands() >= options_.batch_commands_max) {
         while (core_.batches_in_flight() >= limits::kBatchesInFlightMax) WaitForWriter();
-        HandToWriter(core_.Seal());
+        SealIfPending();
       }
       if (stop) {
         while (core_.batches_in_flight() > 0) WaitForWriter();
@@ -340,23 +354,35 @@ class EngineImpl final : public Engine {
     }
   }
 
-  // Engine thread: releases the batches the writer finished, oldest first.
-  void CompleteReaped() {
-    for (Written& w : reaped_) {
-      core_.CompleteSealed(&w.sealed, w.status);
-      core_.OnDurable(w.status);
-    }
+  // Engine thread. The writer has finished every batch handed to it.
+  bool WriterIdle() const { return finished_.load(std::memory_order_acquire) == handed_; }
+
+  // Engine thread: seals the open batch and hands it to the writer, if it holds anything and
+  // the pipeline has room (else a finished batch is on its way back and wakes this thread).
+  void SealIfPending() {
+    if (!core_.has_pending()) return;
+    if (core_.batches_in_flight() >= limits::kBatchesInFlightMax) return;
+    HandToWriter(core_.Seal());
+    ++handed_;
+  }
+
+  // Engine thread: runs the replies of the batches in reaped_ (OnDurable already done).
+  void ReleaseReaped() {
+    for (Written& w : reaped_) core_.CompleteSealed(&w.sealed, w.status);
     reaped_.clear();
   }
 
   // Engine thread: waits until the writer finished at least one more batch, and releases it.
+  // REQUIRES: reaped_ is empty (replies run in batch order).
   void WaitForWriter() {
+    TW_ASSERT(reaped_.empty());
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [this] { return !written_.empty(); });
       reaped_.swap(written_);
     }
-    CompleteReaped();
+    for (const Written& w : reaped_) core_.OnDurable(w.status);
+    ReleaseReaped();
   }
 
   // ---- The writer thread: writes and syncs sealed batches, in order ----
@@ -393,6 +419,9 @@ class EngineImpl final : public Engine {
         std::fprintf(stderr, "tokenwheel engine: storage failure, engine poisoned: %s\n",
                      failed.ToString().c_str());
       }
+      // Counted before it is visible in written_: an engine thread that finds it there also
+      // finds the writer idle (if nothing else was handed to it meanwhile).
+      finished_.fetch_add(1, std::memory_order_release);
       {
         std::lock_guard<std::mutex> lock(mu_);
         written_.push_back(std::move(w));
@@ -424,12 +453,14 @@ class EngineImpl final : public Engine {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Command> queue_;     // guarded by mu_; bounded by command_queue_max (+ forced)
-  std::vector<Written> written_;  // guarded by mu_: finished by the writer, not yet released
-  std::vector<Written> reaped_;   // engine thread only
-  bool stopping_ = false;         // guarded by mu_
-  std::mutex stop_mu_;            // serializes Stop()
-  std::mutex listener_mu_;        // the listener must not call SetEventListener
+  std::deque<Command> queue_;          // guarded by mu_; bounded by command_queue_max (+ forced)
+  std::vector<Written> written_;       // guarded by mu_: finished by the writer, not yet released
+  std::vector<Written> reaped_;        // engine thread only
+  uint64_t handed_ = 0;                // engine thread only: batches handed to the writer
+  std::atomic<uint64_t> finished_{0};  // batches the writer finished (written or failed)
+  bool stopping_ = false;              // guarded by mu_
+  std::mutex stop_mu_;                 // serializes Stop()
+  std::mutex listener_mu_;             // the listener must not call SetEventListener
   std::function<void(uint64_t)> listener_;  // guarded by listener_mu_
 };
 

@@ -1,7 +1,8 @@
 // tw-test-labels: threads
-// The engine's commit pipeline: while the writer writes batch N, the engine thread seals batch
-// N+1; replies still run in batch order and only once their own batch is durable, and a failed
-// write stops every batch sealed after it from reaching the store.
+// The engine's commit pipeline: while the writer writes batch N, the engine thread keeps
+// applying into batch N+1, hands it over once the writer is free (group commit) or as soon as it
+// is full; replies run in batch order and only once their own batch is durable; a failed write
+// stops every batch sealed after it from reaching the store.
 #include <condition_variable>
 #include <mutex>
 
@@ -118,6 +119,12 @@ class GatedStore final : public Store {
 
 class EnginePipelineTest : public EngineTest {
  protected:
+  // Two commands fill a batch, so a test can fill one while a write is held.
+  void SetUp() override {
+    options_.batch_commands_max = batch_commands_max_;
+    EngineTest::SetUp();
+  }
+  size_t batch_commands_max_ = 2;
   std::unique_ptr<Store> MakeStore() override {
     auto store = std::make_unique<GatedStore>(std::make_unique<MemoryStore>(disk_));
     gate_ = store.get();
@@ -143,7 +150,37 @@ class EnginePipelineTest : public EngineTest {
   std::vector<int> order_;
 };
 
-TEST_F(EnginePipelineTest, NextBatchIsSealedWhileAWriteIsInFlightAndRepliesKeepBatchOrder) {
+class EngineGroupCommitTest : public EnginePipelineTest {
+ protected:
+  EngineGroupCommitTest() { batch_commands_max_ = 64; }
+};
+
+TEST_F(EngineGroupCommitTest, CommandsWaitingForTheWriterGoInOneWrite) {
+  ASSERT_TRUE(IsOk(Call<Empty>([&](auto cb) { engine_->Sync(std::move(cb)); })));
+  const uint64_t writes_before = disk_->write_count();
+  gate_->HoldNextWrite();
+  Reply<IssueTaskReply> first;
+  IssueRecorded(&first, 1);
+  ASSERT_TRUE(gate_->WaitHeld()) << "the first batch never reached the store";
+  // Far from a full batch: whatever the timing, these queue behind the held write and reach the
+  // store in one more write, not one each (group commit).
+  Reply<IssueTaskReply> second;
+  Reply<IssueTaskReply> third;
+  IssueRecorded(&second, 2);
+  IssueRecorded(&third, 3);
+  Reply<Empty> synced;
+  engine_->Sync(synced.cb());
+
+  gate_->Open();
+  ASSERT_TRUE(IsOk(first.Get()));
+  ASSERT_TRUE(IsOk(second.Get()));
+  ASSERT_TRUE(IsOk(third.Get()));
+  ASSERT_TRUE(IsOk(synced.Get()));
+  EXPECT_EQ(Order(), (std::vector<int>{1, 2, 3}));
+  EXPECT_EQ(disk_->write_count(), writes_before + 2) << "the held batch, then one group commit";
+}
+
+TEST_F(EnginePipelineTest, AFullBatchIsSealedWhileAWriteIsInFlightAndRepliesKeepBatchOrder) {
   ASSERT_TRUE(IsOk(Call<Empty>([&](auto cb) { engine_->Sync(std::move(cb)); })));
   const uint64_t writes_before = disk_->write_count();
   gate_->HoldNextWrite();
@@ -151,13 +188,18 @@ TEST_F(EnginePipelineTest, NextBatchIsSealedWhileAWriteIsInFlightAndRepliesKeepB
   IssueRecorded(&first, 1);
   ASSERT_TRUE(gate_->WaitHeld()) << "the first batch never reached the store";
 
-  // The first batch's write is held. The engine still applies and seals the next one (sealing
-  // takes a fresh batch from the store).
+  // The first batch's write is held. Two more commands fill the next batch, which the engine
+  // seals at once (sealing takes a fresh batch from the store), so the writer finds it ready.
   const int sealed = gate_->new_batches();
   Reply<IssueTaskReply> second;
+  Reply<IssueTaskReply> third;
   IssueRecorded(&second, 2);
+  IssueRecorded(&third, 3);
   ASSERT_TRUE(gate_->WaitNewBatches(sealed + 1))
-      << "the engine did not seal a batch during the write";
+      << "the engine did not seal a full batch during the write";
+  // Both places in the pipeline are taken: this one waits in the open batch.
+  Reply<IssueTaskReply> fourth;
+  IssueRecorded(&fourth, 4);
   EXPECT_FALSE(first.ready());
   EXPECT_FALSE(second.ready()) << "a reply ran before its batch was written";
 
@@ -165,12 +207,14 @@ TEST_F(EnginePipelineTest, NextBatchIsSealedWhileAWriteIsInFlightAndRepliesKeepB
   const Result<IssueTaskReply> r1 = first.Get();
   ASSERT_TRUE(IsOk(r1));
   ASSERT_TRUE(IsOk(second.Get()));
-  EXPECT_EQ(Order(), (std::vector<int>{1, 2}));
-  EXPECT_EQ(disk_->write_count(), writes_before + 2);
+  ASSERT_TRUE(IsOk(third.Get()));
+  ASSERT_TRUE(IsOk(fourth.Get()));
+  EXPECT_EQ(Order(), (std::vector<int>{1, 2, 3, 4}));
+  EXPECT_EQ(disk_->write_count(), writes_before + 3);
 
-  // Both are durable and live after a restart.
+  // All durable and live after a restart.
   ASSERT_NO_FATAL_FAILURE(Restart());
-  EXPECT_EQ(Stats().live_tasks, 2u);
+  EXPECT_EQ(Stats().live_tasks, 4u);
   EXPECT_EQ(StateOf(r1.value.token), TaskState::kStarted);
 }
 
@@ -183,18 +227,21 @@ TEST_F(EnginePipelineTest, AFailedWriteKeepsEveryLaterSealedBatchOffTheStore) {
   ASSERT_TRUE(gate_->WaitHeld());
   const int sealed = gate_->new_batches();
   Reply<IssueTaskReply> second;
+  Reply<IssueTaskReply> second_too;
   IssueRecorded(&second, 2);
+  IssueRecorded(&second_too, 3);
   ASSERT_TRUE(gate_->WaitNewBatches(sealed + 1))
-      << "the engine did not seal a batch during the write";
-  // A third call, applied on top of both, waits for a free place in the pipeline.
+      << "the engine did not seal a full batch during the write";
+  // A call applied on top of both waits in the open batch.
   Reply<CompletionReply> third;
   engine_->SendTaskSuccess({kept, "{}"}, third.cb());
 
   gate_->Fail();
   EXPECT_TRUE(IsError(first.Get(), ErrorCode::kUnavailable));
   EXPECT_TRUE(IsError(second.Get(), ErrorCode::kUnavailable));
+  EXPECT_TRUE(IsError(second_too.Get(), ErrorCode::kUnavailable));
   EXPECT_TRUE(IsError(third.Get(), ErrorCode::kUnavailable));
-  EXPECT_EQ(Order(), (std::vector<int>{1, 2}));
+  EXPECT_EQ(Order(), (std::vector<int>{1, 2, 3}));
   EXPECT_TRUE(IsError(Issue({}), ErrorCode::kUnavailable)) << "the engine is poisoned";
   // The store itself never failed, so only the engine kept the later batches away from it.
   EXPECT_EQ(gate_->writes_reaching_inner(), inner_before);

@@ -57,10 +57,10 @@ TEST(TaskOverlayMapTest, MatchesAReferenceMapThroughGrowthAndReuse) {
     }
     m.clear();
     EXPECT_EQ(m.size(), 0u);
-    EXPECT_EQ(m.find(ref.begin() == ref.end() ? Id(0, 0)
-                                              : Id(ref.begin()->first.first,
-                                                   ref.begin()->first.second)),
-              nullptr)
+    EXPECT_EQ(
+        m.find(ref.begin() == ref.end() ? Id(0, 0)
+                                        : Id(ref.begin()->first.first, ref.begin()->first.second)),
+        nullptr)
         << "clear forgets everything";
   }
 }
