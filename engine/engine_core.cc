@@ -131,7 +131,6 @@ Status EngineCore::Recover() {
     } else {
       TW_ASSERT(r.state == TaskState::kStarted);
       t.deadline_ms = r.overall_deadline_ms;
-      if (r.activity_id != 0) t.flags |= LiveTask::kWorkerStarted;
       // A crash may have lost heartbeats: never time out a worker that was on time.
       t.heartbeat_deadline_ms = r.heartbeat_s == 0 ? 0
                                                    : std::max(r.heartbeat_deadline_ms,
@@ -476,7 +475,7 @@ void EngineCore::StartTask(uint32_t slot, const std::string& worker, int64_t now
   t.state = TaskState::kStarted;
   t.deadline_ms = t.timeout_s ? now_ms + SecondsToMs(t.timeout_s) : 0;
   t.heartbeat_deadline_ms = t.heartbeat_s ? now_ms + SecondsToMs(t.heartbeat_s) : 0;
-  t.flags |= LiveTask::kWorkerStarted | LiveTask::kReturnable;
+  t.flags |= LiveTask::kReturnable;
   ArmTimer(slot);
   TaskStateRecord st;
   st.state = TaskState::kStarted;
@@ -647,7 +646,7 @@ void EngineCore::Handle(ReturnCmd& c) {
     t.schedule_to_start_s = issue.schedule_to_start_s;
   }
   t.state = TaskState::kScheduled;
-  t.flags &= static_cast<uint8_t>(~(LiveTask::kReturnable | LiveTask::kWorkerStarted));
+  t.flags &= static_cast<uint8_t>(~LiveTask::kReturnable);
   t.deadline_ms = t.schedule_to_start_s ? now_ms_ + SecondsToMs(t.schedule_to_start_s) : 0;
   Enqueue(t.activity, slot, /*at_head=*/true);
   ArmTimer(slot);
@@ -688,6 +687,15 @@ Status EngineCore::ReadIssue(const TaskId& id, TaskIssueRecord* out) {
   return store_->GetTaskIssue(id, out);
 }
 
+Status EngineCore::ReadEnd(const TaskId& id, TaskStateRecord* out) {
+  if (FindInOverlays(&Overlay::end, overlay_, inflight_, id, out)) return Status::Ok();
+  Status s = store_->GetTaskEnd(id, out);
+  if (!s.IsNotFound()) return s;
+  s = ReadState(id, out);
+  if (s.ok() && !IsTerminal(out->state)) return Status::NotFound();
+  return s;
+}
+
 Status EngineCore::ReadState(const TaskId& id, TaskStateRecord* out) {
   if (FindInOverlays(&Overlay::state, overlay_, inflight_, id, out)) return Status::Ok();
   return store_->GetTaskState(id, out);
@@ -706,17 +714,8 @@ void EngineCore::Finish(uint32_t slot, TaskStateRecord end) {
   if (t.state == TaskState::kScheduled) Unlink(slot);
   if (t.timer.valid()) wheel_.Cancel(t.timer);
 
-  // Carry over what the start record knows; read only when there is something to carry.
-  if (t.flags & LiveTask::kWorkerStarted) {
-    TaskStateRecord started;
-    Status s = ReadState(id, &started);
-    if (s.ok()) {
-      end.started_ms = started.started_ms;
-      end.worker = std::move(started.worker);
-    } else if (!s.IsNotFound()) {
-      Poison(s);
-    }
-  }
+  // The end record goes under its own key: the start record (worker, started_ms) stays as it
+  // is, so nothing is read back here.
   std::string correlation;
   std::string idempotency_key;
   if (t.flags & (LiveTask::kHasCorrelation | LiveTask::kHasIdempotencyKey)) {
@@ -747,10 +746,10 @@ void EngineCore::Finish(uint32_t slot, TaskStateRecord end) {
   ev.cause = end.cause;
   ev.correlation = std::move(correlation);
   batch_->AppendEvent(ev);
-  batch_->PutTaskState(id, end);
+  batch_->PutTaskEnd(id, end);
   batch_->DeleteLive(id);
   batch_->PutRetired(end.ended_ms, id, idempotency_key);
-  overlay_.state[id] = std::move(end);
+  overlay_.end[id] = std::move(end);
 
   ReleaseActivityRef(t.activity);
   tasks_.Erase(slot);
@@ -761,7 +760,7 @@ Error EngineCore::NotLiveError(const TaskId& id,
                                bool* duplicate) {
   *duplicate = false;
   TaskStateRecord st;
-  Status s = ReadState(id, &st);
+  Status s = ReadEnd(id, &st);
   if (s.IsNotFound() || (s.ok() && !IsTerminal(st.state))) {
     // Unknown (never issued here, or past retention), or queued and never handed out.
     return Error::Make(ErrorCode::kTaskDoesNotExist,
@@ -899,22 +898,39 @@ void EngineCore::Handle(DescribeCmd& c) {
       d.started_ms = issue.activity_id == 0 ? issue.issued_ms : 0;
     }
   }
+  auto take_end = [&d](TaskStateRecord& end) {
+    d.state = end.state;
+    d.timeout_kind = end.timeout_kind;
+    d.ended_ms = end.ended_ms;
+    d.output = std::move(end.output);
+    d.has_error = end.has_error;
+    d.has_cause = end.has_cause;
+    d.error = std::move(end.error);
+    d.cause = std::move(end.cause);
+  };
+  // The state record: the start (worker, started_ms); written by format version 1 it may hold
+  // the end as well.
   TaskStateRecord st;
   s = ReadState(c.id, &st);
   if (s.ok()) {
-    if (slot == kNilSlot) d.state = st.state;
     if (st.started_ms != 0) d.started_ms = st.started_ms;
-    d.timeout_kind = st.timeout_kind;
-    d.ended_ms = st.ended_ms;
     d.worker = std::move(st.worker);
-    d.output = std::move(st.output);
-    d.has_error = st.has_error;
-    d.has_cause = st.has_cause;
-    d.error = std::move(st.error);
-    d.cause = std::move(st.cause);
+    if (slot == kNilSlot && IsTerminal(st.state)) take_end(st);
   } else if (!s.IsNotFound()) {
     Poison(s);
     return ReplyError(c.done, ErrorCode::kUnavailable, s.ToString());
+  }
+  if (slot == kNilSlot) {  // ended: the end record says how
+    TaskStateRecord end;
+    s = FindInOverlays(&Overlay::end, overlay_, inflight_, c.id, &end)
+            ? Status::Ok()
+            : store_->GetTaskEnd(c.id, &end);
+    if (s.ok()) {
+      take_end(end);
+    } else if (!s.IsNotFound()) {
+      Poison(s);
+      return ReplyError(c.done, ErrorCode::kUnavailable, s.ToString());
+    }
   }
   if (issue.activity_id == 0 && d.started_ms == 0) d.started_ms = issue.issued_ms;
   Reply(c.done, Result<TaskDescription>::Ok(std::move(d)));

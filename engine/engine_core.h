@@ -7,8 +7,8 @@
 //  1. A task is in TaskTable iff it is live (SCHEDULED or STARTED), and then it has exactly one
 //     armed timer iff it has any deadline.
 //  2. A SCHEDULED task is linked in exactly one activity FIFO; a STARTED one in none.
-//  3. Every terminal transition writes its state record, deletes its live record, appends one
-//     event and one retention entry, all in the same batch.
+//  3. Every terminal transition writes its end record (without reading the start record),
+//     deletes its live record, appends one event and one retention entry, all in the same batch.
 //  4. No reply or event leaves before the batch it depends on is durable (Commit returned Ok).
 //  5. After a failed Commit the core is poisoned: it answers every command kUnavailable.
 // Thread: one thread at a time (the engine thread).
@@ -171,11 +171,13 @@ class TaskOverlayMap {
 struct Overlay {
   TaskOverlayMap<TaskIssueRecord> issue;
   TaskOverlayMap<TaskStateRecord> state;
+  TaskOverlayMap<TaskStateRecord> end;
   std::unordered_map<std::string, TaskId> idempotency;  // rare: only issues with a key
 
   void clear() {
     issue.clear();
     state.clear();
+    end.clear();
     idempotency.clear();
   }
 };
@@ -340,6 +342,9 @@ class EngineCore {
                      bool* duplicate);
   Status ReadIssue(const TaskId& id, TaskIssueRecord* out);
   Status ReadState(const TaskId& id, TaskStateRecord* out);
+  // The task's end record; NotFound while it has none. Falls back to a terminal state record,
+  // which is where format version 1 kept the end.
+  Status ReadEnd(const TaskId& id, TaskStateRecord* out);
   Status FindIdempotencyKey(const std::string& key, TaskId* out);
   void MaybeTrimEvents();
   void Poison(const Status& s);

@@ -25,8 +25,11 @@
 
 namespace tw {
 
-// Current on-disk format version, checked at open (docs/FORMAT.md).
-inline constexpr uint32_t kFormatVersion = 1;
+// Current on-disk format version, checked at open (docs/FORMAT.md). Version 2 added the end
+// record (PutTaskEnd); a version 1 database is read as is (its terminal records are state
+// records) and marked version 2 at open.
+inline constexpr uint32_t kFormatVersion = 2;
+inline constexpr uint32_t kFormatVersionReadable = 1;  // the older version opened and upgraded
 
 struct ActivityRecord {
   uint64_t id = 0;  // internal, never reused; a re-created name gets a new id
@@ -46,7 +49,10 @@ struct TaskIssueRecord {
   std::string idempotency_key;  // empty = none
 };
 
-// Rewritten at every persisted transition (start, release, terminal). Small.
+// A task's state record: written at start (STARTED, started_ms, worker) and when a started task
+// is handed back (SCHEDULED). Its end record, the same struct, is written once at the terminal
+// transition under its own key (state, timeout_kind, ended_ms, output / error / cause; not
+// worker or started_ms), so ending a task never reads the start back.
 struct TaskStateRecord {
   TaskState state = TaskState::kScheduled;
   TimeoutKind timeout_kind = TimeoutKind::kNone;
@@ -112,13 +118,16 @@ class WriteBatch {
   virtual void DeleteActivity(uint64_t activity_id) = 0;
   virtual void PutTaskIssue(const TaskId& id, const TaskIssueRecord& r) = 0;
   virtual void PutTaskState(const TaskId& id, const TaskStateRecord& r) = 0;
+  // REQUIRES: r.state is terminal.
+  virtual void PutTaskEnd(const TaskId& id, const TaskStateRecord& r) = 0;
   virtual void PutLive(const TaskId& id, const LiveRecord& r) = 0;
   virtual void DeleteLive(const TaskId& id) = 0;
   virtual void PutIdempotencyKey(std::string_view key, const TaskId& id) = 0;
   virtual void AppendEvent(const EventRecord& e) = 0;
   // Records that `id` became terminal at ended_ms; retention removes it after the period.
   virtual void PutRetired(int64_t ended_ms, const TaskId& id, std::string_view idempotency_key) = 0;
-  // Removes a retired task: its records, idempotency key and retention entry.
+  // Removes a retired task: its records (issue, state, end), idempotency key and retention
+  // entry.
   virtual void DeleteTask(int64_t ended_ms, const TaskId& id, std::string_view idempotency_key) = 0;
   virtual void PutConsumer(std::string_view name, uint64_t acked_seq) = 0;
   virtual void DeleteConsumer(std::string_view name) = 0;
@@ -146,6 +155,7 @@ class Store {
   // Point reads; NotFound when absent.
   virtual Status GetTaskIssue(const TaskId& id, TaskIssueRecord* out) = 0;
   virtual Status GetTaskState(const TaskId& id, TaskStateRecord* out) = 0;
+  virtual Status GetTaskEnd(const TaskId& id, TaskStateRecord* out) = 0;
   virtual Status FindIdempotencyKey(std::string_view key, TaskId* out) = 0;
 
   // Retention: calls fn(ended_ms, id, idempotency_key) for retired tasks with

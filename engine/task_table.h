@@ -29,7 +29,6 @@ struct LiveTask {
   enum Flags : uint8_t {
     kHasIdempotencyKey = kLiveHasIdempotencyKey,  // the end must read the key to retire it
     kHasCorrelation = kLiveHasCorrelation,        // the outcome event must read it
-    kWorkerStarted = 4,                           // a start record (worker, started_ms) exists
     kReturnable = 8,  // started and nothing happened since: ReturnTask may requeue it
   };
 

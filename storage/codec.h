@@ -37,7 +37,7 @@ inline constexpr size_t kVarint64BytesMax = 10;               // LEB128 of 2^64 
 inline constexpr size_t kFormatVersionValueBytes = 4;         // fixed32, little-endian
 
 // The `tasks` column family holds two records per task, told apart by the key's last byte.
-enum class TaskKeyKind : uint8_t { kIssue = 0x00, kState = 0x01 };
+enum class TaskKeyKind : uint8_t { kIssue = 0x00, kState = 0x01, kEnd = 0x02 };
 
 // ---- meta column family keys ----
 inline constexpr std::string_view kMetaFormatVersion = "format_version";

@@ -22,6 +22,7 @@ struct MemoryState {
   std::map<uint64_t, ActivityRecord> activities;
   std::map<TaskId, TaskIssueRecord> issues;  // tasks id|0x00
   std::map<TaskId, TaskStateRecord> states;  // tasks id|0x01
+  std::map<TaskId, TaskStateRecord> ends;    // tasks id|0x02
   std::map<TaskId, LiveRecord> live;
   std::map<std::string, TaskId, std::less<>> idem;
   std::map<uint64_t, EventRecord> events;
@@ -45,6 +46,10 @@ struct PutIssueOp {
   TaskIssueRecord r;
 };
 struct PutStateOp {
+  TaskId id;
+  TaskStateRecord r;
+};
+struct PutEndOp {
   TaskId id;
   TaskStateRecord r;
 };
@@ -88,7 +93,7 @@ struct CountersOp {
 
 using Op = std::variant<PutActivityOp, DeleteActivityOp, PutIssueOp, PutStateOp, PutLiveOp,
                         DeleteLiveOp, PutIdemOp, AppendEventOp, PutRetiredOp, DeleteTaskOp,
-                        PutConsumerOp, DeleteConsumerOp, TrimOp, CountersOp>;
+                        PutEndOp, PutConsumerOp, DeleteConsumerOp, TrimOp, CountersOp>;
 
 // Applies one op to a state. The overload set mirrors RocksWriteBatch method by method.
 struct Apply {
@@ -97,6 +102,7 @@ struct Apply {
   void operator()(const DeleteActivityOp& o) const { s->activities.erase(o.id); }
   void operator()(const PutIssueOp& o) const { s->issues[o.id] = o.r; }
   void operator()(const PutStateOp& o) const { s->states[o.id] = o.r; }
+  void operator()(const PutEndOp& o) const { s->ends[o.id] = o.r; }
   void operator()(const PutLiveOp& o) const { s->live[o.id] = o.r; }
   void operator()(const DeleteLiveOp& o) const { s->live.erase(o.id); }
   void operator()(const PutIdemOp& o) const { s->idem.insert_or_assign(o.key, o.id); }
@@ -105,6 +111,7 @@ struct Apply {
   void operator()(const DeleteTaskOp& o) const {
     s->issues.erase(o.id);
     s->states.erase(o.id);
+    s->ends.erase(o.id);
     if (!o.key.empty()) {
       auto it = s->idem.find(o.key);
       if (it != s->idem.end()) s->idem.erase(it);
@@ -142,6 +149,10 @@ class MemoryWriteBatch final : public WriteBatch {
     TW_ASSERT(static_cast<uint8_t>(r.state) <= static_cast<uint8_t>(TaskState::kCancelled));
     Add(PutStateOp{id, r},
         17 + r.worker.size() + r.output.size() + r.error.size() + r.cause.size());
+  }
+  void PutTaskEnd(const TaskId& id, const TaskStateRecord& r) override {
+    TW_ASSERT(IsTerminal(r.state));
+    Add(PutEndOp{id, r}, 17 + r.worker.size() + r.output.size() + r.error.size() + r.cause.size());
   }
   void PutLive(const TaskId& id, const LiveRecord& r) override {
     TW_ASSERT(r.state == TaskState::kScheduled || r.state == TaskState::kStarted);
@@ -315,6 +326,14 @@ Status MemoryStore::GetTaskState(const TaskId& id, TaskStateRecord* out) {
   std::lock_guard<std::mutex> lock(disk_->mu_);
   auto it = disk_->state_->states.find(id);
   if (it == disk_->state_->states.end()) return Status::NotFound();
+  *out = it->second;
+  return Status::Ok();
+}
+
+Status MemoryStore::GetTaskEnd(const TaskId& id, TaskStateRecord* out) {
+  std::lock_guard<std::mutex> lock(disk_->mu_);
+  auto it = disk_->state_->ends.find(id);
+  if (it == disk_->state_->ends.end()) return Status::NotFound();
   *out = it->second;
   return Status::Ok();
 }

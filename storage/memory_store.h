@@ -74,6 +74,7 @@ class MemoryStore final : public Store {
   Status ScanLive(const std::function<void(const TaskId&, const LiveRecord&)>& fn) override;
   Status GetTaskIssue(const TaskId& id, TaskIssueRecord* out) override;
   Status GetTaskState(const TaskId& id, TaskStateRecord* out) override;
+  Status GetTaskEnd(const TaskId& id, TaskStateRecord* out) override;
   Status FindIdempotencyKey(std::string_view key, TaskId* out) override;
   Status ScanRetired(
       int64_t before_ms, size_t max,

@@ -188,7 +188,7 @@ struct EventTrimState {
 };
 
 // Invariant: count_ is the number of tw::WriteBatch calls since the last Clear(); rep_ holds
-// their RocksDB operations (DeleteTask is up to four of them).
+// their RocksDB operations (DeleteTask is up to five of them).
 class RocksWriteBatch final : public WriteBatch {
  public:
   RocksWriteBatch(const RocksStore* owner,
@@ -229,6 +229,14 @@ class RocksWriteBatch final : public WriteBatch {
   void PutTaskState(const TaskId& id, const TaskStateRecord& r) override {
     char key[codec::kTaskKeyBytes];
     codec::EncodeTaskKey(id, codec::TaskKeyKind::kState, key);
+    codec::EncodeTaskState(r, ResetValue());
+    Put(kTasks, key, sizeof(key));
+  }
+
+  void PutTaskEnd(const TaskId& id, const TaskStateRecord& r) override {
+    TW_DEBUG_ASSERT(IsTerminal(r.state));
+    char key[codec::kTaskKeyBytes];
+    codec::EncodeTaskKey(id, codec::TaskKeyKind::kEnd, key);
     codec::EncodeTaskState(r, ResetValue());
     Put(kTasks, key, sizeof(key));
   }
@@ -278,6 +286,8 @@ class RocksWriteBatch final : public WriteBatch {
     codec::EncodeTaskKey(id, codec::TaskKeyKind::kIssue, key);
     Delete(kTasks, rocksdb::Slice(key, codec::kTaskKeyBytes));
     codec::EncodeTaskKey(id, codec::TaskKeyKind::kState, key);
+    Delete(kTasks, rocksdb::Slice(key, codec::kTaskKeyBytes));
+    codec::EncodeTaskKey(id, codec::TaskKeyKind::kEnd, key);
     Delete(kTasks, rocksdb::Slice(key, codec::kTaskKeyBytes));
     if (!idempotency_key.empty()) {
       Delete(kIdem, rocksdb::Slice(idempotency_key.data(), idempotency_key.size()));
@@ -405,6 +415,7 @@ class RocksStore final : public Store {
   Status ScanLive(const std::function<void(const TaskId&, const LiveRecord&)>& fn) override;
   Status GetTaskIssue(const TaskId& id, TaskIssueRecord* out) override;
   Status GetTaskState(const TaskId& id, TaskStateRecord* out) override;
+  Status GetTaskEnd(const TaskId& id, TaskStateRecord* out) override;
   Status FindIdempotencyKey(std::string_view key, TaskId* out) override;
   Status ScanRetired(
       int64_t before_ms, size_t max,
@@ -423,6 +434,7 @@ class RocksStore final : public Store {
   void FlushAll();
   Status OpenDb(const RocksStoreOptions& options, bool create);
   Status CheckOrWriteFormatVersion(bool version_expected);
+  Status GetStateRecord(const TaskId& id, codec::TaskKeyKind kind, TaskStateRecord* out);
   Status AllEmpty(bool* empty);
   Status LoadFirstEventSeq();
   Status Get(Cf cf, const rocksdb::Slice& key, rocksdb::PinnableSlice* value);
@@ -545,7 +557,7 @@ Status RocksStore::Open(const RocksStoreOptions& options, std::unique_ptr<Store>
     uint32_t version = 0;
     s = ProbeFormatVersion(options.path, env, &version_found, &version);
     if (!s.ok()) return s;
-    if (version_found && version != kFormatVersion) {
+    if (version_found && version != kFormatVersion && version != kFormatVersionReadable) {
       return Status::InvalidArgument(options.path + ": on-disk format version " +
                                      std::to_string(version) +
                                      " is not the version this build reads (" +
@@ -590,13 +602,22 @@ void RocksStore::FlushAll() {
 }
 
 // Reads the version back (the probe checked it), or writes it into a new or empty database.
+// A version 1 database needs no rewrite to be read (FORMAT.md): it is marked kFormatVersion
+// before anything is written in the new format, so an older build then refuses it.
 Status RocksStore::CheckOrWriteFormatVersion(bool version_expected) {
   rocksdb::PinnableSlice value;
   Status s = Get(kMeta, codec::kMetaFormatVersion, &value);
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  std::string encoded;
+  codec::EncodeFormatVersion(kFormatVersion, &encoded);
   if (s.ok()) {
     uint32_t version = 0;
     s = codec::DecodeFormatVersion(View(value), &version);
     if (!s.ok()) return s;
+    if (version == kFormatVersionReadable) {
+      return FromRocks(db_->Put(wo, cfs_[kMeta], codec::kMetaFormatVersion, encoded));
+    }
     // The probe read the same version; a mismatch now is a concurrent writer or a bug.
     if (version != kFormatVersion) return Status::Corruption("format version changed at open");
     return Status::Ok();
@@ -607,10 +628,6 @@ Status RocksStore::CheckOrWriteFormatVersion(bool version_expected) {
   s = AllEmpty(&empty);
   if (!s.ok()) return s;
   if (!empty) return Status::Corruption("database has data but no format version in meta");
-  std::string encoded;
-  codec::EncodeFormatVersion(kFormatVersion, &encoded);
-  rocksdb::WriteOptions wo;
-  wo.sync = true;
   return FromRocks(db_->Put(wo, cfs_[kMeta], codec::kMetaFormatVersion, encoded));
 }
 
@@ -779,8 +796,16 @@ Status RocksStore::GetTaskIssue(const TaskId& id, TaskIssueRecord* out) {
 }
 
 Status RocksStore::GetTaskState(const TaskId& id, TaskStateRecord* out) {
+  return GetStateRecord(id, codec::TaskKeyKind::kState, out);
+}
+
+Status RocksStore::GetTaskEnd(const TaskId& id, TaskStateRecord* out) {
+  return GetStateRecord(id, codec::TaskKeyKind::kEnd, out);
+}
+
+Status RocksStore::GetStateRecord(const TaskId& id, codec::TaskKeyKind kind, TaskStateRecord* out) {
   char key[codec::kTaskKeyBytes];
-  codec::EncodeTaskKey(id, codec::TaskKeyKind::kState, key);
+  codec::EncodeTaskKey(id, kind, key);
   rocksdb::PinnableSlice value;
   Status s = Get(kTasks, rocksdb::Slice(key, sizeof(key)), &value);
   if (!s.ok()) return s;

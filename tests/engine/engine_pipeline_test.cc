@@ -79,6 +79,9 @@ class GatedStore final : public Store {
   Status GetTaskState(const TaskId& id, TaskStateRecord* out) override {
     return inner_->GetTaskState(id, out);
   }
+  Status GetTaskEnd(const TaskId& id, TaskStateRecord* out) override {
+    return inner_->GetTaskEnd(id, out);
+  }
   Status FindIdempotencyKey(std::string_view key, TaskId* out) override {
     return inner_->FindIdempotencyKey(key, out);
   }

@@ -1273,3 +1273,71 @@ TEST_F(EngineTest, StopAnswersWaitingPollsAndLaterCallsAreUnavailable) {
 
 }  // namespace
 }  // namespace tw
+
+namespace tw::engine_test {
+namespace {
+
+// Format version 1 wrote a task's end into its state record, with the worker in it; version 2
+// writes a separate end record and keeps the start. Tasks that ended under version 1 read the
+// same afterwards: described, refused, and recognised as duplicates.
+TEST_F(EngineTest, TasksEndedUnderFormatVersion1ReadTheSame) {
+  const std::string arn = MustCreate("v1");
+  ASSERT_TRUE(IsOk(Issue({.activity_arn = arn})));
+  const std::string token = Take(arn, "old-worker").token;
+  std::unique_ptr<TokenCodec> codec;
+  ASSERT_TRUE(TokenCodec::OpenKeyFile(options_.token_key_file, &codec).ok());
+  TaskId id;
+  uint16_t shard = 0;
+  ASSERT_TRUE(codec->Decode(token, &id, &shard));
+  engine_->Stop();
+  engine_.reset();
+  {
+    // What a version 1 engine wrote when the task succeeded.
+    MemoryStore store(disk_);
+    std::unique_ptr<WriteBatch> b = store.NewBatch();
+    TaskStateRecord end;
+    end.state = TaskState::kSucceeded;
+    end.started_ms = kT0;
+    end.ended_ms = kT0 + 5;
+    end.worker = "old-worker";
+    end.output = R"({"v":1})";
+    b->PutTaskState(id, end);
+    b->DeleteLive(id);
+    ASSERT_TRUE(store.Write(b.get(), true).ok());
+  }
+  ASSERT_NO_FATAL_FAILURE(Open());
+
+  Result<TaskDescription> d = Describe(token);
+  ASSERT_TRUE(IsOk(d));
+  EXPECT_EQ(d.value.state, TaskState::kSucceeded);
+  EXPECT_EQ(d.value.output, R"({"v":1})");
+  EXPECT_EQ(d.value.worker, "old-worker");
+  EXPECT_EQ(d.value.ended_ms, kT0 + 5);
+  Result<CompletionReply> again = Success(token, R"({"v":1})");
+  ASSERT_TRUE(IsOk(again));
+  EXPECT_TRUE(again.value.duplicate);
+  EXPECT_TRUE(IsRefusal(Success(token, "{}"), Refusal::kAlreadyCompleted, TaskState::kSucceeded));
+}
+
+// Version 2: the end record leaves the start record alone, and Describe shows both.
+TEST_F(EngineTest, DescribeOfAnEndedActivityTaskShowsItsWorkerAndTimes) {
+  const std::string arn = MustCreate("ended");
+  ASSERT_TRUE(IsOk(Issue({.activity_arn = arn})));
+  clock_.Advance(7);
+  const std::string token = Take(arn, "w-1").token;
+  clock_.Advance(5);
+  ASSERT_TRUE(IsOk(Success(token, R"({"ok":true})")));
+  for (int pass = 0; pass < 2; ++pass) {
+    Result<TaskDescription> d = Describe(token);
+    ASSERT_TRUE(IsOk(d));
+    EXPECT_EQ(d.value.state, TaskState::kSucceeded);
+    EXPECT_EQ(d.value.worker, "w-1");
+    EXPECT_EQ(d.value.started_ms, kT0 + 7);
+    EXPECT_EQ(d.value.ended_ms, kT0 + 12);
+    EXPECT_EQ(d.value.output, R"({"ok":true})");
+    ASSERT_NO_FATAL_FAILURE(Restart());  // then from the store rather than the overlay
+  }
+}
+
+}  // namespace
+}  // namespace tw::engine_test

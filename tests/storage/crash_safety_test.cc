@@ -192,6 +192,10 @@ class RecordingBatch final : public WriteBatch {
     catalog_->task_ids.insert(id);
     Log([id, r](WriteBatch* b) { b->PutTaskState(id, r); });
   }
+  void PutTaskEnd(const TaskId& id, const TaskStateRecord& r) override {
+    catalog_->task_ids.insert(id);
+    Log([id, r](WriteBatch* b) { b->PutTaskEnd(id, r); });
+  }
   void PutLive(const TaskId& id, const LiveRecord& r) override {
     catalog_->task_ids.insert(id);
     Log([id, r](WriteBatch* b) { b->PutLive(id, r); });
@@ -281,6 +285,9 @@ class RecordingStore final : public Store {
   Status GetTaskIssue(const TaskId& id, TaskIssueRecord* out) override {
     return real_->GetTaskIssue(id, out);
   }
+  Status GetTaskEnd(const TaskId& id, TaskStateRecord* out) override {
+    return real_->GetTaskEnd(id, out);
+  }
   Status GetTaskState(const TaskId& id, TaskStateRecord* out) override {
     return real_->GetTaskState(id, out);
   }
@@ -326,16 +333,20 @@ struct Dump {
   std::vector<EventRecord> events;
   std::vector<std::tuple<int64_t, TaskId, std::string>> retired;
   std::map<TaskId, TaskIssueRecord> issues;  // of every cataloged task that exists
+  // The state record, or for a terminal task its end record with the state record's worker and
+  // started_ms: the task's recorded outcome, as Describe shows it.
   std::map<TaskId, TaskStateRecord> states;
+  std::map<TaskId, TaskStateRecord> ends;  // the end records alone
   std::map<std::string, TaskId> idem;
 };
 
 bool operator==(const Dump& a, const Dump& b) {
   return std::tie(a.next_event_seq, a.first_event_seq, a.next_activity_id, a.next_queue_seq,
                   a.consumers, a.activities, a.live, a.events, a.retired, a.issues, a.states,
-                  a.idem) == std::tie(b.next_event_seq, b.first_event_seq, b.next_activity_id,
-                                      b.next_queue_seq, b.consumers, b.activities, b.live, b.events,
-                                      b.retired, b.issues, b.states, b.idem);
+                  a.ends, a.idem) == std::tie(b.next_event_seq, b.first_event_seq,
+                                              b.next_activity_id, b.next_queue_seq, b.consumers,
+                                              b.activities, b.live, b.events, b.retired, b.issues,
+                                              b.states, b.ends, b.idem);
 }
 
 void TakeDump(Store* store, const Catalog& catalog, Dump* d) {
@@ -371,7 +382,20 @@ void TakeDump(Store* store, const Catalog& catalog, Dump* d) {
     TaskStateRecord state;
     s = store->GetTaskState(id, &state);
     ASSERT_TRUE(s.ok() || s.IsNotFound()) << s.ToString();
-    if (s.ok()) d->states[id] = state;
+    const bool has_state = s.ok();
+    if (has_state) d->states[id] = state;
+    TaskStateRecord end;
+    s = store->GetTaskEnd(id, &end);
+    ASSERT_TRUE(s.ok() || s.IsNotFound()) << s.ToString();
+    if (s.ok()) {
+      ASSERT_TRUE(IsTerminal(end.state)) << "end record of a task that did not end";
+      d->ends[id] = end;
+      if (has_state) {
+        end.worker = state.worker;
+        end.started_ms = state.started_ms;
+      }
+      d->states[id] = end;
+    }
   }
   for (const std::string& key : catalog.idem_keys) {
     TaskId id;
@@ -434,6 +458,7 @@ std::string Diff(const Dump& want, const Dump& got, const char* name) {
   DiffMap("live", want.live, got.live, out);
   DiffMap("issue", want.issues, got.issues, out);
   DiffMap("state", want.states, got.states, out);
+  DiffMap("end", want.ends, got.ends, out);
   DiffMap("idempotency key", want.idem, got.idem, out);
   for (size_t i = 0; i < std::min(want.events.size(), got.events.size()); ++i) {
     if (!(want.events[i] == got.events[i])) {

@@ -152,6 +152,28 @@ TEST_F(RocksStoreTest, ReopensItsOwnDatabase) {
   EXPECT_EQ(issue, Issue(1));
 }
 
+// Version 1 kept a task's end in its state record; that still reads the same, so a version 1
+// database opens as is and is marked version 2 (an older build then refuses it).
+TEST_F(RocksStoreTest, OpensFormatVersion1AndMarksItVersion2) {
+  CreateWithData();
+  {
+    RawDb raw(path(), kAllCfs);
+    std::string v;
+    codec::EncodeFormatVersion(kFormatVersionReadable, &v);
+    raw.Put("meta", "format_version", v);
+  }
+  {
+    auto store = OpenOk();
+    TaskIssueRecord issue;
+    ASSERT_TRUE(store->GetTaskIssue(Id(1), &issue).ok());
+    EXPECT_EQ(issue, Issue(1));
+  }
+  RawDb raw(path(), kAllCfs);
+  std::string version;
+  codec::EncodeFormatVersion(kFormatVersion, &version);
+  EXPECT_EQ(raw.Get("meta", "format_version"), version);
+}
+
 TEST_F(RocksStoreTest, RefusesNewerFormatVersionWithoutChangingFiles) {
   CreateWithData();
   {

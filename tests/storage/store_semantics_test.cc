@@ -152,6 +152,24 @@ TYPED_TEST(StoreSemanticsTest, TaskRecordsRoundTripIncludingLargePayloads) {
   }
 }
 
+// The end record has its own key: writing it leaves the state record (the start) as it was.
+TYPED_TEST(StoreSemanticsTest, EndRecordIsKeptApartFromTheStateRecord) {
+  this->Commit([&](WriteBatch* b) {
+    b->PutTaskIssue(Id(1), Issue(1));
+    b->PutTaskState(Id(1), State(1, TaskState::kStarted));
+  });
+  this->Commit([](WriteBatch* b) { b->PutTaskEnd(Id(1), State(11, TaskState::kSucceeded)); });
+  for (int pass = 0; pass < 2; ++pass) {
+    TaskStateRecord state;
+    ASSERT_TRUE(this->store_->GetTaskState(Id(1), &state).ok());
+    EXPECT_EQ(state, State(1, TaskState::kStarted));
+    ASSERT_TRUE(this->store_->GetTaskEnd(Id(1), &state).ok());
+    EXPECT_EQ(state, State(11, TaskState::kSucceeded));
+    EXPECT_TRUE(this->store_->GetTaskEnd(Id(2), &state).IsNotFound());
+    this->Reopen();
+  }
+}
+
 TYPED_TEST(StoreSemanticsTest, ScanLiveInIdOrderAndDeleteLive) {
   std::map<TaskId, LiveRecord> want;
   this->Commit([&](WriteBatch* b) {
@@ -364,6 +382,7 @@ TYPED_TEST(StoreSemanticsTest, DeleteTaskRemovesEverythingOfThatTaskOnly) {
     TaskIssueRecord issue = Issue(i);
     b->PutTaskIssue(Id(i), issue);
     b->PutTaskState(Id(i), State(i));
+    b->PutTaskEnd(Id(i), State(i, TaskState::kCancelled));
     if (!issue.idempotency_key.empty()) b->PutIdempotencyKey(issue.idempotency_key, Id(i));
     b->PutRetired(ended_ms, Id(i), issue.idempotency_key);
   };
@@ -385,7 +404,9 @@ TYPED_TEST(StoreSemanticsTest, DeleteTaskRemovesEverythingOfThatTaskOnly) {
     for (uint64_t i : {2u, 3u}) {
       EXPECT_TRUE(this->store_->GetTaskIssue(Id(i), &issue).IsNotFound()) << i;
       EXPECT_TRUE(this->store_->GetTaskState(Id(i), &state).IsNotFound()) << i;
+      EXPECT_TRUE(this->store_->GetTaskEnd(Id(i), &state).IsNotFound()) << i;
     }
+    EXPECT_TRUE(this->store_->GetTaskEnd(Id(4), &state).ok());
     EXPECT_TRUE(this->store_->FindIdempotencyKey(Issue(2).idempotency_key, &id).IsNotFound());
     ASSERT_TRUE(this->store_->GetTaskIssue(Id(4), &issue).ok());
     EXPECT_EQ(issue, Issue(4));
