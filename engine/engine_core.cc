@@ -223,6 +223,7 @@ SealedBatch EngineCore::Seal() {
   }
   ++batches_;
   commands_at_seal_ = commands_;
+  expiries_at_seal_ = expiries_;
   return sealed;
 }
 
@@ -245,6 +246,17 @@ void EngineCore::CompleteSealed(SealedBatch* sealed, const Status& write_status)
     spare_replies_.swap(sealed->replies);
   }
   if (ok && sealed->new_events && event_listener_) event_listener_(sealed->last_event_seq);
+}
+
+void EngineCore::ReleaseBatchBuffers() {
+  TW_ASSERT(inflight_.empty());
+  spare_overlays_.clear();
+  spare_overlays_.shrink_to_fit();
+  if (overlay_.issue.size() == 0 && overlay_.state.size() == 0 && overlay_.end.size() == 0) {
+    overlay_ = Overlay();
+  }
+  std::vector<Held>().swap(spare_replies_);
+  if (replies_.empty()) std::vector<Held>().swap(replies_);
 }
 
 void EngineCore::OnDurable(const Status& write_status) {
@@ -983,6 +995,7 @@ bool EngineCore::Expire(int64_t now_ms, size_t budget) {
           OnTimer(static_cast<uint32_t>(id), now_ms_);
         });
     caught_up = fired < budget;
+    expiries_ += fired;
   }
   if (caught_up) {
     for (Callback<Empty>& done : sync_waiters_) {

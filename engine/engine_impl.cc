@@ -304,6 +304,8 @@ class EngineImpl final : public Engine {
       {
         std::unique_lock<std::mutex> lock(mu_);
         if (queue_.empty() && written_.empty() && !stopping_ && !timers_behind) {
+          // Going idle with nothing in flight: give back what the busiest batch made grow.
+          if (core_.batches_in_flight() == 0 && !core_.has_pending()) core_.ReleaseBatchBuffers();
           const int64_t now = clock_->NowMs();
           int64_t wait_ms = kIdleWaitMsMax;
           if (auto next = core_.NextDeadline()) {
@@ -342,7 +344,7 @@ class EngineImpl final : public Engine {
       }
       if (stop) core_.AnswerAllPollsEmpty();
       // Otherwise the writer is busy and its completion wakes this thread, which then seals.
-      if (stop || WriterIdle() || core_.open_commands() >= options_.batch_commands_max) {
+      if (stop || WriterIdle() || core_.open_batch_full()) {
         while (core_.batches_in_flight() >= limits::kBatchesInFlightMax) WaitForWriter();
         SealIfPending();
       }
