@@ -546,6 +546,13 @@ Status RocksStore::Open(const RocksStoreOptions& options, std::unique_ptr<Store>
   store->on_batch_committed_ = options.on_batch_committed;
   if (options.file_system) store->env_ = rocksdb::NewCompositeEnv(options.file_system);
   rocksdb::Env* env = store->env_ ? store->env_.get() : rocksdb::Env::Default();
+  // Flushes and compactions (the HIGH and LOW pools) run at nice 19: on a small machine a
+  // flush is a long CPU burst (sorting the hash-skiplist memtable), and the threads that
+  // answer callers should get the cores first. Process-wide; idempotent.
+  env->LowerThreadPoolCPUPriority(rocksdb::Env::Priority::HIGH, rocksdb::CpuPriority::kLow)
+      .PermitUncheckedError();
+  env->LowerThreadPoolCPUPriority(rocksdb::Env::Priority::LOW, rocksdb::CpuPriority::kLow)
+      .PermitUncheckedError();
 
   auto exists = env->FileExists(options.path + "/CURRENT");
   if (!exists.ok() && !exists.IsNotFound()) return FromRocks(exists);
