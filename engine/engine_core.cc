@@ -152,6 +152,9 @@ Status EngineCore::Recover() {
 // ---------------------------------------------------------------------------------------------
 // Batch mechanics
 
+// CompleteSealed calls its every_few callback after this many replies.
+constexpr size_t kRepliesPerCallback = 256;
+
 template <typename T>
 static Result<T> StorageFailure(const Status& failure) {
   return Result<T>::Fail(
@@ -233,14 +236,18 @@ Status EngineCore::WriteSealed(SealedBatch* sealed) {
   return store_->Write(sealed->batch.get(), options_.durability == Durability::kSync);
 }
 
-void EngineCore::CompleteSealed(SealedBatch* sealed, const Status& write_status) {
+void EngineCore::CompleteSealed(SealedBatch* sealed, const Status& write_status,
+                                const std::function<void()>& every_few) {
   const bool ok = write_status.ok();
   // Publish first: a caller that reads events from inside its reply must find them.
   if (ok) {
     published_first_seq_.store(sealed->first_event_seq, std::memory_order_release);
     published_last_seq_.store(sealed->last_event_seq, std::memory_order_release);
   }
-  for (Held& r : sealed->replies) Release(r, ok ? nullptr : &write_status);
+  for (size_t i = 0; i < sealed->replies.size(); ++i) {
+    Release(sealed->replies[i], ok ? nullptr : &write_status);
+    if (every_few && (i + 1) % kRepliesPerCallback == 0) every_few();
+  }
   sealed->replies.clear();
   if (spare_replies_.capacity() < sealed->replies.capacity()) {
     spare_replies_.swap(sealed->replies);

@@ -238,7 +238,10 @@ class EngineCore {
   Status WriteSealed(SealedBatch* sealed);
   // Engine thread, after WriteSealed: publishes the durable event range, runs the replies,
   // then calls the event listener.
-  void CompleteSealed(SealedBatch* sealed, const Status& write_status);
+  // `every_few`, if set, runs after every 256 replies (the runtime looks whether the writer
+  // went idle); it may Seal.
+  void CompleteSealed(SealedBatch* sealed, const Status& write_status,
+                      const std::function<void()>& every_few = nullptr);
   // Engine thread: the oldest sealed batch is done; forget its overlay, poison on failure.
   void OnDurable(const Status& write_status);
   size_t batches_in_flight() const { return inflight_.size(); }

@@ -370,7 +370,7 @@ class EngineImpl final : public Engine {
 
   // Engine thread: runs the replies of the batches in reaped_ (OnDurable already done).
   void ReleaseReaped() {
-    for (Written& w : reaped_) core_.CompleteSealed(&w.sealed, w.status);
+    for (Written& w : reaped_) core_.CompleteSealed(&w.sealed, w.status, seal_if_writer_idle_);
     reaped_.clear();
   }
 
@@ -455,14 +455,18 @@ class EngineImpl final : public Engine {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Command> queue_;          // guarded by mu_; bounded by command_queue_max (+ forced)
-  std::vector<Written> written_;       // guarded by mu_: finished by the writer, not yet released
-  std::vector<Written> reaped_;        // engine thread only
-  uint64_t handed_ = 0;                // engine thread only: batches handed to the writer
-  std::atomic<uint64_t> finished_{0};  // batches the writer finished (written or failed)
-  bool stopping_ = false;              // guarded by mu_
-  std::mutex stop_mu_;                 // serializes Stop()
-  std::mutex listener_mu_;             // the listener must not call SetEventListener
+  std::deque<Command> queue_;     // guarded by mu_; bounded by command_queue_max (+ forced)
+  std::vector<Written> written_;  // guarded by mu_: finished by the writer, not yet released
+  std::vector<Written> reaped_;   // engine thread only
+  // Engine thread: between runs of replies, a writer that went idle gets the open batch.
+  const std::function<void()> seal_if_writer_idle_ = [this] {
+    if (WriterIdle()) SealIfPending();
+  };
+  uint64_t handed_ = 0;                     // engine thread only: batches handed to the writer
+  std::atomic<uint64_t> finished_{0};       // batches the writer finished (written or failed)
+  bool stopping_ = false;                   // guarded by mu_
+  std::mutex stop_mu_;                      // serializes Stop()
+  std::mutex listener_mu_;                  // the listener must not call SetEventListener
   std::function<void(uint64_t)> listener_;  // guarded by listener_mu_
 };
 
