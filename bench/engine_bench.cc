@@ -21,9 +21,11 @@
 //   Recovery/LiveTasks/clean
 //                       reopen after a clean close (the store flushes its memtables on close,
 //                       so no WAL replay): store open + Engine::Open until ready; counters
-//                       store_open_s and engine_open_s split it. A restart after kill -9 also
-//                       replays the WAL; that case needs a crashed process and is not measured
-//                       here (see docs/BENCHMARKS.md).
+//                       store_open_s and engine_open_s split it.
+//   Recovery/LiveTasks/after_crash
+//                       the same after a close that left everything only in the WAL, as kill -9
+//                       does (RocksStoreOptions::flush_on_close = false at the build): the open
+//                       replays the WAL. Rebuilds the database first (untimed).
 //   MassTimeout         open it again with durability sync, advance the ManualClock past every
 //                       deadline, Sync(): time until every TIMED_OUT event is durable.
 //                       items = timeouts. Consumes the database (a later run rebuilds it).
@@ -174,9 +176,11 @@ struct OpenEngine {
 std::string OpenError(const std::string& what, const std::string& why) { return what + ": " + why; }
 
 bool Open(const TempDir& dir, Durability durability, Clock* clock, Recorder* recorder,
-          const EngineOptions& base, OpenEngine* out, std::string* error) {
+          const EngineOptions& base, OpenEngine* out, std::string* error,
+          bool flush_on_close = true) {
   RocksStoreOptions so;
   so.path = dir.db();
+  so.flush_on_close = flush_on_close;
   if (recorder != nullptr) so.on_batch_committed = recorder->Hook();
   std::unique_ptr<Store> store;
   const auto t0 = Steady::now();
@@ -446,6 +450,7 @@ struct MillionDb {
   size_t live = 0;
   bool consumed = true;  // no database, or its tasks already timed out
   bool opened = false;   // opened since the build: its WAL was replayed and flushed
+  bool in_wal = false;   // built without a flush at close and not opened since
   // What building it measured.
   double build_s = 0;
   uint64_t index_bytes = 0;
@@ -456,12 +461,13 @@ MillionDb g_million;
 
 // Issues `n` callback tasks with a kMassTimeoutS timeout at kStartMs (the clock never moves, so
 // none fires), durability none. Measures memory before and after.
-bool BuildMillion(size_t n, std::string* error) {
+bool BuildMillion(size_t n, std::string* error, bool flush_on_close = true) {
   g_million = MillionDb();
   g_million.dir = std::make_unique<TempDir>();
   ManualClock clock(kStartMs);
   OpenEngine oe;
-  if (!Open(*g_million.dir, Durability::kNone, &clock, nullptr, EngineOptions(), &oe, error)) {
+  if (!Open(*g_million.dir, Durability::kNone, &clock, nullptr, EngineOptions(), &oe, error,
+            flush_on_close)) {
     return false;
   }
   Engine* e = oe.engine.get();
@@ -514,6 +520,7 @@ bool BuildMillion(size_t n, std::string* error) {
   }
   g_million.live = n;
   g_million.consumed = false;
+  g_million.in_wal = !flush_on_close;
   g_million.index_bytes = st.index_bytes;
   g_million.rss_delta = static_cast<int64_t>(rss1) - static_cast<int64_t>(rss0);
   g_million.rocks_mem_delta = static_cast<int64_t>(rocks1) - static_cast<int64_t>(rocks0);
@@ -686,10 +693,9 @@ void BM_Memory(benchmark::State& state) {
       static_cast<double>(g_million.rss_delta - g_million.rocks_mem_delta) / live;
 }
 
-// Opens the database of live tasks and stops again. The first open after BuildMillion replays
-// the WAL (RocksDB does not flush memtables at close, so this is also what a restart after a
-// crash costs) and flushes it; later opens are clean restarts. Timed: store open + Engine::Open
-// until ready (the engine thread runs); counters split the two.
+// Opens the database of live tasks and stops again. wal_replay: on a build closed without its
+// flush, so the open replays the WAL as after kill -9; else a clean restart. Timed: store open +
+// Engine::Open until ready (the engine thread runs); counters split the two.
 void BM_Recovery(benchmark::State& state, bool wal_replay) {
   std::string error;
   if (!EnsureMillion(&error)) {
@@ -697,9 +703,10 @@ void BM_Recovery(benchmark::State& state, bool wal_replay) {
     return;
   }
   OpenEngine oe;
-  if (g_million.opened != !wal_replay) {
-    // A clean restart needs an earlier open (untimed); a replay needs an unopened build.
-    if (wal_replay && !BuildMillion(g_config.live_tasks, &error)) {
+  if (wal_replay ? !g_million.in_wal : !g_million.opened) {
+    // A clean restart needs an earlier open (untimed); a replay needs a build closed without
+    // its flush (as kill -9 leaves it) and not opened since.
+    if (wal_replay && !BuildMillion(g_config.live_tasks, &error, /*flush_on_close=*/false)) {
       state.SkipWithError(error.c_str());
       return;
     }
@@ -727,6 +734,7 @@ void BM_Recovery(benchmark::State& state, bool wal_replay) {
     }
     state.SetIterationTime(SecondsSince(t0));
     g_million.opened = true;
+    g_million.in_wal = false;
     recovered = oe.engine->RecoveredTasks();
     rss1 = TrimmedRssBytes();
     rocks = RocksMemBytes(oe.db);
@@ -783,6 +791,11 @@ void RegisterAll() {
       ->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("Recovery/LiveTasks/clean",
                                [](benchmark::State& st) { BM_Recovery(st, /*wal_replay=*/false); })
+      ->UseManualTime()
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("Recovery/LiveTasks/after_crash",
+                               [](benchmark::State& st) { BM_Recovery(st, /*wal_replay=*/true); })
       ->UseManualTime()
       ->Iterations(1)
       ->Unit(benchmark::kMillisecond);

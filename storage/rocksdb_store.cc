@@ -395,7 +395,10 @@ class RocksStore final : public Store {
   static Status Open(const RocksStoreOptions& options, std::unique_ptr<Store>* out);
 
   ~RocksStore() override {
-    if (db_ != nullptr && opened_ && !poisoned_.load(std::memory_order_acquire)) FlushAll();
+    if (db_ != nullptr && opened_ && flush_on_close_ &&
+        !poisoned_.load(std::memory_order_acquire)) {
+      FlushAll();
+    }
     for (auto* h : cfs_) {
       if (h != nullptr) db_->DestroyColumnFamilyHandle(h);
     }
@@ -444,6 +447,7 @@ class RocksStore final : public Store {
   std::unique_ptr<rocksdb::DB> db_;
   std::array<rocksdb::ColumnFamilyHandle*, kCfCount> cfs_;
   bool sync_enabled_ = true;
+  bool flush_on_close_ = true;
   bool opened_ = false;  // Open() succeeded: only then does the destructor flush
   std::atomic<bool> poisoned_{false};
   std::string poison_reason_;  // written once, before poisoned_ is set
@@ -544,6 +548,7 @@ Status RocksStore::Open(const RocksStoreOptions& options, std::unique_ptr<Store>
   std::unique_ptr<RocksStore> store(new RocksStore());
   store->sync_enabled_ = options.sync_default;
   store->on_batch_committed_ = options.on_batch_committed;
+  store->flush_on_close_ = options.flush_on_close;
   if (options.file_system) store->env_ = rocksdb::NewCompositeEnv(options.file_system);
   rocksdb::Env* env = store->env_ ? store->env_.get() : rocksdb::Env::Default();
   // Flushes and compactions (the HIGH and LOW pools) run at nice 19: on a small machine a

@@ -46,6 +46,11 @@ struct RocksStoreOptions {
   // form (rocksdb::WriteBatch::Data(); rebuild with rocksdb::WriteBatch(std::string)). The view
   // is valid only during the call. Unset in production.
   std::function<void(std::string_view batch_rep)> on_batch_committed;
+
+  // A clean close flushes every memtable, so the next open replays no WAL. Benchmarks set false
+  // to leave a closed store as a kill -9 would (everything only in the WAL) and time the
+  // replay. Production leaves it true.
+  bool flush_on_close = true;
 };
 
 // Opens (creating if missing) the store at options.path.

@@ -289,6 +289,39 @@ TEST_F(RocksStoreTest, LargeValuesGoToBlobFiles) {
   EXPECT_EQ(events[19], Event(20, 8 << 10));
 }
 
+// flush_on_close = false (the benchmarks' stand-in for kill -9) leaves the data only in the WAL,
+// and the next open replays it. Proof: without the WAL files it would be gone; with them it
+// is all there.
+TEST_F(RocksStoreTest, WithoutFlushOnCloseTheNextOpenReplaysTheWal) {
+  auto write_and_close = [&] {
+    RocksStoreOptions o;
+    o.path = path();
+    o.flush_on_close = false;
+    std::unique_ptr<Store> store;
+    ASSERT_TRUE(OpenRocksStore(o, &store).ok());
+    auto b = store->NewBatch();
+    for (uint64_t i = 1; i <= 50; ++i) b->PutTaskIssue(Id(i), Issue(i));
+    ASSERT_TRUE(store->Write(b.get(), /*sync=*/true).ok());
+  };
+  write_and_close();
+  {
+    auto store = OpenOk();  // replays, and flushes at its clean close
+    for (uint64_t i = 1; i <= 50; ++i) {
+      TaskIssueRecord issue;
+      ASSERT_TRUE(store->GetTaskIssue(Id(i), &issue).ok()) << i;
+      EXPECT_EQ(issue, Issue(i));
+    }
+  }
+  std::filesystem::remove_all(path());
+  write_and_close();
+  for (const auto& e : std::filesystem::directory_iterator(path())) {
+    if (e.path().extension() == ".log") std::filesystem::remove(e.path());
+  }
+  auto store = OpenOk();
+  TaskIssueRecord issue;
+  EXPECT_TRUE(store->GetTaskIssue(Id(1), &issue).IsNotFound()) << "it was only in the WAL";
+}
+
 // A clean close flushes every column family: the next open has no WAL to replay. Proof: with
 // every WAL file deleted after the close, the reopened store still holds everything.
 TEST_F(RocksStoreTest, CleanCloseFlushesSoNothingIsOnlyInTheWal) {
