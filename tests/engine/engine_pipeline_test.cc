@@ -148,6 +148,21 @@ class EnginePipelineTest : public EngineTest {
     return order_;
   }
 
+  // Issues tasks 1, 2, 3 (tags): holds the write of the batch with task 1, then waits until the
+  // engine sealed the batch that tasks 2 and 3 fill while that write is held (sealing takes a
+  // fresh batch from the store).
+  void HoldAWriteAndSealAFullBatchBehindIt(Reply<IssueTaskReply>* one, Reply<IssueTaskReply>* two,
+                                           Reply<IssueTaskReply>* three) {
+    gate_->HoldNextWrite();
+    IssueRecorded(one, 1);
+    ASSERT_TRUE(gate_->WaitHeld()) << "the first batch never reached the store";
+    const int sealed = gate_->new_batches();
+    IssueRecorded(two, 2);
+    IssueRecorded(three, 3);
+    ASSERT_TRUE(gate_->WaitNewBatches(sealed + 1))
+        << "the engine did not seal a full batch during the write";
+  }
+
   GatedStore* gate_ = nullptr;
   std::mutex order_mu_;
   std::vector<int> order_;
@@ -186,20 +201,12 @@ TEST_F(EngineGroupCommitTest, CommandsWaitingForTheWriterGoInOneWrite) {
 TEST_F(EnginePipelineTest, AFullBatchIsSealedWhileAWriteIsInFlightAndRepliesKeepBatchOrder) {
   ASSERT_TRUE(IsOk(Call<Empty>([&](auto cb) { engine_->Sync(std::move(cb)); })));
   const uint64_t writes_before = disk_->write_count();
-  gate_->HoldNextWrite();
-  Reply<IssueTaskReply> first;
-  IssueRecorded(&first, 1);
-  ASSERT_TRUE(gate_->WaitHeld()) << "the first batch never reached the store";
-
   // The first batch's write is held. Two more commands fill the next batch, which the engine
-  // seals at once (sealing takes a fresh batch from the store), so the writer finds it ready.
-  const int sealed = gate_->new_batches();
+  // seals at once, so the writer finds it ready.
+  Reply<IssueTaskReply> first;
   Reply<IssueTaskReply> second;
   Reply<IssueTaskReply> third;
-  IssueRecorded(&second, 2);
-  IssueRecorded(&third, 3);
-  ASSERT_TRUE(gate_->WaitNewBatches(sealed + 1))
-      << "the engine did not seal a full batch during the write";
+  ASSERT_NO_FATAL_FAILURE(HoldAWriteAndSealAFullBatchBehindIt(&first, &second, &third));
   // Both places in the pipeline are taken: this one waits in the open batch.
   Reply<IssueTaskReply> fourth;
   IssueRecorded(&fourth, 4);
@@ -224,17 +231,10 @@ TEST_F(EnginePipelineTest, AFullBatchIsSealedWhileAWriteIsInFlightAndRepliesKeep
 TEST_F(EnginePipelineTest, AFailedWriteKeepsEveryLaterSealedBatchOffTheStore) {
   const std::string kept = MustIssue({});
   const int inner_before = gate_->writes_reaching_inner();
-  gate_->HoldNextWrite();
   Reply<IssueTaskReply> first;
-  IssueRecorded(&first, 1);
-  ASSERT_TRUE(gate_->WaitHeld());
-  const int sealed = gate_->new_batches();
   Reply<IssueTaskReply> second;
   Reply<IssueTaskReply> second_too;
-  IssueRecorded(&second, 2);
-  IssueRecorded(&second_too, 3);
-  ASSERT_TRUE(gate_->WaitNewBatches(sealed + 1))
-      << "the engine did not seal a full batch during the write";
+  ASSERT_NO_FATAL_FAILURE(HoldAWriteAndSealAFullBatchBehindIt(&first, &second, &second_too));
   // A call applied on top of both waits in the open batch.
   Reply<CompletionReply> third;
   engine_->SendTaskSuccess({kept, "{}"}, third.cb());
