@@ -195,7 +195,7 @@ void EngineCore::Apply(Command&& cmd) {
 
 Status EngineCore::Commit() {
   SealedBatch sealed = Seal();
-  const Status s = WriteSealed(&sealed);
+  Status s = WriteSealed(&sealed);
   CompleteSealed(&sealed, s);
   OnDurable(s);
   return s;
@@ -755,14 +755,8 @@ void EngineCore::Finish(uint32_t slot, TaskStateRecord end) {
   counters_dirty_ = true;
   ev.task_id = id;
   ev.activity_id = activity_id;
-  ev.state = end.state;
-  ev.timeout_kind = end.timeout_kind;
+  AssignOutcome(end, &ev);
   ev.time_ms = end.ended_ms;
-  ev.output = end.output;
-  ev.has_error = end.has_error;
-  ev.has_cause = end.has_cause;
-  ev.error = end.error;
-  ev.cause = end.cause;
   ev.correlation = std::move(correlation);
   batch_->AppendEvent(ev);
   batch_->PutTaskEnd(id, end);
@@ -918,14 +912,8 @@ void EngineCore::Handle(DescribeCmd& c) {
     }
   }
   auto take_end = [&d](TaskStateRecord& end) {
-    d.state = end.state;
-    d.timeout_kind = end.timeout_kind;
     d.ended_ms = end.ended_ms;
-    d.output = std::move(end.output);
-    d.has_error = end.has_error;
-    d.has_cause = end.has_cause;
-    d.error = std::move(end.error);
-    d.cause = std::move(end.cause);
+    AssignOutcome(std::move(end), &d);
   };
   // The state record: the start (worker, started_ms); written by format version 1 it may hold
   // the end as well.

@@ -25,6 +25,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -117,6 +118,20 @@ using Command = std::variant<CreateActivityCmd, DeleteActivityCmd, DescribeActiv
                              SuccessCmd, FailureCmd, HeartbeatCmd, CancelCmd, DescribeCmd,
                              RegisterConsumerCmd, DeleteConsumerCmd, AckCmd, StatsCmd, SyncCmd>;
 
+// Copies a terminal outcome (state, timeout kind, output, error, cause) between the records and
+// replies that carry one; from an rvalue the strings are moved. The time field is named
+// differently in each, so callers set it.
+template <typename From, typename To>
+void AssignOutcome(From&& from, To* to) {
+  to->state = from.state;
+  to->timeout_kind = from.timeout_kind;
+  to->output = std::forward<From>(from).output;
+  to->has_error = from.has_error;
+  to->has_cause = from.has_cause;
+  to->error = std::forward<From>(from).error;
+  to->cause = std::forward<From>(from).cause;
+}
+
 // Task id -> V for one batch's overlay: the entries in a flat vector, found through an
 // open-addressing index of their positions. clear() keeps both allocations, so an overlay that
 // is reused costs no allocation per entry (a node-based map cost one malloc and free each).
@@ -185,6 +200,7 @@ struct Overlay {
 // A reply held back until its batch is durable: the caller's callback and its result.
 template <typename T>
 struct HeldReply {
+  HeldReply(Callback<T> d, Result<T> r) : done(std::move(d)), result(std::move(r)) {}
   Callback<T> done;
   Result<T> result;
 };

@@ -201,15 +201,9 @@ class EngineImpl final : public Engine {
       e.seq = r.seq;
       e.token = codec_->Encode(options_.shard, r.task_id);
       if (r.activity_id != 0) e.activity_arn = core_.ArnForActivityId(r.activity_id);
-      e.state = r.state;
-      e.timeout_kind = r.timeout_kind;
       e.time_ms = r.time_ms;
-      e.output = std::move(r.output);
-      e.has_error = r.has_error;
-      e.has_cause = r.has_cause;
-      e.error = std::move(r.error);
-      e.cause = std::move(r.cause);
       e.correlation = std::move(r.correlation);
+      AssignOutcome(std::move(r), &e);  // last: r is moved from
       out.push_back(std::move(e));
     }
     return Result<std::vector<OutcomeEvent>>::Ok(std::move(out));
