@@ -701,6 +701,13 @@ static bool FindInOverlays(const Map Overlay::*map, const Overlay& current,
   return false;
 }
 
+bool EngineCore::StateIsDurable(const TaskId& id) const {
+  auto pending = [&id](const Overlay& o) {
+    return o.state.find(id) != nullptr || o.issue.find(id) != nullptr;
+  };
+  return !pending(overlay_) && std::none_of(inflight_.begin(), inflight_.end(), pending);
+}
+
 Status EngineCore::ReadIssue(const TaskId& id, TaskIssueRecord* out) {
   if (FindInOverlays(&Overlay::issue, overlay_, inflight_, id, out)) return Status::Ok();
   return store_->GetTaskIssue(id, out);
@@ -869,6 +876,13 @@ void EngineCore::Handle(HeartbeatCmd& c) {
   LiveTask& t = tasks_.at(slot);
   if (t.heartbeat_s != 0) t.heartbeat_deadline_ms = now_ms_ + SecondsToMs(t.heartbeat_s);
   t.flags &= static_cast<uint8_t>(~LiveTask::kReturnable);
+  // Nothing of a heartbeat is written, so holding its answer for the batch's sync would make it
+  // no more durable. All it tells the worker is "the task is STARTED", and once that state is
+  // durable, the answer goes out at once: a worker's heartbeat round trip costs no fsync. While
+  // the task's issue or start is still in a batch, the answer waits for that batch like any
+  // other, so no answer reveals a state a crash could undo. (Refusals above always wait: the
+  // end they report may not be durable yet.)
+  if (c.done && StateIsDurable(t.id)) return c.done(Result<Empty>::Ok({}));
   Reply(c.done, Result<Empty>::Ok({}));
 }
 

@@ -10,6 +10,7 @@
 //  3. Every terminal transition writes its end record (without reading the start record),
 //     deletes its live record, appends one event and one retention entry, all in the same batch.
 //  4. No reply or event leaves before the batch it depends on is durable (Commit returned Ok).
+//     A heartbeat OK on a task whose start is durable depends on none: it leaves during Apply.
 //  5. After a failed Commit the core is poisoned: it answers every command kUnavailable.
 // Thread: one thread at a time (the engine thread).
 #pragma once
@@ -368,6 +369,9 @@ class EngineCore {
                      bool* duplicate);
   Status ReadIssue(const TaskId& id, TaskIssueRecord* out);
   Status ReadState(const TaskId& id, TaskStateRecord* out);
+  // Whether the task's issue and its latest state record are durable: no open or in-flight
+  // batch holds either.
+  bool StateIsDurable(const TaskId& id) const;
   // The task's end record; NotFound while it has none. Falls back to a terminal state record,
   // which is where format version 1 kept the end.
   Status ReadEnd(const TaskId& id, TaskStateRecord* out);

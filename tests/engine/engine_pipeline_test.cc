@@ -261,5 +261,43 @@ TEST_F(EnginePipelineTest, AFailedWriteKeepsEveryLaterSealedBatchOffTheStore) {
   EXPECT_EQ(StateOf(kept), TaskState::kStarted);
 }
 
+TEST_F(EnginePipelineTest, AHeartbeatOnADurableTaskIsAnsweredWithoutWaitingForAWrite) {
+  const std::string arn = MustCreate("beats");
+  IssueTaskRequest queued_req;
+  queued_req.activity_arn = arn;
+  queued_req.heartbeat_s = 60;
+  const std::string queued = MustIssue(queued_req);  // durable, SCHEDULED
+  IssueTaskRequest running_req;
+  running_req.heartbeat_s = 60;
+  const std::string running = MustIssue(running_req);  // durable, STARTED (a callback task)
+  const uint64_t writes_before = disk_->write_count();
+
+  // The take of `queued` is applied and its write is held: STARTED, but not durably so.
+  gate_->HoldNextWrite();
+  Poll poll = StartPoll(arn, "w");
+  ASSERT_TRUE(gate_->WaitHeld()) << "the take never reached the store";
+  Reply<Empty> on_taken;  // its issuer knows the token and may heartbeat already
+  engine_->SendTaskHeartbeat({queued}, on_taken.cb());
+  // Applied after the one above (one engine thread, commands in order), and answered while
+  // the write is still held.
+  ASSERT_TRUE(IsOk(Heartbeat(running)));
+  EXPECT_EQ(disk_->write_count(), writes_before) << "the heartbeat waited for a write";
+  EXPECT_FALSE(on_taken.ready()) << "a heartbeat revealed a start that is not durable";
+  EXPECT_FALSE(poll.reply.ready());
+
+  gate_->Open();
+  ASSERT_TRUE(IsOk(poll.reply.Get()));
+  EXPECT_TRUE(IsOk(on_taken.Get()));
+  // Once the start is durable, its heartbeats are answered at once too.
+  gate_->HoldNextWrite();
+  Reply<IssueTaskReply> held;
+  IssueRecorded(&held, 1);
+  ASSERT_TRUE(gate_->WaitHeld());
+  EXPECT_TRUE(IsOk(Heartbeat(queued)));
+  EXPECT_FALSE(held.ready());
+  gate_->Open();
+  EXPECT_TRUE(IsOk(held.Get()));
+}
+
 }  // namespace
 }  // namespace tw::engine_test
