@@ -24,8 +24,8 @@ std::string Doc() {
   std::string s = R"({"order":{"id":"A-1234567","lines":[)";
   for (int i = 0; i < 24; ++i) {
     if (i > 0) s += ',';
-    s += R"({"sku":"SKU-)" + std::to_string(1000 + i) +
-         R"(","qty":)" + std::to_string(i % 7 + 1) + R"(,"price":)" + std::to_string(i * 3) +
+    s += R"({"sku":"SKU-)" + std::to_string(1000 + i) + R"(","qty":)" + std::to_string(i % 7 + 1) +
+         R"(,"price":)" + std::to_string(i * 3) +
          R"(.99,"note":"caf\u00e9 \"fragile\" \u2014 keep upright","tags":["a","b",null,true]})";
   }
   s += R"(]},"customer":{"name":"Zoë Müller","email":"zoe@example.com","since":1.7e9}})";

@@ -63,9 +63,6 @@ constexpr std::array<const char*, kCfCount> kCfNames = {"default", "tasks",   "l
 constexpr size_t kBatchReserveBytes = 64 << 10;
 // One-off scans at recovery read sequentially; large readahead, and keep them out of the cache.
 constexpr size_t kRecoveryReadaheadBytes = 2 << 20;
-// Hash buckets of a `tasks` memtable (8 bytes each, from the memtable's arena): about one task
-// per bucket when a 32 MiB memtable is full.
-constexpr size_t kTasksMemtableBuckets = 1 << 18;
 
 Status FromRocks(const rocksdb::Status& s) {
   if (s.ok()) return Status::Ok();
@@ -103,7 +100,7 @@ rocksdb::DBOptions MakeDbOptions(rocksdb::Env* env) {
   // flush does not end in one long fsync stall.
   o.bytes_per_sync = 1 << 20;
   o.manual_wal_flush = false;  // every Write reaches the OS: kill -9 loses nothing
-  // The hash-skiplist (`tasks`) and vector (`live`) memtables do not take concurrent inserts;
+  // The vector memtable (`live`) does not take concurrent inserts;
   // there is one writer (the engine thread) anyway.
   o.allow_concurrent_memtable_write = false;
   o.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
@@ -154,14 +151,16 @@ std::vector<rocksdb::ColumnFamilyDescriptor> MakeCfDescriptors(const RocksStoreO
   std::array<rocksdb::ColumnFamilyOptions, kCfCount> c;
   c[kDefault] = base(4 << 20, false);
   // 32 MiB, not more: after a crash everything since the last flush is replayed from the WAL
-  // before the store opens (10^6 live tasks: 1.5 s at 32 MiB, 3.2 s at 64 MiB).
+  // before the store opens (10^6 live tasks: 2.7-3.2 s at 32 MiB, docs/BENCHMARKS.md).
   c[kTasks] = blobs(base(32 << 20, true));  // point Gets of task ids
   c[kTasks].table_properties_collector_factories.push_back(on_deletes);
-  // Random 16-byte ids make skiplist inserts the engine thread's main cost: hash them by id
-  // (both records of a task share a bucket) into small skiplists. Gets are by whole key, so they
-  // stay exact; an iterator over `tasks` needs total_order_seek (Scan sets it).
+  // The default skiplist memtable, on purpose: a hash-skiplist made inserts (on the writer
+  // thread) ~15% cheaper, but its flush first re-sorts the whole memtable, a CPU burst that at
+  // nice 19 on 2 cores fell behind under sustained load: RocksDB then stopped all writes for
+  // 0.3-1.5 s at a time ("2 immutable memtables"). A skiplist flush is a plain walk
+  // (docs/BENCHMARKS.md, "The tasks memtable"). The 16-byte prefix extractor (the task id)
+  // stays from then: tables carry prefix filters, and Scan sets total_order_seek.
   c[kTasks].prefix_extractor.reset(rocksdb::NewFixedPrefixTransform(codec::kTaskIdBytes));
-  c[kTasks].memtable_factory.reset(rocksdb::NewHashSkipListRepFactory(kTasksMemtableBuckets));
   c[kLive] = base(32 << 20, true);  // small values; written and deleted once per task
   c[kLive].table_properties_collector_factories.push_back(on_deletes);
   // `live` is only written, and read by one full scan at open (ScanLive): never a point read.
@@ -554,7 +553,7 @@ Status RocksStore::Open(const RocksStoreOptions& options, std::unique_ptr<Store>
   if (options.file_system) store->env_ = rocksdb::NewCompositeEnv(options.file_system);
   rocksdb::Env* env = store->env_ ? store->env_.get() : rocksdb::Env::Default();
   // Flushes and compactions (the HIGH and LOW pools) run at nice 19: on a small machine a
-  // flush is a long CPU burst (sorting the hash-skiplist memtable), and the threads that
+  // flush is a long CPU burst (sorting the `live` vector memtable), and the threads that
   // answer callers should get the cores first. Process-wide; idempotent.
   env->LowerThreadPoolCPUPriority(rocksdb::Env::Priority::HIGH, rocksdb::CpuPriority::kLow)
       .PermitUncheckedError();

@@ -36,26 +36,92 @@ std::string Printable(const std::string& s) {
 }
 
 TEST(JsonScanTest, AcceptsEveryKindOfValue) {
-  for (const char* ok :
-       {"{}", "[]", "null", "true", "false", "0", "-0", "1", "-1", "12.5", "1e5", "1E+5", "1e-5",
-        "-0.0e0", "\"\"", "\"x\"", " \t\r\n{ \"a\" : [ 1 , 2 , { } ] } \n",
-        R"({"a":{"b":{"c":[[[]]]}},"d":"e"})", R"("\"\\\/\b\f\n\r\t")", R"("\u0041\u00e9")",
-        R"("\ud83d\ude00")", R"("\uD83D\uDE00")", "\xEF\xBB\xBF{}", "\"\xC3\xA9\"",
-        "12345678901234567890123", "1e-400", "1.7976931348623157e308", "\"\x7F\""}) {
+  for (const char* ok : {"{}",
+                         "[]",
+                         "null",
+                         "true",
+                         "false",
+                         "0",
+                         "-0",
+                         "1",
+                         "-1",
+                         "12.5",
+                         "1e5",
+                         "1E+5",
+                         "1e-5",
+                         "-0.0e0",
+                         "\"\"",
+                         "\"x\"",
+                         " \t\r\n{ \"a\" : [ 1 , 2 , { } ] } \n",
+                         R"({"a":{"b":{"c":[[[]]]}},"d":"e"})",
+                         R"("\"\\\/\b\f\n\r\t")",
+                         R"("\u0041\u00e9")",
+                         R"("\ud83d\ude00")",
+                         R"("\uD83D\uDE00")",
+                         "\xEF\xBB\xBF{}",
+                         "\"\xC3\xA9\"",
+                         "12345678901234567890123",
+                         "1e-400",
+                         "1.7976931348623157e308",
+                         "\"\x7F\""}) {
     EXPECT_TRUE(IsJsonValue(ok)) << Printable(ok);
     EXPECT_TRUE(Reference(ok)) << Printable(ok);
   }
 }
 
 TEST(JsonScanTest, RefusesWhatIsNotExactlyOneValue) {
-  for (const std::string& bad : std::vector<std::string>{
-           "", " ", "x", "{", "}", "[", "]", "{x", "[1,]", "[,1]", "{\"a\"}", "{\"a\":}",
-           "{\"a\":1,}", "{1:2}", "{} {}", "01", "-", "1.", ".5", "+1", "1e", "1e+", "0x10",
-           "'x'", "NaN", "Infinity", "tru", "nul", "truex", "\"abc", "\"\\x\"", "\"\\u12\"",
-           "\"\\u12g4\"", "\"\\ud800\"", "\"\\udc00\"", "\"\\ud800\\u0041\"", "\"\\ud800x\"",
-           std::string("\"a\x01\""), std::string("\"\0\"", 3), "[1] // comment", "1e400",
-           "-1e400", "1" + std::string(400, '0'), "\xEF\xBB{}", " \xEF\xBB\xBF{}", "[1]]",
-           "[}", "{]", "[\"a\":1]", "{\"a\" 1}", "nulL", "\x7F"}) {
+  for (const std::string& bad : std::vector<std::string>{"",
+                                                         " ",
+                                                         "x",
+                                                         "{",
+                                                         "}",
+                                                         "[",
+                                                         "]",
+                                                         "{x",
+                                                         "[1,]",
+                                                         "[,1]",
+                                                         "{\"a\"}",
+                                                         "{\"a\":}",
+                                                         "{\"a\":1,}",
+                                                         "{1:2}",
+                                                         "{} {}",
+                                                         "01",
+                                                         "-",
+                                                         "1.",
+                                                         ".5",
+                                                         "+1",
+                                                         "1e",
+                                                         "1e+",
+                                                         "0x10",
+                                                         "'x'",
+                                                         "NaN",
+                                                         "Infinity",
+                                                         "tru",
+                                                         "nul",
+                                                         "truex",
+                                                         "\"abc",
+                                                         "\"\\x\"",
+                                                         "\"\\u12\"",
+                                                         "\"\\u12g4\"",
+                                                         "\"\\ud800\"",
+                                                         "\"\\udc00\"",
+                                                         "\"\\ud800\\u0041\"",
+                                                         "\"\\ud800x\"",
+                                                         std::string("\"a\x01\""),
+                                                         std::string("\"\0\"", 3),
+                                                         "[1] // comment",
+                                                         "1e400",
+                                                         "-1e400",
+                                                         "1" + std::string(400, '0'),
+                                                         "\xEF\xBB{}",
+                                                         " \xEF\xBB\xBF{}",
+                                                         "[1]]",
+                                                         "[}",
+                                                         "{]",
+                                                         "[\"a\":1]",
+                                                         "{\"a\" 1}",
+                                                         "nulL",
+                                                         "\x7F"}) {
     EXPECT_FALSE(IsJsonValue(bad)) << Printable(bad);
     EXPECT_FALSE(Reference(bad)) << Printable(bad);
   }
@@ -180,9 +246,10 @@ class Generator {
 
   void String(std::string* s) {
     static const std::vector<std::string> kPieces = {
-        "a",       "Z",       " ",       "\xC3\xA9", "\xF0\x9F\x98\x80", "\\\"",   "\\\\",
-        "\\/",     "\\b",     "\\f",     "\\n",      "\\r",              "\\t",    "\\u0041",
-        "\\u00E9", "\\uD83D", "\\uDE00", "\\udbff",  "\\udfff",          "\\uFFFF"};
+        "a",       "Z",       " ",       "\xC3\xA9", "\xF0\x9F\x98\x80",
+        "\\\"",    "\\\\",    "\\/",     "\\b",      "\\f",
+        "\\n",     "\\r",     "\\t",     "\\u0041",  "\\u00E9",
+        "\\uD83D", "\\uDE00", "\\udbff", "\\udfff",  "\\uFFFF"};
     *s += '"';
     for (size_t i = 0, n = Rand(6); i < n; ++i) *s += kPieces[Rand(kPieces.size())];
     *s += '"';
