@@ -734,9 +734,9 @@ class CrashHarness {
   // the acknowledged state, in which the task is STARTED.
   Pending* Heartbeat(const TaskId& id) {
     Pending* p = NewPending("heartbeat", false);
-    bool applying = true;
-    core_->Apply(HeartbeatCmd{id, [this, p, id, &applying](Result<Empty> r) {
-                                if (!applying) return Arrive(p, r.error);
+    applying_heartbeat_ = true;
+    core_->Apply(HeartbeatCmd{id, [this, p, id](Result<Empty> r) {
+                                if (!applying_heartbeat_) return Arrive(p, r.error);
                                 EXPECT_TRUE(r.ok()) << "a refusal ran before its batch committed";
                                 auto it = index_.find(id);
                                 ASSERT_NE(it, index_.end()) << "an unacknowledged task";
@@ -745,7 +745,7 @@ class CrashHarness {
                                 p->called = true;
                                 ++immediate_heartbeats_;
                               }});
-    applying = false;
+    applying_heartbeat_ = false;
     return p;
   }
 
@@ -1500,6 +1500,7 @@ class CrashHarness {
   std::list<std::unique_ptr<Pending>> pendings_;
   std::vector<Pending*> arrivals_;     // replies of the last Commit, in the order they ran
   uint64_t immediate_heartbeats_ = 0;  // heartbeats answered during Apply
+  bool applying_heartbeat_ = false;    // inside Heartbeat()'s Apply: an answer now is immediate
   std::set<uint64_t> waiting_polls_;
   uint64_t next_poll_id_ = 1;
   uint64_t next_request_ = 0;
