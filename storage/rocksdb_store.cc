@@ -23,7 +23,6 @@
 #include <rocksdb/iterator.h>
 #include <rocksdb/memtablerep.h>
 #include <rocksdb/options.h>
-#include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
 #include <rocksdb/utilities/table_properties_collectors.h>
 #include <rocksdb/write_batch.h>
@@ -158,9 +157,8 @@ std::vector<rocksdb::ColumnFamilyDescriptor> MakeCfDescriptors(const RocksStoreO
   // thread) ~15% cheaper, but its flush first re-sorts the whole memtable, a CPU burst that at
   // nice 19 on 2 cores fell behind under sustained load: RocksDB then stopped all writes for
   // 0.3-1.5 s at a time ("2 immutable memtables"). A skiplist flush is a plain walk
-  // (docs/BENCHMARKS.md, "The tasks memtable"). The 16-byte prefix extractor (the task id)
-  // stays from then: tables carry prefix filters, and Scan sets total_order_seek.
-  c[kTasks].prefix_extractor.reset(rocksdb::NewFixedPrefixTransform(codec::kTaskIdBytes));
+  // (docs/BENCHMARKS.md, "2026-11-22: what changed, measured"). No prefix extractor either:
+  // it served the hash memtable, and Gets filter on whole keys.
   c[kLive] = base(32 << 20, true);  // small values; written and deleted once per task
   c[kLive].table_properties_collector_factories.push_back(on_deletes);
   // `live` is only written, and read by one full scan at open (ScanLive): never a point read.
@@ -672,9 +670,6 @@ Status RocksStore::Get(Cf cf, const rocksdb::Slice& key, rocksdb::PinnableSlice*
 }
 
 std::unique_ptr<rocksdb::Iterator> RocksStore::Scan(Cf cf, rocksdb::ReadOptions ro) {
-  // `tasks` has a prefix extractor (its hash memtable): without total order, an iterator over it
-  // would only see one id's prefix, and SeekToFirst nothing. Harmless for the other CFs.
-  ro.total_order_seek = true;
   return std::unique_ptr<rocksdb::Iterator>(db_->NewIterator(ro, cfs_[cf]));
 }
 

@@ -3,7 +3,10 @@
 // under a simulated power cut (FaultFs). The Store contract itself: store_semantics_test.cc.
 #include <gtest/gtest.h>
 #include <rocksdb/db.h>
+#include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
+#include <rocksdb/slice_transform.h>
+#include <rocksdb/table.h>
 #include <rocksdb/transaction_log.h>
 #include <rocksdb/write_batch.h>
 
@@ -34,12 +37,17 @@ const std::vector<std::string> kAllCfs = {"default", "tasks",   "live",       "i
 // Raw RocksDB access, to set up what tokenwheel itself never writes.
 class RawDb {
  public:
-  RawDb(const std::string& path, const std::vector<std::string>& cfs, bool create = false) {
+  // `special`: options for the named CFs; every other CF gets defaults.
+  RawDb(const std::string& path, const std::vector<std::string>& cfs, bool create = false,
+        const std::map<std::string, rocksdb::ColumnFamilyOptions>& special = {}) {
     rocksdb::DBOptions o;
     o.create_if_missing = create;
     o.create_missing_column_families = create;
     std::vector<rocksdb::ColumnFamilyDescriptor> descs;
-    for (const auto& name : cfs) descs.emplace_back(name, rocksdb::ColumnFamilyOptions());
+    for (const auto& name : cfs) {
+      auto it = special.find(name);
+      descs.emplace_back(name, it == special.end() ? rocksdb::ColumnFamilyOptions() : it->second);
+    }
     rocksdb::DB* raw = nullptr;
     auto s = rocksdb::DB::Open(o, path, descs, &handles_, &raw);
     EXPECT_TRUE(s.ok()) << s.ToString();
@@ -62,6 +70,12 @@ class RawDb {
     std::string v;
     auto s = db_->Get(rocksdb::ReadOptions(), by_name_.at(cf), key, &v);
     return s.ok() ? v : "<" + s.ToString() + ">";
+  }
+  // Rewrites every table of `cf` with the options it was opened with.
+  void CompactAll(const std::string& cf) {
+    rocksdb::CompactRangeOptions o;
+    o.bottommost_level_compaction = rocksdb::BottommostLevelCompaction::kForce;  // no trivial move
+    ASSERT_TRUE(db_->CompactRange(o, by_name_.at(cf), nullptr, nullptr).ok());
   }
   void DropCf(const std::string& cf) { ASSERT_TRUE(db_->DropColumnFamily(by_name_.at(cf)).ok()); }
   void CreateCf(const std::string& cf) {
@@ -172,6 +186,26 @@ TEST_F(RocksStoreTest, OpensFormatVersion1AndMarksItVersion2) {
   std::string version;
   codec::EncodeFormatVersion(kFormatVersion, &version);
   EXPECT_EQ(raw.Get("meta", "format_version"), version);
+}
+
+// Until 2026-11-22 `tasks` had a 16-byte prefix extractor (for its hash memtable), so its tables
+// carry prefix filters. The store, which no longer sets one, reads them as they are.
+TEST_F(RocksStoreTest, ReadsTasksTablesWrittenWithTheOldPrefixExtractor) {
+  CreateWithData();
+  {
+    rocksdb::ColumnFamilyOptions old_tasks;
+    old_tasks.prefix_extractor.reset(rocksdb::NewFixedPrefixTransform(codec::kTaskIdBytes));
+    rocksdb::BlockBasedTableOptions t;
+    t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+    old_tasks.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
+    RawDb raw(path(), kAllCfs, false, {{"tasks", old_tasks}});
+    raw.CompactAll("tasks");
+  }
+  auto store = OpenOk();
+  TaskIssueRecord issue;
+  ASSERT_TRUE(store->GetTaskIssue(Id(1), &issue).ok());
+  EXPECT_EQ(issue, Issue(1));
+  EXPECT_TRUE(store->GetTaskIssue(Id(2), &issue).IsNotFound());
 }
 
 TEST_F(RocksStoreTest, RefusesNewerFormatVersionWithoutChangingFiles) {
