@@ -51,6 +51,25 @@ struct RocksStoreOptions {
   // to leave a closed store as a kill -9 would (everything only in the WAL) and time the
   // replay. Production leaves it true.
   bool flush_on_close = true;
+
+  // After a crash, an open first replays the WAL into memtables. When the WAL holds at least
+  // this many bytes, that replay runs in a separate, preliminary open whose `tasks` memtable is
+  // an unsorted vector (an insert is an append; the recovery flush sorts it once) instead of the
+  // skiplist that point reads need: a skiplist insert per replayed record was the largest single
+  // cost of restarting after kill -9 (docs/BENCHMARKS.md). The preliminary open ends with every
+  // memtable flushed, so the real open that follows replays nothing. 0 = always when the WAL is
+  // not empty (tests); SIZE_MAX = never.
+  size_t replay_open_min_wal_bytes = 4 << 20;
+
+  // Every this many bytes written, the store asks RocksDB (without waiting) to flush the side
+  // column families: every one but `tasks` and `live`, whose 32 MiB memtables fill by
+  // themselves. A WAL file is deleted only once every column family with data in it has
+  // flushed. `meta` is written by every batch yet fills its memtable slowly, so without this it
+  // would keep up to max_total_wal_size (256 MiB) of WAL alive, all of it read again by a
+  // restart after a crash. A smaller max_total_wal_size is no substitute: it also forces early
+  // flushes of `live` and `tasks` while their previous flush still runs, and RocksDB then stops
+  // every write (measured: 0.8-1.2 s p99.9, docs/BENCHMARKS.md).
+  uint64_t side_flush_every_bytes = 32 << 20;
 };
 
 // Opens (creating if missing) the store at options.path.

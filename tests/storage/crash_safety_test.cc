@@ -649,7 +649,7 @@ enum class Outcome { kAbsent, kPresent, kEither };  // kEither: the batch change
 class CrashHarness {
  public:
   CrashHarness(uint64_t seed, const TokenCodec* codec)
-      : rng_(seed), clock_(kStartMs), codec_(codec), dir_() {
+      : rng_(seed), store_rng_(seed ^ 0x570e), clock_(kStartMs), codec_(codec), dir_() {
     options_.tick_ms = 1;
     options_.pollers_per_activity_max = 3;
     shadow_ = std::make_unique<MemoryStore>(shadow_disk_);
@@ -894,6 +894,11 @@ class CrashHarness {
     RocksStoreOptions o;
     o.path = dir_.path() + "/db";
     o.file_system = std::make_shared<NoPreallocationFs>(fs_);
+    // Half the opens replay through the preliminary open, and half the stores flush their side
+    // column families every few KiB (RocksStoreOptions), so crashes land around both. A
+    // separate stream, so that the workload's decisions stay those of earlier builds.
+    if (store_rng_() % 2 == 0) o.replay_open_min_wal_bytes = 0;
+    if (store_rng_() % 2 == 0) o.side_flush_every_bytes = 1 + store_rng_() % (16 << 10);
     std::unique_ptr<Store> real;
     Status s = OpenRocksStore(o, &real);
     ASSERT_TRUE(s.ok()) << s.ToString();
@@ -1480,6 +1485,7 @@ class CrashHarness {
   }
 
   std::mt19937_64 rng_;
+  std::mt19937_64 store_rng_;  // store options per open (OpenStore)
   ManualClock clock_;
   const TokenCodec* codec_;
   EngineOptions options_;

@@ -156,6 +156,10 @@ class RocksHarness {
     o.path = dir_.path() + "/db";
     o.file_system = fs_;
     o.blob_min_bytes = 1024;
+    // Exercise what big stores do only now and then: replays through the preliminary open,
+    // and side column family flushes (every 8 KiB written).
+    o.replay_open_min_wal_bytes = 0;
+    o.side_flush_every_bytes = 8 << 10;
     std::unique_ptr<Store> store;
     Status s = OpenRocksStore(o, &store);
     EXPECT_TRUE(s.ok()) << s.ToString();
