@@ -90,18 +90,16 @@ class SortedIterator final : public MemTableRep::Iterator {
   void Seek(const Slice& internal_key, const char* memtable_key) override {
     const Slice target = Target(internal_key, memtable_key);
     const Sorted& s = *sorted_;
-    auto it = std::lower_bound(s.begin(), s.end(), target, [this](const char* e, const Slice& t) {
-      return cmp_(e, t) < 0;
-    });
+    auto it = std::lower_bound(s.begin(), s.end(), target,
+                               [this](const char* e, const Slice& t) { return cmp_(e, t) < 0; });
     pos_ = static_cast<size_t>(it - s.begin());
   }
   // The last entry <= the target.
   void SeekForPrev(const Slice& internal_key, const char* memtable_key) override {
     const Slice target = Target(internal_key, memtable_key);
     const Sorted& s = *sorted_;
-    auto it = std::upper_bound(s.begin(), s.end(), target, [this](const Slice& t, const char* e) {
-      return cmp_(e, t) > 0;
-    });
+    auto it = std::upper_bound(s.begin(), s.end(), target,
+                               [this](const Slice& t, const char* e) { return cmp_(e, t) > 0; });
     pos_ = it == s.begin() ? s.size() : static_cast<size_t>(it - s.begin()) - 1;
   }
   void SeekToFirst() override { pos_ = 0; }
@@ -184,8 +182,8 @@ class PrefixSortedRep final : public MemTableRep {
 
   const KeyComparator& cmp_;
   mutable std::mutex mu_;
-  std::vector<const char*> entries_;     // invariant 1
-  bool read_only_ = false;               // invariant 2
+  std::vector<const char*> entries_;      // invariant 1
+  bool read_only_ = false;                // invariant 2
   std::shared_ptr<const Sorted> sorted_;  // once read_only_: entries_ sorted
   std::mutex slots_mu_;
   std::vector<std::unique_ptr<Slot>> slots_;  // invariant 3
