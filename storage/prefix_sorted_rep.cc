@@ -1,8 +1,10 @@
 // Invariants (PrefixSortedRep):
 //  1. entries_ holds every inserted entry, in insertion order; it only grows, under mu_.
 //  2. Once read_only_ is set no insert follows (RocksDB's contract for MarkReadOnly), so the
-//     first iterator of an immutable memtable sorts entries once into sorted_, and every later
-//     iterator shares that array. Iterators of a mutable memtable sort a private copy.
+//     first iterator of an immutable memtable sorts entries once into sorted_ (sort_once_,
+//     outside mu_: RocksDB may ask an immutable memtable for ApproximateMemoryUsage under its
+//     DB mutex, which must not wait for a sort), and every later iterator shares that array.
+//     Iterators of a mutable memtable sort a private copy.
 //  3. Every iterator created for a RocksDB arena lives in its own slot of slots_: RocksDB runs
 //     such an iterator's destructor in place and never frees it, so the rep frees the slots
 //     when it dies, after every iterator (RocksDB keeps a memtable alive while any of its
@@ -154,16 +156,16 @@ class PrefixSortedRep final : public MemTableRep {
 
   Iterator* GetIterator(rocksdb::Arena* arena) override {
     std::shared_ptr<const Sorted> sorted;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      if (read_only_) {
-        if (!sorted_) sorted_ = SortEntries(cmp_, entries_);  // invariant 2: once
-        sorted = sorted_;
-      } else {
-        std::vector<const char*> copy = entries_;
-        lock.unlock();
-        sorted = SortEntries(cmp_, copy);
-      }
+    std::unique_lock<std::mutex> lock(mu_);
+    if (read_only_) {
+      lock.unlock();
+      // Invariant 2: entries_ no longer changes, and mu_ ordered its last change before us.
+      std::call_once(sort_once_, [this] { sorted_ = SortEntries(cmp_, entries_); });
+      sorted = sorted_;
+    } else {
+      std::vector<const char*> copy = entries_;
+      lock.unlock();
+      sorted = SortEntries(cmp_, copy);
     }
     if (arena == nullptr) return new SortedIterator(cmp_, std::move(sorted));
     return new (NewSlot()) SortedIterator(cmp_, std::move(sorted));  // invariant 3
@@ -182,9 +184,10 @@ class PrefixSortedRep final : public MemTableRep {
 
   const KeyComparator& cmp_;
   mutable std::mutex mu_;
-  std::vector<const char*> entries_;      // invariant 1
-  bool read_only_ = false;                // invariant 2
-  std::shared_ptr<const Sorted> sorted_;  // once read_only_: entries_ sorted
+  std::vector<const char*> entries_;  // invariant 1
+  bool read_only_ = false;            // invariant 2
+  std::once_flag sort_once_;
+  std::shared_ptr<const Sorted> sorted_;  // once read_only_: entries_ sorted (sort_once_)
   std::mutex slots_mu_;
   std::vector<std::unique_ptr<Slot>> slots_;  // invariant 3
 };

@@ -13,8 +13,10 @@
 // REQUIRES (checked by nothing; the factory's user must know): the column family's comparator
 // is RocksDB's default bytewise one, so that a smaller zero-padded 8-byte prefix always means a
 // smaller user key. Inserts come from one thread at a time (allow_concurrent_memtable_write =
-// false). Point reads work, but each one sorts a copy of a mutable memtable, as VectorRep's do:
-// use this only where the memtable is never point-read.
+// false). No point reads: a DB::Get, MultiGet or KeyMayExist on a column family with this
+// memtable fails a TW_ASSERT (answering one needs RocksDB's internal LookupKey, and sorting a
+// memtable per read would be a trap anyway). Use it only where the memtable is only written,
+// flushed and scanned.
 #pragma once
 
 #include <memory>

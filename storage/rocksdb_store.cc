@@ -62,8 +62,11 @@ constexpr std::array<const char*, kCfCount> kCfNames = {"default", "tasks",   "l
 // A group commit carries hundreds of mutations; start big enough that the batch rarely grows.
 constexpr size_t kBatchReserveBytes = 64 << 10;
 
-// The column families RocksStoreOptions::side_flush_every_bytes flushes.
-constexpr std::array<Cf, 6> kSideCfs = {kDefault, kIdem, kEvents, kRetired, kActivities, kMeta};
+// The column families RocksStoreOptions::side_flush_every_bytes flushes: those that never fill
+// their memtable. The others flush when theirs fills, or at the max_total_wal_size backstop when
+// they are no longer written; flushing them early would also queue their flushes ahead of the
+// `tasks` and `live` ones on RocksDB's single flush thread (max_background_jobs = 4 gives one).
+constexpr std::array<Cf, 3> kSideCfs = {kDefault, kActivities, kMeta};
 // One-off scans at recovery read sequentially; large readahead, and keep them out of the cache.
 constexpr size_t kRecoveryReadaheadBytes = 2 << 20;
 

@@ -62,8 +62,8 @@ struct RocksStoreOptions {
   size_t replay_open_min_wal_bytes = 4 << 20;
 
   // Every this many bytes written, the store asks RocksDB (without waiting) to flush the side
-  // column families: every one but `tasks` and `live`, whose 32 MiB memtables fill by
-  // themselves. A WAL file is deleted only once every column family with data in it has
+  // column families, `meta`, `activities` and `default`, which never fill their memtables.
+  // A WAL file is deleted only once every column family with data in it has
   // flushed. `meta` is written by every batch yet fills its memtable slowly, so without this it
   // would keep up to max_total_wal_size (256 MiB) of WAL alive, all of it read again by a
   // restart after a crash. A smaller max_total_wal_size is no substitute: it also forces early
