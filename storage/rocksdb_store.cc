@@ -157,7 +157,8 @@ std::vector<rocksdb::ColumnFamilyDescriptor> MakeCfDescriptors(const RocksStoreO
   std::array<rocksdb::ColumnFamilyOptions, kCfCount> c;
   c[kDefault] = base(4 << 20, false);
   // 32 MiB, not more: after a crash everything since the last flush is replayed from the WAL
-  // before the store opens (10^6 live tasks: 2.7-3.2 s at 32 MiB, docs/BENCHMARKS.md).
+  // before the store opens (10^6 live tasks: 1.0-1.4 s at 32 MiB with the preliminary replay
+  // open, 2.8-4.0 s before it; docs/BENCHMARKS.md).
   c[kTasks] = blobs(base(32 << 20, true));  // point Gets of task ids
   c[kTasks].table_properties_collector_factories.push_back(on_deletes);
   // The default skiplist memtable, on purpose: a hash-skiplist made inserts (on the writer
