@@ -4,7 +4,8 @@
 //  1. db_ holds exactly the column families of kCfNames (checked at open), and meta holds
 //     kFormatVersion (checked or written at open).
 //  2. Once poisoned_ is set it stays set, and no Write reaches RocksDB after it (nor does the
-//     flush of a clean close: ~RocksStore skips it).
+//     flush of a clean close: ~RocksStore skips it, nor any background flush or compaction:
+//     they are paused before poisoned_ is set).
 //  3. retired_floor_ms_ is a lower bound of the ended_ms of every entry in `retired`: no entry
 //     is older. ScanRetired seeks there instead of to the start of the column family, so it does
 //     not wade through the tombstones of tasks it already returned and the engine deleted.
@@ -754,6 +755,10 @@ Status RocksStore::Write(WriteBatch* batch, bool sync) {
   }
   if (!s.ok()) {
     poison_reason_ = s.ToString();
+    // Invariant 2 covers RocksDB's own writers too: a flush already queued (a side flush asked
+    // for before this write, or a full memtable) must not write after the store says it is
+    // poisoned. Wait for running and queued background work, and let none start again.
+    db_->PauseBackgroundWork().PermitUncheckedError();
     poisoned_.store(true, std::memory_order_release);
     return FromRocks(s);
   }
