@@ -90,6 +90,43 @@ double SecondsSince(Steady::time_point t0) {
   return std::chrono::duration<double>(Steady::now() - t0).count();
 }
 
+// CPU time (ns) of the calling thread.
+int64_t ThisThreadCpuNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+// CPU time (ns) of this process's threads named `comm` (the engine names its threads tw-engine
+// and tw-writer), summed: the first field of /proc/self/task/<tid>/schedstat.
+int64_t NamedThreadsCpuNs(std::string_view comm) {
+  int64_t total = 0;
+  std::error_code ec;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task", ec)) {
+    std::ifstream name(task.path() / "comm");
+    std::string n;
+    if (!std::getline(name, n) || n != comm) continue;
+    std::ifstream stat(task.path() / "schedstat");
+    int64_t ns = 0;
+    if (stat >> ns) total += ns;
+  }
+  return total;
+}
+
+// Where one engine run's CPU went, per thread: the engine thread, its writer thread, and the
+// benchmark's client thread (the caller side: validation, token checks, enqueueing).
+struct ThreadCpu {
+  int64_t engine_ns = 0;
+  int64_t writer_ns = 0;
+  int64_t client_ns = 0;
+  static ThreadCpu Now() {
+    return {NamedThreadsCpuNs("tw-engine"), NamedThreadsCpuNs("tw-writer"), ThisThreadCpuNs()};
+  }
+  ThreadCpu operator-(const ThreadCpu& o) const {
+    return {engine_ns - o.engine_ns, writer_ns - o.writer_ns, client_ns - o.client_ns};
+  }
+};
+
 // A directory under /tmp, removed with everything in it.
 class TempDir {
  public:
@@ -286,6 +323,7 @@ struct RunResult {
   uint64_t items = 0;
   uint64_t batches = 0;
   uint64_t commands = 0;
+  ThreadCpu cpu;  // over the timed region
   Recording rec;
 };
 
@@ -313,6 +351,7 @@ RunResult RunIssueSucceed(size_t tasks, size_t window) {
     ++issued;
   };
   recorder.on = true;
+  const ThreadCpu cpu0 = ThreadCpu::Now();
   const auto t0 = Steady::now();
   for (size_t i = 0; i < std::min(window, tasks); ++i) issue(static_cast<uint32_t>(i));
   while (done < tasks && out.error.empty()) {
@@ -335,6 +374,7 @@ RunResult RunIssueSucceed(size_t tasks, size_t window) {
     }
   }
   out.seconds = SecondsSince(t0);
+  out.cpu = ThreadCpu::Now() - cpu0;
   recorder.on = false;
   const EngineStats after = Stats(e);
   oe.engine->Stop();
@@ -395,6 +435,7 @@ RunResult RunActivityLifecycle(size_t tasks, size_t window) {
                          ToInbox<Empty>(&inbox, Kind::kHeartbeat, lane));
   };
   recorder.on = true;
+  const ThreadCpu cpu0 = ThreadCpu::Now();
   const auto t0 = Steady::now();
   for (size_t i = 0; i < std::min(window, tasks); ++i) start(static_cast<uint32_t>(i));
   while (done < tasks && out.error.empty()) {
@@ -431,6 +472,7 @@ RunResult RunActivityLifecycle(size_t tasks, size_t window) {
     }
   }
   out.seconds = SecondsSince(t0);
+  out.cpu = ThreadCpu::Now() - cpu0;
   recorder.on = false;
   const EngineStats after = Stats(e);
   oe.engine->Stop();
@@ -548,10 +590,12 @@ RunResult RunMassTimeout() {
   const EngineStats before = Stats(e);
   const uint64_t seq0 = e->LastEventSeq();
   recorder.on = true;
+  const ThreadCpu cpu0 = ThreadCpu::Now();
   const auto t0 = Steady::now();
   clock.Advance(int64_t{kMassTimeoutS} * 1000 + 1);
   auto synced = Await<Empty>([e](Callback<Empty> cb) { e->Sync(std::move(cb)); });
   out.seconds = SecondsSince(t0);
+  out.cpu = ThreadCpu::Now() - cpu0;
   recorder.on = false;
   const EngineStats after = Stats(e);
   if (!synced.ok()) {
@@ -615,6 +659,10 @@ void BM_Engine(benchmark::State& state, const std::string& workload, const Engin
   }
   state.SetItemsProcessed(static_cast<int64_t>(r.items));
   SetBatchCounters(state, r);
+  const double items = static_cast<double>(r.items);
+  state.counters["engine_cpu_ns_per_item"] = static_cast<double>(r.cpu.engine_ns) / items;
+  state.counters["writer_cpu_ns_per_item"] = static_cast<double>(r.cpu.writer_ns) / items;
+  state.counters["client_cpu_ns_per_item"] = static_cast<double>(r.cpu.client_ns) / items;
   if (workload == "ActivityLifecycle") {
     state.counters["calls_per_second"] = benchmark::Counter(
         static_cast<double>(r.items) * 2, benchmark::Counter::kIsRate);  // 6 calls per 3 items
@@ -635,6 +683,7 @@ void BM_Baseline(benchmark::State& state, const std::string& workload, const Eng
   }
   const Recording& rec = g_recordings[workload];
   double seconds = 0;
+  int64_t cpu_ns = 0;  // the writing thread's CPU time
   for (auto _ : state) {
     TempDir dir;
     RocksStoreOptions so;
@@ -651,6 +700,7 @@ void BM_Baseline(benchmark::State& state, const std::string& workload, const Eng
     for (const std::string& rep : rec.batches) batches.emplace_back(rep);
     rocksdb::WriteOptions wo;
     wo.sync = true;
+    const int64_t cpu0 = ThisThreadCpuNs();
     const auto t0 = Steady::now();
     for (rocksdb::WriteBatch& b : batches) {
       rocksdb::Status ws = db->Write(wo, &b);
@@ -660,6 +710,7 @@ void BM_Baseline(benchmark::State& state, const std::string& workload, const Eng
       }
     }
     seconds = SecondsSince(t0);
+    cpu_ns = ThisThreadCpuNs() - cpu0;
     state.SetIterationTime(seconds);
     batches.clear();
     store.reset();
@@ -673,6 +724,10 @@ void BM_Baseline(benchmark::State& state, const std::string& workload, const Eng
   // Engine items/s over this run's items/s (the goal: >= 0.7).
   const double baseline_items_per_second = static_cast<double>(rec.items) / seconds;
   state.counters["engine_vs_baseline"] = rec.engine_items_per_second / baseline_items_per_second;
+  // Compare with the Engine run's writer_cpu_ns_per_item: the same writes, done there while the
+  // engine and client threads share the cores.
+  state.counters["writer_cpu_ns_per_item"] =
+      static_cast<double>(cpu_ns) / static_cast<double>(rec.items);
 }
 
 void BM_Memory(benchmark::State& state) {

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "engine/clock.h"
+#include "engine/latency_histogram.h"
 #include "engine/limits.h"
 #include "engine/store.h"
 #include "engine/types.h"
@@ -177,6 +178,11 @@ struct EngineStats {
   uint64_t index_bytes = 0;  // in-memory task index + timing wheel, outside RocksDB
   std::vector<std::pair<std::string, uint64_t>> queued_per_activity;  // arn -> SCHEDULED count
   std::vector<ConsumerInfo> consumers;
+  // How long each group commit that wrote something took on the writer thread (RocksDB write,
+  // and the WAL sync with durability sync), since the engine opened: a count per
+  // LatencyBuckets bucket (LatencyQuantileUs reads quantiles off it), and the slowest one.
+  LatencyBuckets::Counts commit_latency_us{};
+  uint64_t commit_latency_max_us = 0;
 };
 
 template <typename T>

@@ -3,6 +3,7 @@
 #include <pthread.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
@@ -214,7 +215,15 @@ class EngineImpl final : public Engine {
     listener_ = std::move(fn);
   }
 
-  void GetStats(Callback<EngineStats> done) override { Enqueue(StatsCmd{std::move(done)}); }
+  void GetStats(Callback<EngineStats> done) override {
+    Enqueue(StatsCmd{[this, done = std::move(done)](Result<EngineStats> r) {
+      if (r.ok()) {
+        r.value.commit_latency_us = commit_latency_.Snapshot();
+        r.value.commit_latency_max_us = commit_latency_.max_us();
+      }
+      if (done) done(std::move(r));
+    }});
+  }
   void Sync(Callback<Empty> done) override { Enqueue(SyncCmd{std::move(done)}); }
   uint64_t RecoveredTasks() const override { return core_.recovered_tasks(); }
   int64_t RecoveryMs() const override { return recovery_ms_; }
@@ -409,7 +418,14 @@ class EngineImpl final : public Engine {
         w.sealed = std::move(to_write_.front());
         to_write_.pop_front();
       }
+      const bool writes = failed.ok() && w.sealed.poisoned.ok() && w.sealed.batch->Count() > 0;
+      const auto t0 = std::chrono::steady_clock::now();
       w.status = failed.ok() ? core_.WriteSealed(&w.sealed) : failed;
+      if (writes && w.status.ok()) {
+        const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+            std::chrono::steady_clock::now() - t0);
+        commit_latency_.Record(static_cast<uint64_t>(us.count()));
+      }
       if (!w.status.ok() && failed.ok()) {
         failed = w.status;
         std::fprintf(stderr, "tokenwheel engine: storage failure, engine poisoned: %s\n",
@@ -444,7 +460,8 @@ class EngineImpl final : public Engine {
   // Guarded by writer_mu_: sealed batches the writer has not taken yet, oldest first. With the
   // one being written and those in written_, at most limits::kBatchesInFlightMax.
   std::deque<SealedBatch> to_write_;
-  bool writer_stop_ = false;  // guarded by writer_mu_
+  bool writer_stop_ = false;         // guarded by writer_mu_
+  LatencyHistogram commit_latency_;  // recorded by the writer thread; EngineStats
   int64_t recovery_ms_ = 0;
 
   std::mutex mu_;

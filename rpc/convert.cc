@@ -395,6 +395,9 @@ void FillEngineStats(const EngineStats& s, proto::Stats::Builder out) {
     consumers[i].setName(AsText(s.consumers[i].name));
     consumers[i].setAckedSequence(s.consumers[i].acked_seq);
   }
+  auto buckets = out.initCommitLatencyBuckets(static_cast<unsigned>(s.commit_latency_us.size()));
+  for (unsigned i = 0; i < buckets.size(); ++i) buckets.set(i, s.commit_latency_us[i]);
+  out.setCommitLatencyMaxUs(s.commit_latency_max_us);
 }
 
 EngineStats ReadEngineStats(proto::Stats::Reader in) {
@@ -412,6 +415,13 @@ EngineStats ReadEngineStats(proto::Stats::Reader in) {
   for (auto c : in.getConsumers()) {
     s.consumers.push_back(ConsumerInfo{ToString(c.getName()), c.getAckedSequence()});
   }
+  // A server with another bucket count (none yet) would send a list of another length: keep
+  // what lines up, never read past either end.
+  auto buckets = in.getCommitLatencyBuckets();
+  for (unsigned i = 0; i < buckets.size() && i < s.commit_latency_us.size(); ++i) {
+    s.commit_latency_us[i] = buckets[i];
+  }
+  s.commit_latency_max_us = in.getCommitLatencyMaxUs();
   return s;
 }
 

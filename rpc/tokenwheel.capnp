@@ -280,6 +280,10 @@ struct Stats {
   subscriptions @10 :UInt64;    # live subscriptions
   replyHandoffs @11 :UInt64;    # engine -> RPC thread hand-offs so far
   repliesDelivered @12 :UInt64; # engine replies delivered through them
+  # Engine group commits that wrote something: how long each write (with its WAL sync) took.
+  # Counts per bucket, in the bucket order of engine/latency_histogram.h, and the slowest.
+  commitLatencyBuckets @13 :List(UInt64);
+  commitLatencyMaxUs @14 :UInt64;
 }
 
 interface TokenWheel {

@@ -113,6 +113,18 @@ json EventJson(const tw::OutcomeEvent& e) {
   return j;
 }
 
+// Group commit write + sync times since the server started; quantiles are bucket upper ends
+// (engine/latency_histogram.h: at most 25% above the true value).
+json CommitLatencyJson(const tw::EngineStats& e) {
+  uint64_t count = 0;
+  for (uint64_t c : e.commit_latency_us) count += c;
+  return json{{"count", count},
+              {"p50", tw::LatencyQuantileUs(e.commit_latency_us, 0.50)},
+              {"p99", tw::LatencyQuantileUs(e.commit_latency_us, 0.99)},
+              {"p999", tw::LatencyQuantileUs(e.commit_latency_us, 0.999)},
+              {"max", e.commit_latency_max_us}};
+}
+
 json StatsJson(const tw::rpc::ServerStats& s) {
   json queued = json::object();
   for (const auto& [arn, n] : s.engine.queued_per_activity) queued[arn] = n;
@@ -130,7 +142,8 @@ json StatsJson(const tw::rpc::ServerStats& s) {
               {"connections", s.connections},
               {"subscriptions", s.subscriptions},
               {"replyHandoffs", s.reply_handoffs},
-              {"repliesDelivered", s.replies_delivered}};
+              {"repliesDelivered", s.replies_delivered},
+              {"commitLatencyUs", CommitLatencyJson(s.engine)}};
 }
 
 // Prints the value as JSON (through `to_json`) or the error; returns the exit code.

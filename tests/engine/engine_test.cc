@@ -949,6 +949,26 @@ TEST_F(EngineTest, ReplyIsSentOnlyWhenItsEventIsReadable) {
   EXPECT_EQ(seen->readable, 1u) << "ReadEvents misses an event whose reply was already sent";
 }
 
+// Every group commit that writes is timed on the writer thread; reading stats writes nothing.
+TEST_F(EngineTest, StatsTimeEveryGroupCommitThatWrites) {
+  auto commits = [](const EngineStats& st) {
+    uint64_t n = 0;
+    for (uint64_t c : st.commit_latency_us) n += c;
+    return n;
+  };
+  const uint64_t at_open = commits(Stats());
+  EXPECT_EQ(commits(Stats()), at_open) << "a stats call is not a write";
+  for (int i = 0; i < 3; ++i) MustIssue({});  // each waits for its own group commit
+  const EngineStats st = Stats();
+  EXPECT_GE(commits(st), at_open + 3);
+  EXPECT_LE(commits(st), st.batches);
+  size_t top = 0;  // the slowest commit's bucket
+  for (size_t i = 0; i < st.commit_latency_us.size(); ++i) {
+    if (st.commit_latency_us[i] != 0) top = i;
+  }
+  EXPECT_EQ(LatencyBuckets::IndexOf(st.commit_latency_max_us), top);
+}
+
 TEST_F(EngineTest, ConsumersAcksAndTrimming) {
   Result<ConsumerInfo> a = Register("a");
   ASSERT_TRUE(IsOk(a));

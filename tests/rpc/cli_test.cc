@@ -215,6 +215,13 @@ TEST_F(CliTest, EventsWatchPrintsAndAcknowledges) {
   for (const char* key : {"queuedPerActivity", "pendingTimers", "waitingPolls", "connections"}) {
     EXPECT_TRUE(stats.contains(key)) << key;
   }
+  // Three tasks were issued and ended, each a group commit that wrote: timed, end to end
+  // through the RPC stats reply.
+  const json& commits = stats["commitLatencyUs"];
+  EXPECT_GE(commits["count"].get<uint64_t>(), 6u);
+  EXPECT_LE(commits["p50"].get<uint64_t>(), commits["p99"].get<uint64_t>());
+  EXPECT_LE(commits["p99"].get<uint64_t>(), commits["p999"].get<uint64_t>());
+  EXPECT_GE(commits["max"].get<uint64_t>(), 1u);
 }
 
 TEST_F(CliTest, ServerFromEnvironment) {
