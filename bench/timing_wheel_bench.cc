@@ -8,6 +8,9 @@
 //                  10 %: expire the earliest (time moves forward); N stays constant
 //   mass_expiry    one advance past every deadline fires all N (untimed: rebuild)
 //
+// Harness/insert_cancel/<N> runs the insert_cancel loop on no set at all (HarnessSet): the
+// random handle access of the loop itself, which no set can be faster than.
+//
 // Deadlines are uniform over the next hour at 1 ms ticks; random choices come from an inline
 // PRNG so both sides pay the same few cycles. Names come in pairs, Wheel/<workload>/<N> and
 // Multimap/<workload>/<N>; counters: items_per_second (on CPU time), pending, and
@@ -85,6 +88,33 @@ class WheelSet {
 
  private:
   TimingWheel wheel_;
+};
+
+// No timer set at all: what the benchmark's own loop costs. Insert returns a handle made of its
+// arguments, Cancel folds the handle it gets into a checksum, so the loop still reads and writes
+// the handle array at a random position, as it does for the real sets. At 10^7 that one access
+// misses the caches (an 80 MB array); its cost bounds how flat any set's curve can be.
+class HarnessSet {
+ public:
+  struct Handle {
+    uint64_t bits = 0;
+  };
+  Handle Insert(uint64_t id, int64_t deadline_ms) {
+    ++size_;
+    return Handle{id ^ static_cast<uint64_t>(deadline_ms)};
+  }
+  void Cancel(Handle h) {
+    checksum_ += h.bits;
+    --size_;
+  }
+  int64_t now_ms() const { return kStartMs; }
+  size_t size() const { return size_; }
+  size_t bytes() const { return 0; }
+  uint64_t checksum() const { return checksum_; }
+
+ private:
+  size_t size_ = 0;
+  uint64_t checksum_ = 0;
 };
 
 // Counts what the multimap allocates (node bytes as requested, not malloc's overhead).
@@ -226,6 +256,7 @@ void BM_InsertCancel(benchmark::State& state, size_t pending) {
     f.set.Cancel(f.handles[p]);
     f.handles[p] = f.set.Insert(p, f.rng.Deadline(now_ms));
   }
+  benchmark::DoNotOptimize(f.set);
   SetCounters(state, 1, f.set.bytes(), f.set.size());
 }
 
@@ -296,6 +327,12 @@ int main(int argc, char** argv) {
   RegisterPair("insert_cancel", BM_InsertCancel<WheelSet>, BM_InsertCancel<MultimapSet>);
   RegisterPair("mixed", BM_Mixed<WheelSet>, BM_Mixed<MultimapSet>);
   RegisterPair("mass_expiry", BM_MassExpiry<WheelSet>, BM_MassExpiry<MultimapSet>);
+  // The loop alone, for the flatness goal (docs/BENCHMARKS.md): Harness/insert_cancel/<N>.
+  for (int64_t n : {1'000, 100'000, 1'000'000, 10'000'000}) {
+    const std::string name = "Harness/insert_cancel/" + std::to_string(n);
+    benchmark::RegisterBenchmark(name.c_str(), BM_InsertCancel<HarnessSet>, static_cast<size_t>(n))
+        ->Unit(benchmark::kNanosecond);
+  }
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

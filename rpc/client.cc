@@ -243,6 +243,7 @@ Error Client::TransportError(const kj::Exception& e) { return FromException(e); 
 kj::WaitScope& Client::wait_scope() { return impl_->wait_scope(); }
 kj::Timer& Client::timer() { return impl_->timer(); }
 kj::AsyncIoProvider& Client::io_provider() { return *impl_->io->io.provider; }
+kj::LowLevelAsyncIoProvider& Client::low_level_io() { return *impl_->io->io.lowLevelProvider; }
 
 Result<std::unique_ptr<Client>> Client::Connect(const std::string& address, int64_t timeout_ms) {
   using R = Result<std::unique_ptr<Client>>;

@@ -84,6 +84,8 @@ class Client {
   kj::Timer& timer();
   // This thread's I/O (e.g. to open other connections on the same loop).
   kj::AsyncIoProvider& io_provider();
+  // This thread's low-level I/O: wraps raw file descriptors (a timerfd, say) into the loop.
+  kj::LowLevelAsyncIoProvider& low_level_io();
 
   // ---- Sync ----
   Result<std::string> Ping(const std::string& payload);
