@@ -47,6 +47,8 @@ struct LatencyBuckets {
 // bucket that holds it (rounded toward the slow side: never below the true value, apart from
 // the open-ended last bucket, reported as its lower bound); 0 when nothing is counted.
 uint64_t LatencyQuantileUs(const LatencyBuckets::Counts& counts, double q);
+// How many durations `counts` holds.
+uint64_t LatencyCount(const LatencyBuckets::Counts& counts);
 // counts - before, bucket by bucket (for the durations recorded between two snapshots).
 LatencyBuckets::Counts LatencyDelta(const LatencyBuckets::Counts& counts,
                                     const LatencyBuckets::Counts& before);

@@ -116,9 +116,7 @@ json EventJson(const tw::OutcomeEvent& e) {
 // Group commit write + sync times since the server started; quantiles are bucket upper ends
 // (engine/latency_histogram.h: at most 25% above the true value).
 json CommitLatencyJson(const tw::EngineStats& e) {
-  uint64_t count = 0;
-  for (uint64_t c : e.commit_latency_us) count += c;
-  return json{{"count", count},
+  return json{{"count", tw::LatencyCount(e.commit_latency_us)},
               {"p50", tw::LatencyQuantileUs(e.commit_latency_us, 0.50)},
               {"p99", tw::LatencyQuantileUs(e.commit_latency_us, 0.99)},
               {"p999", tw::LatencyQuantileUs(e.commit_latency_us, 0.999)},

@@ -951,11 +951,7 @@ TEST_F(EngineTest, ReplyIsSentOnlyWhenItsEventIsReadable) {
 
 // Every group commit that writes is timed on the writer thread; reading stats writes nothing.
 TEST_F(EngineTest, StatsTimeEveryGroupCommitThatWrites) {
-  auto commits = [](const EngineStats& st) {
-    uint64_t n = 0;
-    for (uint64_t c : st.commit_latency_us) n += c;
-    return n;
-  };
+  auto commits = [](const EngineStats& st) { return LatencyCount(st.commit_latency_us); };
   const uint64_t at_open = commits(Stats());
   EXPECT_EQ(commits(Stats()), at_open) << "a stats call is not a write";
   for (int i = 0; i < 3; ++i) MustIssue({});  // each waits for its own group commit

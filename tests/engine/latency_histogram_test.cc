@@ -62,6 +62,7 @@ TEST(LatencyHistogramTest, QuantilesAreNeverBelowTheTrueValueAndAtMostAQuarterAb
   uint64_t total = 0;
   for (uint64_t n : c) total += n;
   EXPECT_EQ(total, 1000u);
+  EXPECT_EQ(LatencyCount(c), 1000u);
   EXPECT_EQ(h.max_us(), 1000u);
   for (auto [q, truth] : std::vector<std::pair<double, uint64_t>>{
            {0.001, 1}, {0.5, 500}, {0.9, 900}, {0.99, 990}, {0.999, 999}, {1.0, 1000}}) {
