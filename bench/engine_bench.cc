@@ -26,6 +26,17 @@
 //                       the same after a close that left everything only in the WAL, as kill -9
 //                       does (RocksStoreOptions::flush_on_close = false at the build): the open
 //                       replays the WAL. Rebuilds the database first (untimed).
+//   AtScale/prefetch:on|off/run:i
+//                       --live_tasks live callback tasks (1 h timeout) that a client completes
+//                       at random and replaces, --window rounds in flight: success of a random
+//                       live task, then the issue of its replacement, so the live count stays
+//                       put and every completion reaches a cold task, timer and index bucket.
+//                       Durability sync. items = durable transitions (2 per round, --tasks
+//                       rounds). prefetch:off sets EngineOptions::prefetch_min_live_tasks past
+//                       the live count, so each :on/:off pair (back to back, on one database,
+//                       built once untimed) measures the engine thread's prefetch hints; the
+//                       :off line reports on_vs_off (items/s) and the CPU counters show the
+//                       engine thread's cost per item.
 //   MassTimeout         open it again with durability sync, advance the ManualClock past every
 //                       deadline, Sync(): time until every TIMED_OUT event is durable.
 //                       items = timeouts. Consumes the database (a later run rebuilds it).
@@ -315,6 +326,20 @@ Callback<T> ToInbox(Inbox* inbox, Kind kind, uint32_t lane) {
   };
 }
 
+// The client's two calls on callback tasks, answered into `inbox` tagged with `lane`.
+void IssueCallbackTask(Engine* e, Inbox* inbox, uint32_t lane, uint32_t timeout_s) {
+  IssueTaskRequest req;
+  req.input = kInput;
+  req.timeout_s = timeout_s;
+  e->IssueTask(std::move(req), ToInbox<IssueTaskReply>(inbox, Kind::kIssued, lane));
+}
+void SucceedTask(Engine* e, Inbox* inbox, uint32_t lane, std::string token) {
+  SendTaskSuccessRequest req;
+  req.token = std::move(token);
+  req.output = kOutput;
+  e->SendTaskSuccess(std::move(req), ToInbox<CompletionReply>(inbox, Kind::kSucceeded, lane));
+}
+
 // What one engine run measured.
 struct RunResult {
   bool ok = false;
@@ -344,10 +369,7 @@ RunResult RunIssueSucceed(size_t tasks, size_t window) {
   size_t issued = 0;
   size_t done = 0;
   auto issue = [&](uint32_t lane) {
-    IssueTaskRequest req;
-    req.input = kInput;
-    req.timeout_s = 3600;
-    e->IssueTask(std::move(req), ToInbox<IssueTaskReply>(&inbox, Kind::kIssued, lane));
+    IssueCallbackTask(e, &inbox, lane, 3600);
     ++issued;
   };
   recorder.on = true;
@@ -362,11 +384,7 @@ RunResult RunIssueSucceed(size_t tasks, size_t window) {
         break;
       }
       if (m.kind == Kind::kIssued) {
-        SendTaskSuccessRequest req;
-        req.token = std::move(m.token);
-        req.output = kOutput;
-        e->SendTaskSuccess(std::move(req),
-                           ToInbox<CompletionReply>(&inbox, Kind::kSucceeded, m.lane));
+        SucceedTask(e, &inbox, m.lane, std::move(m.token));
       } else {
         ++done;
         if (issued < tasks) issue(m.lane);
@@ -572,6 +590,153 @@ bool BuildMillion(size_t n, std::string* error, bool flush_on_close = true) {
 bool EnsureMillion(std::string* error) {
   if (!g_million.consumed && g_million.live == g_config.live_tasks) return true;
   return BuildMillion(g_config.live_tasks, error);
+}
+
+// ---- At scale: random completions among --live_tasks live tasks ----
+
+struct ScaleDb {
+  std::unique_ptr<TempDir> dir;
+  std::vector<std::string> tokens;  // one per live task, replaced as runs complete them
+  double on_items_per_second = 0;   // the last prefetch:on run, for its :off partner
+};
+ScaleDb g_scale;
+
+constexpr uint32_t kScaleTimeoutS = 3600;
+
+// Issues --live_tasks callback tasks, durability none, keeping their tokens. Untimed.
+bool BuildScaleDb(std::string* error) {
+  g_scale = ScaleDb();
+  g_scale.dir = std::make_unique<TempDir>();
+  SystemClock clock;
+  OpenEngine oe;
+  if (!Open(*g_scale.dir, Durability::kNone, &clock, nullptr, EngineOptions(), &oe, error)) {
+    return false;
+  }
+  Engine* e = oe.engine.get();
+  const size_t n = g_config.live_tasks;
+  g_scale.tokens.resize(n);
+  constexpr size_t kWindow = 16'384;
+  Inbox inbox;
+  std::vector<Msg> msgs;
+  size_t issued = 0;
+  size_t done = 0;
+  auto issue = [&] {
+    IssueCallbackTask(e, &inbox, static_cast<uint32_t>(issued), kScaleTimeoutS);
+    ++issued;
+  };
+  for (size_t i = 0; i < std::min(kWindow, n); ++i) issue();
+  while (done < n && error->empty()) {
+    inbox.TakeAll(&msgs);
+    for (Msg& m : msgs) {
+      if (!m.ok) {
+        *error = m.error;
+        break;
+      }
+      g_scale.tokens[m.lane] = std::move(m.token);
+      ++done;
+      if (issued < n) issue();
+    }
+  }
+  oe.engine->Stop();
+  return error->empty();
+}
+
+RunResult RunAtScale(bool prefetch, size_t rounds, size_t window) {
+  RunResult out;
+  if (g_scale.tokens.size() != g_config.live_tasks && !BuildScaleDb(&out.error)) return out;
+  SystemClock clock;
+  OpenEngine oe;
+  EngineOptions eo;
+  eo.prefetch_min_live_tasks = prefetch ? limits::kPrefetchMinLiveTasksDefault : SIZE_MAX;
+  if (!Open(*g_scale.dir, Durability::kSync, &clock, nullptr, eo, &oe, &out.error)) return out;
+  Engine* e = oe.engine.get();
+  const EngineStats before = Stats(e);
+  std::vector<std::string>& tokens = g_scale.tokens;
+  std::vector<uint8_t> busy(tokens.size(), 0);
+  std::vector<size_t> position(window);  // the live task each lane works on
+  uint64_t rng = 0x2545F4914F6CDD1DULL;  // xorshift64: picks the next victim
+  Inbox inbox;
+  std::vector<Msg> msgs;
+  size_t started = 0;
+  size_t done = 0;
+  auto start_round = [&](uint32_t lane) {
+    size_t p;
+    do {
+      rng ^= rng << 13;
+      rng ^= rng >> 7;
+      rng ^= rng << 17;
+      p = static_cast<size_t>(rng % tokens.size());
+    } while (busy[p] != 0);
+    busy[p] = 1;
+    position[lane] = p;
+    SucceedTask(e, &inbox, lane, tokens[p]);
+    ++started;
+  };
+  const ThreadCpu cpu0 = ThreadCpu::Now();
+  const auto t0 = Steady::now();
+  for (size_t i = 0; i < std::min(window, rounds); ++i) start_round(static_cast<uint32_t>(i));
+  while (done < rounds && out.error.empty()) {
+    inbox.TakeAll(&msgs);
+    for (Msg& m : msgs) {
+      if (!m.ok) {
+        out.error = m.error;
+        break;
+      }
+      if (m.kind == Kind::kSucceeded) {
+        IssueCallbackTask(e, &inbox, m.lane, kScaleTimeoutS);
+      } else {
+        const size_t p = position[m.lane];
+        tokens[p] = std::move(m.token);
+        busy[p] = 0;
+        ++done;
+        if (started < rounds) start_round(m.lane);
+      }
+    }
+  }
+  out.seconds = SecondsSince(t0);
+  out.cpu = ThreadCpu::Now() - cpu0;
+  const EngineStats after = Stats(e);
+  oe.engine->Stop();
+  if (!out.error.empty()) {
+    g_scale = ScaleDb();  // tokens and database no longer agree: rebuild next time
+    return out;
+  }
+  if (after.live_tasks != tokens.size()) {
+    out.error =
+        "live tasks " + std::to_string(after.live_tasks) + " != " + std::to_string(tokens.size());
+    return out;
+  }
+  out.ok = true;
+  out.items = 2 * rounds;
+  out.batches = after.batches - before.batches;
+  out.commands = after.commands - before.commands;
+  return out;
+}
+
+void BM_AtScale(benchmark::State& state, bool prefetch) {
+  RunResult r;
+  for (auto _ : state) {
+    r = RunAtScale(prefetch, g_config.tasks, g_config.window);
+    if (!r.ok) {
+      state.SkipWithError(r.error.c_str());
+      return;
+    }
+    state.SetIterationTime(r.seconds);
+  }
+  const double items = static_cast<double>(r.items);
+  const double items_per_second = items / r.seconds;
+  state.SetItemsProcessed(static_cast<int64_t>(r.items));
+  state.counters["live_tasks"] = static_cast<double>(g_scale.tokens.size());
+  state.counters["engine_cpu_ns_per_item"] = static_cast<double>(r.cpu.engine_ns) / items;
+  state.counters["writer_cpu_ns_per_item"] = static_cast<double>(r.cpu.writer_ns) / items;
+  if (r.batches != 0)
+    state.counters["cmds_per_batch"] =
+        static_cast<double>(r.commands) / static_cast<double>(r.batches);
+  if (prefetch) {
+    g_scale.on_items_per_second = items_per_second;
+  } else if (g_scale.on_items_per_second > 0) {
+    state.counters["on_vs_off"] = g_scale.on_items_per_second / items_per_second;
+  }
 }
 
 // Advance past every deadline, Sync: until every TIMED_OUT event is durable.
@@ -835,6 +1000,17 @@ void RegisterAll() {
           ->Unit(benchmark::kMillisecond);
       benchmark::RegisterBenchmark(("Baseline/" + w + suffix).c_str(),
                                    [w, run](benchmark::State& st) { BM_Baseline(st, w, run); })
+          ->UseManualTime()
+          ->Iterations(1)
+          ->Unit(benchmark::kMillisecond);
+    }
+  }
+  for (int i = 1; i <= reps; ++i) {
+    for (bool prefetch : {true, false}) {
+      const std::string name = std::string("AtScale/prefetch:") + (prefetch ? "on" : "off") +
+                               "/run:" + std::to_string(i);
+      benchmark::RegisterBenchmark(name.c_str(),
+                                   [prefetch](benchmark::State& st) { BM_AtScale(st, prefetch); })
           ->UseManualTime()
           ->Iterations(1)
           ->Unit(benchmark::kMillisecond);

@@ -49,6 +49,8 @@ struct EngineOptions {
   uint32_t pollers_per_activity_max = limits::kPollersPerActivityDefault;
   size_t command_queue_max = limits::kCommandQueueMax;
   size_t batch_commands_max = limits::kBatchCommandsMax;
+  // Prefetch for upcoming task commands once this many tasks are live (0: always).
+  size_t prefetch_min_live_tasks = limits::kPrefetchMinLiveTasksDefault;
   std::string token_key_file;  // created at first open with mode 0600 (required)
   uint16_t shard = 0;
 };

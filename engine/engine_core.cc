@@ -187,6 +187,38 @@ static void Release(Held& held, const Status* failure) {
       held);
 }
 
+void EngineCore::Prefetch(const Command& cmd, int stage) const {
+  if (tasks_.size() < options_.prefetch_min_live_tasks) return;
+  const TaskId* id = nullptr;
+  bool ends = true;  // the command ends the task, so it cancels its timer
+  if (const auto* c = std::get_if<SuccessCmd>(&cmd)) {
+    id = &c->id;
+  } else if (const auto* c = std::get_if<FailureCmd>(&cmd)) {
+    id = &c->id;
+  } else if (const auto* c = std::get_if<CancelCmd>(&cmd)) {
+    id = &c->id;
+  } else if (const auto* c = std::get_if<HeartbeatCmd>(&cmd)) {
+    id = &c->id;
+    ends = false;  // lazy re-arm: a heartbeat does not touch the wheel
+  } else {
+    return;
+  }
+  switch (stage) {
+    case 0:
+      return tasks_.PrefetchBucket(*id);
+    case 1:
+      return tasks_.PrefetchTask(*id);
+    default: {
+      if (!ends) return;
+      const uint32_t slot = tasks_.Find(*id);
+      if (slot == kNilSlot) return;
+      const TimingWheel::Handle timer = tasks_.at(slot).timer;
+      if (stage == 2) return wheel_.Prefetch(timer);
+      return wheel_.PrefetchLinks(timer);
+    }
+  }
+}
+
 void EngineCore::Apply(Command&& cmd) {
   ++commands_;
   now_ms_ = std::max(now_ms_, clock_->NowMs());

@@ -335,6 +335,11 @@ class EngineImpl final : public Engine {
       const int64_t now = clock_->NowMs();
       timers_behind = !core_.Expire(now, limits::kExpiriesPerBatchMax);
       for (size_t i = 0; i < batch.size(); ++i) {
+        // Stage s of the prefetch chain for the command kPrefetchStages - s places ahead.
+        for (int stage = 0; stage < EngineCore::kPrefetchStages; ++stage) {
+          const size_t ahead = i + static_cast<size_t>(EngineCore::kPrefetchStages - stage);
+          if (ahead < batch.size()) core_.Prefetch(batch[ahead], stage);
+        }
         core_.Apply(std::move(batch[i]));
         // A writer that finished during a long run of commands should not wait for the rest.
         if ((i + 1) % kCommandsPerWriterCheck == 0 && WriterIdle()) SealIfPending();

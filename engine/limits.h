@@ -36,7 +36,11 @@ inline constexpr size_t kBatchCommandsMax = 4096;   // commands drained per engi
 // waiting, so the writer starts the next write the moment a sync returns.
 inline constexpr size_t kBatchesInFlightMax = 2;
 inline constexpr size_t kExpiriesPerBatchMax = 16'384;  // wheel expiries handled per batch
-inline constexpr size_t kPollWaitersMax = 100'000;      // all activities together
+// Live tasks from which the engine thread prefetches for the commands it is about to apply
+// (EngineOptions::prefetch_min_live_tasks). Below it, the task index, tasks and timers fit the
+// caches and the hints would only cost instructions.
+inline constexpr size_t kPrefetchMinLiveTasksDefault = 65'536;
+inline constexpr size_t kPollWaitersMax = 100'000;  // all activities together
 inline constexpr size_t kEventsPerReadMax = 4096;
 inline constexpr size_t kRetiredPerBatchMax = 8192;  // retention deletes per batch
 // storage: trimmed events are range-deleted in runs of at least this many (one range tombstone

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "engine/assert.h"
+#include "engine/prefetch.h"
 #include "engine/store.h"
 #include "engine/timing_wheel.h"
 #include "engine/types.h"
@@ -63,6 +64,17 @@ class TaskTable {
 
   // kNilSlot when absent.
   uint32_t Find(const TaskId& id) const;
+  // Cache hints for a Find(id) to come, in two steps that each need the one before to have
+  // arrived: the bucket the probe starts at, then the task that bucket names. They change
+  // nothing and read nothing out of bounds, whatever the id.
+  void PrefetchBucket(const TaskId& id) const { PrefetchRead(&index_[Bucket(id)]); }
+  void PrefetchTask(const TaskId& id) const {
+    const uint32_t slot = index_[Bucket(id)];
+    if (slot == kNilSlot) return;
+    const auto* task = reinterpret_cast<const char*>(&at(slot));
+    PrefetchWrite(task);
+    PrefetchWrite(task + sizeof(LiveTask) - 1);  // 72 bytes: it may straddle two lines
+  }
   // REQUIRES: id not present. Returns the new slot, its LiveTask default-initialized with id.
   uint32_t Insert(const TaskId& id);
   // REQUIRES: slot is live.

@@ -171,7 +171,7 @@ void TimingWheel::Cascade(uint32_t list) {
       const Entry& e = At(index);
       const uint32_t next = e.next;
       if (next != kNil) {
-        __builtin_prefetch(&At(next));
+        PrefetchRead(&At(next));
       } else {
         live &= ~(1u << lane);
       }

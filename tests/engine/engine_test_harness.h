@@ -318,7 +318,13 @@ class EngineTest : public ::testing::Test {
 
   std::string dir_;
   ManualClock clock_{kT0};
-  EngineOptions options_;
+  // Prefetch hints on from the first live task (by default from 64k), so that every test that
+  // gets several task commands into one batch runs them, and the sanitizers check them.
+  EngineOptions options_ = [] {
+    EngineOptions o;
+    o.prefetch_min_live_tasks = 0;
+    return o;
+  }();
   std::shared_ptr<MemoryDisk> disk_ = std::make_shared<MemoryDisk>();
   MemoryStore* memory_store_ = nullptr;  // owned by engine_
   std::unique_ptr<Engine> engine_;

@@ -262,6 +262,9 @@ class ModelRun {
   void Cancel() {
     if (live_ids_.empty()) return;
     const uint64_t id = live_ids_[Rand(live_ids_.size())];
+    // The engine prefetches ahead of the operation; a hint must change nothing.
+    wheel_.Prefetch(live_.at(id).handle);
+    wheel_.PrefetchLinks(live_.at(id).handle);
     ASSERT_TRUE(wheel_.Cancel(live_.at(id).handle));
     Forget(id);
   }
@@ -287,6 +290,8 @@ class ModelRun {
     if (stale_.empty()) return;
     const TimingWheel::Handle h = stale_[Rand(stale_.size())];
     ++coverage_->stale_checks;
+    wheel_.Prefetch(h);
+    wheel_.PrefetchLinks(h);
     EXPECT_FALSE(wheel_.Cancel(h));
     EXPECT_FALSE(wheel_.Reschedule(h, PickDeadline()).valid());
   }

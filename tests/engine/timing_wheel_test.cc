@@ -193,6 +193,43 @@ TEST(TimingWheelTest, StaleHandleStaysStaleAfterEntryReuse) {
   EXPECT_EQ(Advance(wheel, kEpochMs + 10), (std::vector<Fired>{{2, kEpochMs + 10}}));
 }
 
+TEST(TimingWheelTest, PrefetchTakesAnyHandleAndChangesNothing) {
+  using Handle = TimingWheel::Handle;
+  TimingWheel wheel(kEpochMs);
+  // No pool yet: every index is out of range, including ones far past the chunk table.
+  for (const Handle h : {Handle{}, Handle{0, 0}, Handle{123456, 7}, Handle{UINT32_MAX - 1, 0}}) {
+    wheel.Prefetch(h);
+    wheel.PrefetchLinks(h);
+  }
+  EXPECT_EQ(wheel.size(), 0u);
+  wheel.Validate();
+  // 65 timers on one deadline: lane 0 chains entries 0, 32 and 64, so entry 32 has both
+  // neighbours, and the others one each.
+  std::vector<Handle> handles;
+  for (uint64_t id = 0; id < 65; ++id) handles.push_back(wheel.Schedule(id, kEpochMs + 10));
+  const Handle cancelled = handles[7];
+  ASSERT_TRUE(wheel.Cancel(cancelled));
+  std::vector<Handle> probes = handles;
+  probes.push_back(Handle{handles[3].index, handles[3].generation + 1});  // forged generation
+  probes.push_back(Handle{65, 0});        // past every entry handed out
+  probes.push_back(Handle{1u << 20, 0});  // past the pool
+  for (const Handle h : probes) {
+    wheel.Prefetch(h);
+    wheel.PrefetchLinks(h);
+  }
+  wheel.Validate();
+  EXPECT_EQ(wheel.size(), 64u);
+  EXPECT_FALSE(wheel.Cancel(cancelled)) << "a prefetch must not revive a stale handle";
+  EXPECT_TRUE(wheel.Cancel(handles[32]));
+  const std::vector<Fired> fired = Advance(wheel, kEpochMs + 10);
+  EXPECT_EQ(fired.size(), 63u);
+  for (const Fired& f : fired) {
+    EXPECT_NE(f.id, 7u);
+    EXPECT_NE(f.id, 32u);
+    EXPECT_EQ(f.deadline_ms, kEpochMs + 10);
+  }
+}
+
 TEST(TimingWheelTest, RescheduleEarlierAndLater) {
   TimingWheel wheel(kEpochMs);
   TimingWheel::Handle a = wheel.Schedule(1, kEpochMs + 100'000);
