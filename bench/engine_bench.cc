@@ -34,9 +34,10 @@
 //                       Durability sync. items = durable transitions (2 per round, --tasks
 //                       rounds). prefetch:off sets EngineOptions::prefetch_min_live_tasks past
 //                       the live count, so each :on/:off pair (back to back, on one database,
-//                       built once untimed) measures the engine thread's prefetch hints; the
-//                       :off line reports on_vs_off (items/s) and the CPU counters show the
-//                       engine thread's cost per item.
+//                       built once untimed; odd pairs run :on first, even ones :off first)
+//                       measures the engine thread's prefetch hints; the second line of a pair
+//                       reports on_vs_off (items/s) and the CPU counters show the engine
+//                       thread's cost per item.
 //   MassTimeout         open it again with durability sync, advance the ManualClock past every
 //                       deadline, Sync(): time until every TIMED_OUT event is durable.
 //                       items = timeouts. Consumes the database (a later run rebuilds it).
@@ -597,7 +598,7 @@ bool EnsureMillion(std::string* error) {
 struct ScaleDb {
   std::unique_ptr<TempDir> dir;
   std::vector<std::string> tokens;  // one per live task, replaced as runs complete them
-  double on_items_per_second = 0;   // the last prefetch:on run, for its :off partner
+  double items_per_second[2] = {};  // the last run with prefetch off [0] and on [1]
 };
 ScaleDb g_scale;
 
@@ -643,6 +644,10 @@ bool BuildScaleDb(std::string* error) {
 
 RunResult RunAtScale(bool prefetch, size_t rounds, size_t window) {
   RunResult out;
+  if (window >= g_config.live_tasks) {
+    out.error = "--window must be below --live_tasks (each round in flight holds a live task)";
+    return out;
+  }
   if (g_scale.tokens.size() != g_config.live_tasks && !BuildScaleDb(&out.error)) return out;
   SystemClock clock;
   OpenEngine oe;
@@ -713,7 +718,8 @@ RunResult RunAtScale(bool prefetch, size_t rounds, size_t window) {
   return out;
 }
 
-void BM_AtScale(benchmark::State& state, bool prefetch) {
+// second: the second run of its pair, which reports on_vs_off.
+void BM_AtScale(benchmark::State& state, bool prefetch, bool second) {
   RunResult r;
   for (auto _ : state) {
     r = RunAtScale(prefetch, g_config.tasks, g_config.window);
@@ -732,10 +738,9 @@ void BM_AtScale(benchmark::State& state, bool prefetch) {
   if (r.batches != 0)
     state.counters["cmds_per_batch"] =
         static_cast<double>(r.commands) / static_cast<double>(r.batches);
-  if (prefetch) {
-    g_scale.on_items_per_second = items_per_second;
-  } else if (g_scale.on_items_per_second > 0) {
-    state.counters["on_vs_off"] = g_scale.on_items_per_second / items_per_second;
+  g_scale.items_per_second[prefetch ? 1 : 0] = items_per_second;
+  if (second && g_scale.items_per_second[0] > 0 && g_scale.items_per_second[1] > 0) {
+    state.counters["on_vs_off"] = g_scale.items_per_second[1] / g_scale.items_per_second[0];
   }
 }
 
@@ -1005,12 +1010,17 @@ void RegisterAll() {
           ->Unit(benchmark::kMillisecond);
     }
   }
+  // Pairs alternate which half runs first, so that a drift within a pair (RocksDB compacting
+  // what the run before left) does not always fall on the same side.
   for (int i = 1; i <= reps; ++i) {
-    for (bool prefetch : {true, false}) {
+    const bool on_first = i % 2 == 1;
+    for (bool prefetch : {on_first, !on_first}) {
+      const bool second = prefetch != on_first;
       const std::string name = std::string("AtScale/prefetch:") + (prefetch ? "on" : "off") +
                                "/run:" + std::to_string(i);
-      benchmark::RegisterBenchmark(name.c_str(),
-                                   [prefetch](benchmark::State& st) { BM_AtScale(st, prefetch); })
+      benchmark::RegisterBenchmark(
+          name.c_str(),
+          [prefetch, second](benchmark::State& st) { BM_AtScale(st, prefetch, second); })
           ->UseManualTime()
           ->Iterations(1)
           ->Unit(benchmark::kMillisecond);

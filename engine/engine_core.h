@@ -278,11 +278,13 @@ class EngineCore {
   // Cache hints for the runtime's apply loop, which knows the commands it is about to apply.
   // With 10^6 tasks live, a completion misses the caches on a chain of dependent loads: its
   // index bucket, its task, its timer entry, that entry's list neighbours. Prefetch(cmd, s)
-  // starts link s of the chain (0 <= s < kPrefetchStages), assuming link s - 1 has arrived,
-  // so the runtime calls stage s for the command kPrefetchStages - s places ahead, and the
-  // misses of several commands overlap. Changes nothing; a no-op for commands without a task
-  // id and while fewer than options.prefetch_min_live_tasks tasks are live.
-  static constexpr int kPrefetchStages = 4;
+  // starts link s of the chain (0 <= s < kPrefetchStages) with ordinary reads of the links
+  // before it (stages 2 and 3 run a Find), which are cheap once those have arrived: the
+  // runtime calls the stages of one command one command apart, the last one command before
+  // it applies it, and the misses of several commands overlap. Changes nothing; a no-op for
+  // commands without a task id and while fewer than options.prefetch_min_live_tasks tasks are
+  // live.
+  static constexpr size_t kPrefetchStages = 4;
   void Prefetch(const Command& cmd, int stage) const;
 
   bool poisoned() const { return poisoned_; }

@@ -334,12 +334,17 @@ class EngineImpl final : public Engine {
       // was already due when its batch began (handlers also check their own task's deadlines).
       const int64_t now = clock_->NowMs();
       timers_behind = !core_.Expire(now, limits::kExpiriesPerBatchMax);
-      for (size_t i = 0; i < batch.size(); ++i) {
-        // Stage s of the prefetch chain for the command kPrefetchStages - s places ahead.
-        for (int stage = 0; stage < EngineCore::kPrefetchStages; ++stage) {
-          const size_t ahead = i + static_cast<size_t>(EngineCore::kPrefetchStages - stage);
-          if (ahead < batch.size()) core_.Prefetch(batch[ahead], stage);
+      // Step k issues prefetch stage s for command k - s and applies command k - kStages, so
+      // every command gets its stages one step apart, the first ones of a batch included.
+      constexpr size_t kStages = EngineCore::kPrefetchStages;
+      for (size_t k = 0; k < batch.size() + kStages; ++k) {
+        for (size_t stage = 0; stage < kStages; ++stage) {
+          if (k >= stage && k - stage < batch.size()) {
+            core_.Prefetch(batch[k - stage], static_cast<int>(stage));
+          }
         }
+        if (k < kStages) continue;
+        const size_t i = k - kStages;
         core_.Apply(std::move(batch[i]));
         // A writer that finished during a long run of commands should not wait for the rest.
         if ((i + 1) % kCommandsPerWriterCheck == 0 && WriterIdle()) SealIfPending();
