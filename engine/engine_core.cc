@@ -188,7 +188,6 @@ static void Release(Held& held, const Status* failure) {
 }
 
 void EngineCore::Prefetch(const Command& cmd, int stage) const {
-  if (tasks_.size() < options_.prefetch_min_live_tasks) return;
   const TaskId* id = nullptr;
   bool ends = true;  // the command ends the task, so it cancels its timer
   if (const auto* c = std::get_if<SuccessCmd>(&cmd)) {

@@ -282,10 +282,11 @@ class EngineCore {
   // before it (stages 2 and 3 run a Find), which are cheap once those have arrived: the
   // runtime calls the stages of one command one command apart, the last one command before
   // it applies it, and the misses of several commands overlap. Changes nothing; a no-op for
-  // commands without a task id and while fewer than options.prefetch_min_live_tasks tasks are
-  // live.
+  // commands without a task id. Worth it only when prefetching() (checked once per batch).
   static constexpr size_t kPrefetchStages = 4;
   void Prefetch(const Command& cmd, int stage) const;
+  // At least options.prefetch_min_live_tasks tasks are live: below, everything is in cache.
+  bool prefetching() const { return tasks_.size() >= options_.prefetch_min_live_tasks; }
 
   bool poisoned() const { return poisoned_; }
   bool has_pending() const { return !replies_.empty() || batch_->Count() > 0 || counters_dirty_; }

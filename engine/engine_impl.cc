@@ -336,9 +336,11 @@ class EngineImpl final : public Engine {
       timers_behind = !core_.Expire(now, limits::kExpiriesPerBatchMax);
       // Step k issues prefetch stage s for command k - s and applies command k - kStages, so
       // every command gets its stages one step apart, the first ones of a batch included.
+      // Without prefetching, the loop starts at the first Apply.
       constexpr size_t kStages = EngineCore::kPrefetchStages;
-      for (size_t k = 0; k < batch.size() + kStages; ++k) {
-        for (size_t stage = 0; stage < kStages; ++stage) {
+      const bool prefetching = core_.prefetching();
+      for (size_t k = prefetching ? 0 : kStages; k < batch.size() + kStages; ++k) {
+        for (size_t stage = 0; prefetching && stage < kStages; ++stage) {
           if (k >= stage && k - stage < batch.size()) {
             core_.Prefetch(batch[k - stage], static_cast<int>(stage));
           }
