@@ -10,7 +10,7 @@
 //   BM_IssueSucceedBatch    the same through issueTasks / sendTaskSuccesses, B items per call.
 //   BM_DiskSync             write + fdatasync of one group commit's size in a loop, on the store's
 //                           disk: the sync latency every durable call waits for.
-//   BM_EchoPaced            pings, open loop, at the rate BM_IssueSucceedPaced uses: the latency
+//   BM_EchoPaced            pings, open loop, at half the peak measured the same way: the latency
 //                           the machine, client and transport give at that rate. The baseline.
 //   BM_IssueSucceedPaced    single calls, open loop, at half the peak (a closed loop at 256 in
 //                           flight run right before); latency from each chain's scheduled start.
@@ -119,6 +119,13 @@ void TearDown(Env* e) {
 }
 
 // Latencies of one run, and the counters derived from them.
+// Sorts `v` and returns its q-quantile (0 when empty).
+uint32_t SortedQuantile(std::vector<uint32_t>& v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size())))];
+}
+
 struct Run {
   std::vector<uint32_t> latency_us;
   uint64_t calls = 0;
@@ -126,21 +133,14 @@ struct Run {
   uint64_t errors = 0;
 
   void Report(benchmark::State& state, double seconds) {
-    std::sort(latency_us.begin(), latency_us.end());
-    auto pct = [&](double p) -> double {
-      if (latency_us.empty()) return 0;
-      const size_t i = std::min(latency_us.size() - 1,
-                                static_cast<size_t>(p * static_cast<double>(latency_us.size())));
-      return latency_us[i];
-    };
     state.SetIterationTime(seconds);
     state.counters["calls_per_s"] = static_cast<double>(calls) / seconds;
     if (transitions > 0) {
       state.counters["transitions_per_s"] = static_cast<double>(transitions) / seconds;
     }
-    state.counters["p50_us"] = pct(0.50);
-    state.counters["p99_us"] = pct(0.99);
-    state.counters["p999_us"] = pct(0.999);
+    state.counters["p50_us"] = SortedQuantile(latency_us, 0.50);
+    state.counters["p99_us"] = SortedQuantile(latency_us, 0.99);
+    state.counters["p999_us"] = SortedQuantile(latency_us, 0.999);
     state.counters["errors"] = static_cast<double>(errors);
   }
 };
@@ -337,7 +337,6 @@ void BM_DiskSync(benchmark::State& state) {
     }
     const std::string data(kAppendBytes, 'x');
     Run run;
-    uint64_t over_2ms = 0;
     const auto start = Clock::now();
     while (std::chrono::duration<double>(Clock::now() - start).count() < seconds_total) {
       const auto t0 = Clock::now();
@@ -346,17 +345,17 @@ void BM_DiskSync(benchmark::State& state) {
         ++run.errors;
         break;
       }
-      const uint32_t us = MicrosSince(t0);
-      run.latency_us.push_back(us);
+      run.latency_us.push_back(MicrosSince(t0));
       ++run.calls;
-      if (us > 2'000) ++over_2ms;
     }
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
     ::close(fd);
     ::unlink(path.c_str());
-    run.Report(state, seconds);
-    state.counters["max_us"] = run.latency_us.empty() ? 0 : run.latency_us.back();
-    state.counters["syncs_over_2ms"] = static_cast<double>(over_2ms);
+    run.Report(state, seconds);  // sorts the latencies
+    const auto& sorted = run.latency_us;
+    state.counters["max_us"] = sorted.empty() ? 0 : sorted.back();
+    state.counters["syncs_over_2ms"] = static_cast<double>(
+        sorted.end() - std::upper_bound(sorted.begin(), sorted.end(), uint32_t{2'000}));
   }
 }
 
@@ -522,21 +521,15 @@ void RunPaced(benchmark::State& state) {
     ReportServerDelta(state, before);
     // The client's own share of the latency: how late it sent the first calls. Counted in
     // p50_us / p99_us too (latency runs from the scheduled start), so it must stay small.
-    std::sort(p.late_us.begin(), p.late_us.end());
-    if (!p.late_us.empty()) {
-      state.counters["send_late_p50_us"] = p.late_us[p.late_us.size() / 2];
-      state.counters["send_late_p99_us"] = p.late_us[p.late_us.size() * 99 / 100];
-    }
+    state.counters["send_late_p50_us"] = SortedQuantile(p.late_us, 0.50);
+    state.counters["send_late_p99_us"] = SortedQuantile(p.late_us, 0.99);
     // Each second's own p99: the median second, the worst, and how many missed the goal.
     std::vector<uint32_t> second_p99;
     for (auto& v : p.by_second) {
-      if (v.empty()) continue;
-      std::sort(v.begin(), v.end());
-      second_p99.push_back(v[std::min(v.size() - 1, v.size() * 99 / 100)]);
+      if (!v.empty()) second_p99.push_back(SortedQuantile(v, 0.99));
     }
     if (!second_p99.empty()) {
-      std::sort(second_p99.begin(), second_p99.end());
-      state.counters["second_p99_median_us"] = second_p99[second_p99.size() / 2];
+      state.counters["second_p99_median_us"] = SortedQuantile(second_p99, 0.50);
       state.counters["second_p99_max_us"] = second_p99.back();
       state.counters["seconds_over_5ms"] = static_cast<double>(std::count_if(
           second_p99.begin(), second_p99.end(), [](uint32_t us) { return us > kGoalP99Us; }));
