@@ -84,11 +84,17 @@ void BufferedIoStream::StartWrite() {
         if (s->shutdown_requested_) s->inner_->shutdownWrite();
         return kj::READY_NOW;
       }
+      // Swap the two buffers: pending_ gets the one the last round wrote, emptied but with its
+      // capacity, so that a steady stream of replies does not allocate and grow a new buffer
+      // every round (that was most of this stream's share of the RPC thread's malloc time).
+      kj::Vector<kj::byte> written = kj::mv(s->inflight_);
       s->inflight_ = kj::mv(s->pending_);
-      s->pending_ = kj::Vector<kj::byte>();
+      s->pending_ = kj::mv(written);
       ++s->inner_writes_;
       return s->inner_->write(s->inflight_.begin(), s->inflight_.size()).then([s]() {
         s->inflight_.clear();
+        // A burst's big buffer is not kept for the rest of the connection's life.
+        if (s->inflight_.capacity() > kKeptBufferBytes) s->inflight_ = kj::Vector<kj::byte>();
         KJ_IF_MAYBE (waiter, s->room_waiter_) {
           if (s->pending_.size() < kWriteBufferHighBytes) {
             (*waiter)->fulfill();

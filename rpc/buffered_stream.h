@@ -32,6 +32,8 @@ class BufferedIoStream final : public kj::AsyncIoStream {
   static constexpr size_t kReadBufferBytes = 64 * 1024;
   // Accepted-but-unwritten bytes above which write() waits for the socket (backpressure).
   static constexpr size_t kWriteBufferHighBytes = 1 << 20;
+  // A write buffer up to this capacity is reused for the next round; a bigger one is freed.
+  static constexpr size_t kKeptBufferBytes = 64 * 1024;
 
   explicit BufferedIoStream(kj::Own<kj::AsyncIoStream> inner);
   ~BufferedIoStream() noexcept(false);
@@ -75,7 +77,7 @@ class BufferedIoStream final : public kj::AsyncIoStream {
   size_t read_end_ = 0;
 
   kj::Vector<kj::byte> pending_;   // accepted, not yet written (invariant 2)
-  kj::Vector<kj::byte> inflight_;  // being written now
+  kj::Vector<kj::byte> inflight_;  // being written now; empty between rounds (reused)
   bool writing_ = false;           // a flush is scheduled or in progress (invariant 1)
   bool shutdown_requested_ = false;
   kj::Maybe<kj::Exception> write_error_;                        // invariant 3

@@ -61,6 +61,23 @@ TEST_F(BufferedStreamTest, LargeReadAndWriteGoStraightThrough) {
   EXPECT_EQ(got, big);
 }
 
+// The two write buffers are swapped and reused between rounds, and one grown past
+// kKeptBufferBytes is dropped: no round may carry bytes of an earlier one, whatever the sizes.
+TEST_F(BufferedStreamTest, ReusedWriteBuffersCarryNothingOver) {
+  for (int round = 0; round < 40; ++round) {
+    const size_t size = round % 7 == 3 ? 2 * BufferedIoStream::kKeptBufferBytes + round
+                                       : static_cast<size_t>(1 + round * 37);
+    std::string msg(size, '\0');
+    for (size_t i = 0; i < size; ++i) msg[i] = static_cast<char>('A' + (round + i) % 26);
+    auto write = a_->write(msg.data(), msg.size());
+    EXPECT_EQ(ReadExactly(*b_, msg.size()), msg) << "round " << round;
+    write.wait(io_.waitScope);
+  }
+  // Nothing extra is left behind: the next bytes on the wire are the next write's.
+  a_->write("end", 3).wait(io_.waitScope);
+  EXPECT_EQ(ReadExactly(*b_, 3), "end");
+}
+
 TEST_F(BufferedStreamTest, EndOfStreamIsShortRead) {
   a_->write("abc", 3).wait(io_.waitScope);
   a_->shutdownWrite();
