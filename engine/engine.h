@@ -185,6 +185,9 @@ struct EngineStats {
   // LatencyBuckets bucket (LatencyQuantileUs reads quantiles off it), and the slowest one.
   LatencyBuckets::Counts commit_latency_us{};
   uint64_t commit_latency_max_us = 0;
+  // Wake-ups of the engine thread for submitted commands (Engine::Cork saves them); with
+  // `commands`, how well submissions are batched.
+  uint64_t submit_wakes = 0;
 };
 
 template <typename T>
@@ -253,6 +256,16 @@ class Engine {
   // Recovery facts, for the start-up log line.
   virtual uint64_t RecoveredTasks() const = 0;
   virtual int64_t RecoveryMs() const = 0;
+
+  // Batched hand-off for a thread that submits commands in bursts (the RPC event loop). Between
+  // Cork() and Uncork() on one thread, that thread's submissions wake the engine thread at most
+  // once per limits::kCorkedCommandsPerWake commands, and Uncork() wakes it for the rest:
+  // one wake-up per burst instead of one per command that finds the queue empty. Answers and
+  // their order do not change, only when the engine thread starts on them. Other threads are
+  // not affected. One corked engine per thread at a time; Uncork() before the thread ends or
+  // the engine is destroyed. The default (an engine with no wake-ups to save) does nothing.
+  virtual void Cork() {}
+  virtual void Uncork() {}
 };
 
 }  // namespace tw

@@ -29,6 +29,16 @@ constexpr int64_t kRetireEveryMs = 1000;
 // went idle (and then hands it the batch so far).
 constexpr size_t kCommandsPerWriterCheck = 256;
 
+// Engine::Cork of the calling thread: which engine it holds wake-ups for, whether the engine
+// thread still has to be woken for a command this thread queued, and how many commands it
+// queued since the engine thread was last woken for it.
+struct CorkState {
+  const void* engine = nullptr;
+  bool wake_pending = false;
+  size_t held = 0;
+};
+thread_local CorkState t_cork;
+
 template <typename T>
 void Fail(Callback<T>& done, ErrorCode code, std::string message) {
   if (done) done(Result<T>::Fail(Error::Make(code, std::move(message))));
@@ -71,6 +81,17 @@ class EngineImpl final : public Engine {
       Run();
     });
     return Status::Ok();
+  }
+
+  void Cork() override {
+    TW_ASSERT(t_cork.engine == nullptr);  // one corked engine per thread
+    t_cork = CorkState{this, false, 0};
+  }
+  void Uncork() override {
+    TW_ASSERT(t_cork.engine == this);
+    const bool wake = t_cork.wake_pending;
+    t_cork = CorkState{};
+    if (wake) WakeForCommands();
   }
 
   void Stop() override {
@@ -220,6 +241,7 @@ class EngineImpl final : public Engine {
       if (r.ok()) {
         r.value.commit_latency_us = commit_latency_.Snapshot();
         r.value.commit_latency_max_us = commit_latency_.max_us();
+        r.value.submit_wakes = submit_wakes_.load(std::memory_order_relaxed);
       }
       if (done) done(std::move(r));
     }});
@@ -290,7 +312,24 @@ class EngineImpl final : public Engine {
     const bool was_empty = queue_.empty();
     queue_.emplace_back(std::forward<C>(cmd));
     lock.unlock();
-    if (was_empty) cv_.notify_one();
+    if (t_cork.engine == this) {
+      // Corked: the engine thread sleeps only with an empty queue, so it needs a wake-up iff
+      // some command of this burst found the queue empty. It gets it at Uncork, or now if the
+      // burst is long.
+      t_cork.wake_pending = t_cork.wake_pending || was_empty;
+      if (++t_cork.held >= limits::kCorkedCommandsPerWake && t_cork.wake_pending) {
+        t_cork.wake_pending = false;
+        t_cork.held = 0;
+        WakeForCommands();
+      }
+      return;
+    }
+    if (was_empty) WakeForCommands();
+  }
+
+  void WakeForCommands() {
+    submit_wakes_.fetch_add(1, std::memory_order_relaxed);
+    cv_.notify_one();
   }
 
   // The engine thread: timers and commands into a batch, then hand it to the writer. Group
@@ -472,8 +511,9 @@ class EngineImpl final : public Engine {
   // Guarded by writer_mu_: sealed batches the writer has not taken yet, oldest first. With the
   // one being written and those in written_, at most limits::kBatchesInFlightMax.
   std::deque<SealedBatch> to_write_;
-  bool writer_stop_ = false;         // guarded by writer_mu_
-  LatencyHistogram commit_latency_;  // recorded by the writer thread; EngineStats
+  bool writer_stop_ = false;               // guarded by writer_mu_
+  LatencyHistogram commit_latency_;        // recorded by the writer thread; EngineStats
+  std::atomic<uint64_t> submit_wakes_{0};  // EngineStats::submit_wakes; submitting threads
   int64_t recovery_ms_ = 0;
 
   std::mutex mu_;

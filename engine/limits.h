@@ -32,6 +32,9 @@ inline constexpr size_t kTokenKeyFileBytesMax = 64 * 1024;  // 256 key ids x ~72
 // Engine loop.
 inline constexpr size_t kCommandQueueMax = 65'536;  // full -> OVERLOADED
 inline constexpr size_t kBatchCommandsMax = 4096;   // commands drained per engine batch
+// Engine::Cork: a corked thread wakes the engine thread at least every this many commands, so
+// a long burst of submissions does not leave it idle until the burst ends.
+inline constexpr size_t kCorkedCommandsPerWake = 64;
 // Sealed batches handed to the writer thread and not yet durable: one being written, one
 // waiting, so the writer starts the next write the moment a sync returns.
 inline constexpr size_t kBatchesInFlightMax = 2;

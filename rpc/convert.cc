@@ -398,6 +398,7 @@ void FillEngineStats(const EngineStats& s, proto::Stats::Builder out) {
   auto buckets = out.initCommitLatencyBuckets(static_cast<unsigned>(s.commit_latency_us.size()));
   for (unsigned i = 0; i < buckets.size(); ++i) buckets.set(i, s.commit_latency_us[i]);
   out.setCommitLatencyMaxUs(s.commit_latency_max_us);
+  out.setSubmitWakes(s.submit_wakes);
 }
 
 EngineStats ReadEngineStats(proto::Stats::Reader in) {
@@ -422,6 +423,7 @@ EngineStats ReadEngineStats(proto::Stats::Reader in) {
     s.commit_latency_us[i] = buckets[i];
   }
   s.commit_latency_max_us = in.getCommitLatencyMaxUs();
+  s.submit_wakes = in.getSubmitWakes();
   return s;
 }
 

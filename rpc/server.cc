@@ -158,6 +158,7 @@ class ServerCore {
     // connections are gone by now.
     TW_ASSERT(calls_.empty());
     TW_ASSERT(polls_.empty());
+    Uncork();  // never leave this thread corked past the core
   }
 
   Engine* engine() { return engine_; }
@@ -168,6 +169,7 @@ class ServerCore {
   // answer on this thread. Dropping the promise abandons the answer.
   template <typename T, typename StartFn>
   kj::Promise<Result<T>> Call(StartFn&& start) {
+    CorkUntilBurstEnds();
     const uint64_t id = next_call_id_++;
     auto paf = kj::newPromiseAndFulfiller<Result<T>>();
     calls_.emplace(id, kj::heap<Slot<T>>(kj::mv(paf.fulfiller)));
@@ -179,6 +181,7 @@ class ServerCore {
   template <typename T, typename StartFn>
   kj::Promise<std::vector<Result<T>>> CallBatch(size_t n, StartFn&& start) {
     if (n == 0) return std::vector<Result<T>>();
+    CorkUntilBurstEnds();
     const uint64_t id = next_call_id_++;
     auto paf = kj::newPromiseAndFulfiller<std::vector<Result<T>>>();
     calls_.emplace(id, kj::heap<BatchSlot<T>>(kj::mv(paf.fulfiller), n));
@@ -191,6 +194,24 @@ class ServerCore {
   // continuation: a continuation's input promise is dropped before the continuation runs).
   kj::Promise<Result<GetActivityTaskReply>> Poll(GetActivityTaskRequest req, uint32_t wait_s,
                                                  kj::Own<PollState>* state_out);
+
+  // One engine wake-up per burst of events on this thread, not one per call (DESIGN.md: one
+  // hand-off per batch): the first engine call of a burst corks this thread (Engine::Cork) and
+  // the burst's end uncorks it. kj::evalLast runs once every event queued so far, and every
+  // event those queue, has run; the loop looks for new I/O only after that, so a corked
+  // command never waits for a socket. A long burst still wakes the engine every
+  // limits::kCorkedCommandsPerWake commands.
+  void CorkUntilBurstEnds() {
+    if (corked_) return;
+    corked_ = true;
+    engine_->Cork();
+    uncork_ = kj::evalLast([this]() { Uncork(); }).eagerlyEvaluate(nullptr);
+  }
+  void Uncork() {
+    if (!corked_) return;
+    corked_ = false;
+    engine_->Uncork();
+  }
 
   // Resolves at the next notice of new durable events.
   kj::Promise<void> WaitForEvents() { return events_fork_.addBranch(); }
@@ -282,6 +303,8 @@ class ServerCore {
   const std::shared_ptr<Mailbox> mailbox_;
   uint64_t next_call_id_ = 1;
   uint64_t next_poll_seq_ = 1;
+  bool corked_ = false;                 // this thread holds engine wake-ups (Engine::Cork)
+  kj::Promise<void> uncork_ = nullptr;  // the evalLast that ends the hold
   std::unordered_map<uint64_t, kj::Own<SlotBase>> calls_;
   std::unordered_map<uint64_t, PollState*> polls_;  // PollState removes itself
   kj::ForkedPromise<void> events_fork_ = nullptr;
@@ -320,6 +343,7 @@ kj::Promise<Result<GetActivityTaskReply>> ServerCore::Poll(GetActivityTaskReques
   auto state = kj::heap<PollState>(*this, poll_id, kj::mv(paf.fulfiller));
   polls_.emplace(poll_id, state.get());
   *state_out = kj::mv(state);
+  CorkUntilBurstEnds();
   engine_->GetActivityTask(
       std::move(req), poll_id, [mailbox = mailbox_, this, poll_id](Result<GetActivityTaskReply> r) {
         mailbox->Post(

@@ -2,9 +2,10 @@
 // mains include; everything else in rpc/ is private to it.
 //
 // Threads. The server runs its own thread with one KJ event loop: it accepts connections,
-// decodes calls, and hands each one to the engine (Engine methods are thread-safe and do not
-// block). The engine answers on its own thread; the answers of one engine batch cross back to the
-// RPC thread in ONE hand-off (rpc/mailbox.h) and are turned into replies there. No KJ object is
+// decodes calls, and hands them to the engine (Engine methods are thread-safe and do not
+// block); the calls of one burst of events wake the engine thread once (Engine::Cork). The
+// engine answers on its own thread; the answers of one engine batch cross back to the RPC
+// thread in ONE hand-off (rpc/mailbox.h) and are turned into replies there. No KJ object is
 // ever touched from another thread.
 //
 // Long polls. A getActivityTask call waits up to min(waitSeconds, max_poll_seconds), then

@@ -284,6 +284,9 @@ struct Stats {
   # Counts per bucket, in the bucket order of engine/latency_histogram.h, and the slowest.
   commitLatencyBuckets @13 :List(UInt64);
   commitLatencyMaxUs @14 :UInt64;
+  # Wake-ups of the engine thread for submitted commands. The RPC thread hands each burst of
+  # calls over with one wake-up, so commands / submitWakes is the average burst.
+  submitWakes @15 :UInt64;
 }
 
 interface TokenWheel {

@@ -137,6 +137,7 @@ json StatsJson(const tw::rpc::ServerStats& s) {
               {"consumers", consumers},
               {"batches", s.engine.batches},
               {"commands", s.engine.commands},
+              {"submitWakes", s.engine.submit_wakes},
               {"connections", s.connections},
               {"subscriptions", s.subscriptions},
               {"replyHandoffs", s.reply_handoffs},

@@ -1255,6 +1255,55 @@ TEST_F(EngineTest, StorageFailurePoisonsTheEngine) {
   EXPECT_EQ(Events().size(), 1u);
 }
 
+// Engine::Cork: a burst of submissions from one thread wakes the engine thread once, at
+// Uncork, and every command is answered as usual. EngineStats::submit_wakes counts the wake-ups
+// (the notifications, not the thread's behaviour), so the counts below are exact: after an
+// answered Stats the queue is empty, so the first command of a burst needs a wake-up and the
+// rest do not; the closing Stats, uncorked, needs one more.
+TEST_F(EngineTest, CorkedSubmissionsWakeTheEngineOnceAtUncork) {
+  const uint64_t wakes_before = Stats().submit_wakes;
+  std::vector<Reply<IssueTaskReply>> issued(10);
+  engine_->Cork();
+  for (auto& r : issued) engine_->IssueTask({.input = R"({"corked":true})"}, r.cb());
+  engine_->Uncork();
+  std::vector<std::string> tokens;
+  for (auto& r : issued) {
+    Result<IssueTaskReply> got = r.Get();
+    ASSERT_TRUE(IsOk(got));
+    tokens.push_back(got.value.token);
+  }
+  EXPECT_EQ(Stats().submit_wakes - wakes_before, 2u) << "one for the burst, one for Stats";
+  // They are ordinary tasks.
+  std::vector<Reply<CompletionReply>> done(tokens.size());
+  engine_->Cork();
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    engine_->SendTaskSuccess({tokens[i], R"({"i":)" + std::to_string(i) + "}"}, done[i].cb());
+  }
+  engine_->Uncork();
+  for (auto& r : done) EXPECT_TRUE(IsOk(r.Get()));
+  EXPECT_EQ(Stats().live_tasks, 0u);
+  EXPECT_EQ(Events().size(), tokens.size());
+}
+
+// A long corked burst does not leave the engine thread idle until Uncork: the
+// limits::kCorkedCommandsPerWake-th command wakes it, and those commands are answered while
+// the thread is still corked. A command after that, into the then empty queue, needs the
+// wake-up at Uncork.
+TEST_F(EngineTest, ALongCorkedBurstWakesTheEngineOnTheWay) {
+  const uint64_t wakes_before = Stats().submit_wakes;
+  std::vector<Reply<IssueTaskReply>> issued(limits::kCorkedCommandsPerWake);
+  engine_->Cork();
+  for (auto& r : issued) engine_->IssueTask({}, r.cb());
+  for (auto& r : issued) ASSERT_TRUE(IsOk(r.Get())) << "answered before Uncork";
+  Reply<IssueTaskReply> last;
+  engine_->IssueTask({}, last.cb());
+  engine_->Uncork();
+  ASSERT_TRUE(IsOk(last.Get()));
+  EXPECT_EQ(Stats().submit_wakes - wakes_before, 3u)
+      << "one on the way, one at Uncork for the last command, one for Stats";
+  EXPECT_EQ(Stats().live_tasks, limits::kCorkedCommandsPerWake + 1);
+}
+
 TEST_F(EngineTest, StopAnswersWaitingPollsAndLaterCallsAreUnavailable) {
   const std::string arn = MustCreate("stop");
   Poll p = StartPoll(arn, "w");

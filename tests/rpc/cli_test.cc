@@ -222,6 +222,8 @@ TEST_F(CliTest, EventsWatchPrintsAndAcknowledges) {
   EXPECT_LE(commits["p50"].get<uint64_t>(), commits["p99"].get<uint64_t>());
   EXPECT_LE(commits["p99"].get<uint64_t>(), commits["p999"].get<uint64_t>());
   EXPECT_GE(commits["max"].get<uint64_t>(), 1u);
+  EXPECT_GE(stats["submitWakes"].get<uint64_t>(), 1u);
+  EXPECT_LE(stats["submitWakes"].get<uint64_t>(), stats["commands"].get<uint64_t>());
 }
 
 TEST_F(CliTest, ServerFromEnvironment) {

@@ -667,6 +667,11 @@ TEST_F(ServerIntegrationTest, StatsAndReplyBatching) {
   EXPECT_GE(s.value.replies_delivered, 504u);
   EXPECT_LT(s.value.reply_handoffs, s.value.replies_delivered / 2)
       << "replies should cross threads in batches";
+  // And the other way: the calls of one burst on the RPC thread wake the engine thread once
+  // (Engine::Cork), or every kCorkedCommandsPerWake of them; never once per call.
+  EXPECT_GE(s.value.engine.submit_wakes, 1u);
+  EXPECT_LT(s.value.engine.submit_wakes, s.value.engine.commands / 4)
+      << s.value.engine.commands << " commands in " << s.value.engine.submit_wakes << " wake-ups";
 }
 
 }  // namespace
