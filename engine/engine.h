@@ -186,7 +186,8 @@ struct EngineStats {
   LatencyBuckets::Counts commit_latency_us{};
   uint64_t commit_latency_max_us = 0;
   // Wake-ups of the engine thread for submitted commands (Engine::Cork saves them); with
-  // `commands`, how well submissions are batched.
+  // `commands`, how well submissions are batched. Read when the Stats answer is released (after
+  // its batch is durable), the fields above when its command is applied.
   uint64_t submit_wakes = 0;
 };
 
@@ -258,14 +259,27 @@ class Engine {
   virtual int64_t RecoveryMs() const = 0;
 
   // Batched hand-off for a thread that submits commands in bursts (the RPC event loop). Between
-  // Cork() and Uncork() on one thread, that thread's submissions wake the engine thread at most
-  // once per limits::kCorkedCommandsPerWake commands, and Uncork() wakes it for the rest:
+  // Cork() and Uncork() on one thread, that thread's submissions wake the engine thread once:
+  // at Uncork(), or earlier once limits::kCorkedCommandsPerWake commands were held. That is
   // one wake-up per burst instead of one per command that finds the queue empty. Answers and
-  // their order do not change, only when the engine thread starts on them. Other threads are
-  // not affected. One corked engine per thread at a time; Uncork() before the thread ends or
-  // the engine is destroyed. The default (an engine with no wake-ups to save) does nothing.
+  // their order do not change, only when the engine thread starts on them. A command that
+  // another thread queues behind held ones waits for the same wake-up. One corked engine per
+  // thread at a time; Uncork() before the thread ends or the engine is destroyed (CorkGuard
+  // does both). The default (an engine with no wake-ups to save) does nothing.
   virtual void Cork() {}
   virtual void Uncork() {}
+};
+
+// Corks `engine` for the calling thread while it lives (Engine::Cork).
+class CorkGuard {
+ public:
+  explicit CorkGuard(Engine* engine) : engine_(engine) { engine_->Cork(); }
+  ~CorkGuard() { engine_->Uncork(); }
+  CorkGuard(const CorkGuard&) = delete;
+  CorkGuard& operator=(const CorkGuard&) = delete;
+
+ private:
+  Engine* const engine_;
 };
 
 }  // namespace tw

@@ -311,22 +311,32 @@ class EngineImpl final : public Engine {
     }
     const bool was_empty = queue_.empty();
     queue_.emplace_back(std::forward<C>(cmd));
-    lock.unlock();
-    if (t_cork.engine == this) {
-      // Corked: the engine thread sleeps only with an empty queue, so it needs a wake-up iff
-      // some command of this burst found the queue empty. It gets it at Uncork, or now if the
-      // burst is long.
-      t_cork.wake_pending = t_cork.wake_pending || was_empty;
-      if (++t_cork.held >= limits::kCorkedCommandsPerWake && t_cork.wake_pending) {
-        t_cork.wake_pending = false;
-        t_cork.held = 0;
-        WakeForCommands();
-      }
+    if (t_cork.engine != this) {
+      // Counted under mu_, so that the engine thread, which takes this command under mu_,
+      // counts this wake-up in any Stats it answers afterwards.
+      if (was_empty) submit_wakes_.fetch_add(1, std::memory_order_relaxed);
+      lock.unlock();
+      if (was_empty) cv_.notify_one();
       return;
     }
-    if (was_empty) WakeForCommands();
+    lock.unlock();
+    // Corked. The engine thread sleeps only with an empty queue, so it needs a wake-up iff a
+    // command of this burst found the queue empty. It gets it at Uncork, or once
+    // kCorkedCommandsPerWake commands have been held since then. A command that finds the
+    // queue non-empty, with no wake-up pending here, is behind one that the engine thread is
+    // already awake for, or will be woken for.
+    if (was_empty && !t_cork.wake_pending) {
+      t_cork.wake_pending = true;
+      t_cork.held = 0;
+    }
+    if (t_cork.wake_pending && ++t_cork.held >= limits::kCorkedCommandsPerWake) {
+      t_cork.wake_pending = false;
+      WakeForCommands();
+    }
   }
 
+  // A corked thread's wake-up (Uncork, or a long burst): counted before it notifies. The
+  // corked thread's own later commands and Stats come after it.
   void WakeForCommands() {
     submit_wakes_.fetch_add(1, std::memory_order_relaxed);
     cv_.notify_one();

@@ -198,9 +198,11 @@ class ServerCore {
   // One engine wake-up per burst of events on this thread, not one per call (DESIGN.md: one
   // hand-off per batch): the first engine call of a burst corks this thread (Engine::Cork) and
   // the burst's end uncorks it. kj::evalLast runs once every event queued so far, and every
-  // event those queue, has run; the loop looks for new I/O only after that, so a corked
-  // command never waits for a socket. A long burst still wakes the engine every
-  // limits::kCorkedCommandsPerWake commands.
+  // event those queue, has run (except later evalLasts: the write coalescing of
+  // rpc/buffered_stream.h may write(2) first); the loop looks for new I/O only after that, so
+  // a held command waits for the rest of its burst, never for new input. A long burst still
+  // wakes the engine every limits::kCorkedCommandsPerWake commands, and work that blocks this
+  // thread (a subscription's store read) uncorks first.
   void CorkUntilBurstEnds() {
     if (corked_) return;
     corked_ = true;
@@ -391,6 +393,8 @@ class SubscriptionImpl final : public proto::Subscription::Server {
 
  private:
   kj::Promise<void> Loop() {
+    // A store read on this thread follows: commands held for this burst go to the engine first.
+    core_.Uncork();
     Result<std::vector<OutcomeEvent>> read =
         core_.engine()->ReadEvents(next_seq_, limits::kEventsPerReadMax);
     if (!read.ok()) {
