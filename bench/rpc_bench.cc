@@ -207,7 +207,8 @@ IssueTaskRequest CallbackTask() {
 }
 
 kj::Promise<void> TaskChain(Loop& l) {
-  if (l.remaining == 0 || Clock::now() >= l.deadline) return kj::READY_NOW;
+  if (l.remaining == 0) return kj::READY_NOW;
+  if (l.deadline != Clock::time_point::max() && Clock::now() >= l.deadline) return kj::READY_NOW;
   --l.remaining;
   const auto t0 = Clock::now();
   return l.client->IssueTaskAsync(CallbackTask())
@@ -226,10 +227,12 @@ kj::Promise<void> TaskChain(Loop& l) {
               ++l.run.calls;
               if (done.ok()) {
                 ++l.run.transitions;
-                const auto second = static_cast<size_t>(
-                    std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - l.start)
-                        .count());
-                if (second < l.tasks_by_second.size()) ++l.tasks_by_second[second];
+                if (!l.tasks_by_second.empty()) {
+                  const auto second = static_cast<size_t>(
+                      std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - l.start)
+                          .count());
+                  if (second < l.tasks_by_second.size()) ++l.tasks_by_second[second];
+                }
               } else {
                 ++l.run.errors;
               }
