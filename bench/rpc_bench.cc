@@ -1,6 +1,7 @@
 // tw_bench_rpc: the Cap'n Proto front end under load, on loopback.
 //
-// One process: a real engine (RocksDB store, --durability sync unless TW_BENCH_DURABILITY=none)
+// One process: a real engine (RocksDB store, --durability sync unless TW_BENCH_DURABILITY=none;
+// EngineOptions::commit as tokenwheeld's default unless TW_BENCH_COMMIT names another)
 // behind the real RPC server on 127.0.0.1, and a client (rpc/client.h) on the benchmark thread
 // keeping many calls in flight. Setup (store, engine, server, connection) is outside every timed
 // region. Each benchmark reports calls/s, durable transitions/s where it makes any, and
@@ -85,6 +86,11 @@ bool SetUp(Env* e) {
   }
   EngineOptions engine_options;
   engine_options.durability = sync ? Durability::kSync : Durability::kNone;
+  const char* commit = std::getenv("TW_BENCH_COMMIT");
+  if (commit != nullptr && !ParseCommitMode(commit, &engine_options.commit)) {
+    std::fprintf(stderr, "TW_BENCH_COMMIT must be adaptive, inline or pipelined\n");
+    return false;
+  }
   engine_options.token_key_file = e->dir + "/token.key";
   auto engine = Engine::Open(engine_options, std::move(store), &e->clock);
   if (!engine.ok()) {
@@ -106,8 +112,9 @@ bool SetUp(Env* e) {
     return false;
   }
   e->client = std::move(client.value);
-  std::fprintf(stderr, "tw_bench_rpc: durability=%s data=%s server=%s\n", sync ? "sync" : "none",
-               e->dir.c_str(), e->server->address().c_str());
+  std::fprintf(stderr, "tw_bench_rpc: durability=%s commit=%s data=%s server=%s\n",
+               sync ? "sync" : "none", CommitModeName(engine_options.commit), e->dir.c_str(),
+               e->server->address().c_str());
   return true;
 }
 

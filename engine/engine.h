@@ -9,11 +9,19 @@
 // expecting an answer (enqueueing is fine). Callbacks of one batch run back to back, so a front
 // end that hops threads once per non-empty reply list gets one hand-off per batch.
 //
-// Two engine threads: the engine thread applies commands and timers to the in-memory state and
-// seals a batch; the writer thread only writes and syncs it, then hands it back, and the engine
-// thread runs its replies. While the writer writes and syncs batch N, the engine thread applies
-// batch N+1 and hands it over as soon as N is durable (sooner when it is full:
-// limits::kBatchesInFlightMax sealed batches in flight).
+// How a batch is committed is EngineOptions::commit (CommitMode):
+// - kPipelined: two engine threads. The engine thread applies commands and timers to the
+//   in-memory state and seals a batch; the writer thread only writes and syncs it, then hands
+//   it back, and the engine thread runs its replies. While the writer writes and syncs batch N,
+//   the engine thread applies batch N+1 and hands it over as soon as N is durable (sooner when
+//   it is full: limits::kBatchesInFlightMax sealed batches in flight).
+// - kInline: one engine thread, which writes and syncs each batch itself after applying it.
+//   Commands that arrive meanwhile wait in the queue and form the next batch. No hand-off to a
+//   writer and back: fewer thread switches per batch, which is what a small machine runs out
+//   of first (docs/BENCHMARKS.md, seventh session).
+// - kAdaptive: both threads. At the end of a round of commands the engine thread writes the
+//   batch itself when no command is waiting and no batch is in flight, and hands it to the
+//   writer otherwise: inline under light load, pipelined under heavy load.
 //
 // A full queue answers at once (on the caller's thread) with ErrorCode::kOverloaded. After a
 // storage failure, or once Stop() began, every call answers kUnavailable. kUnavailable means
@@ -28,6 +36,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine/clock.h"
@@ -39,6 +48,19 @@
 namespace tw {
 
 enum class Durability { kSync, kNone };
+
+// Who writes and syncs the batches; see "How a batch is committed" above. Replies, events and
+// durability are the same in both modes.
+enum class CommitMode {
+  kPipelined,  // a writer thread, overlapping batch N's sync with applying batch N+1
+  kInline,     // the engine thread itself, after applying each batch; no writer thread
+  // The engine thread when no command is waiting and no batch is in flight (nothing to
+  // overlap the sync with), else the writer thread.
+  kAdaptive,
+};
+// "pipelined", "inline", "adaptive": the names of tokenwheeld's --commit.
+const char* CommitModeName(CommitMode mode);
+bool ParseCommitMode(std::string_view name, CommitMode* mode);  // false: no such mode
 
 struct EngineOptions {
   Durability durability = Durability::kSync;
@@ -53,6 +75,7 @@ struct EngineOptions {
   size_t prefetch_min_live_tasks = limits::kPrefetchMinLiveTasksDefault;
   std::string token_key_file;  // created at first open with mode 0600 (required)
   uint16_t shard = 0;
+  CommitMode commit = CommitMode::kPipelined;
 };
 
 // ---- Requests and replies ----

@@ -19,6 +19,28 @@
 
 namespace tw {
 
+const char* CommitModeName(CommitMode mode) {
+  switch (mode) {
+    case CommitMode::kPipelined:
+      return "pipelined";
+    case CommitMode::kInline:
+      return "inline";
+    case CommitMode::kAdaptive:
+      return "adaptive";
+  }
+  return "?";
+}
+
+bool ParseCommitMode(std::string_view name, CommitMode* mode) {
+  for (CommitMode m : {CommitMode::kPipelined, CommitMode::kInline, CommitMode::kAdaptive}) {
+    if (name == CommitModeName(m)) {
+      *mode = m;
+      return true;
+    }
+  }
+  return false;
+}
+
 namespace {
 
 // How long the engine thread sleeps at most with nothing to do: bounds how late retention
@@ -72,10 +94,12 @@ class EngineImpl final : public Engine {
       std::lock_guard<std::mutex> lock(listener_mu_);
       if (listener_) listener_(seq);
     });
-    writer_ = std::thread([this] {
-      pthread_setname_np(pthread_self(), "tw-writer");
-      RunWriter();
-    });
+    if (writer_thread_) {
+      writer_ = std::thread([this] {
+        pthread_setname_np(pthread_self(), "tw-writer");
+        RunWriter();
+      });
+    }
     thread_ = std::thread([this] {
       pthread_setname_np(pthread_self(), "tw-engine");
       Run();
@@ -377,7 +401,7 @@ class EngineImpl final : public Engine {
       // release the finished batch's replies (the sooner they run, the sooner callers send what
       // comes next).
       for (const Written& w : reaped_) core_.OnDurable(w.status);
-      if (WriterIdle()) SealIfPending();
+      if (writer_thread_ && WriterIdle()) SealIfPending();
       ReleaseReaped();
       // Timers first, then commands, then timers again: a command never races a timeout that
       // was already due when its batch began (handlers also check their own task's deadlines).
@@ -398,7 +422,9 @@ class EngineImpl final : public Engine {
         const size_t i = k - kStages;
         core_.Apply(std::move(batch[i]));
         // A writer that finished during a long run of commands should not wait for the rest.
-        if ((i + 1) % kCommandsPerWriterCheck == 0 && WriterIdle()) SealIfPending();
+        if (writer_thread_ && (i + 1) % kCommandsPerWriterCheck == 0 && WriterIdle()) {
+          SealIfPending();
+        }
       }
       batch.clear();
       if (!timers_behind) timers_behind = !core_.Expire(now, limits::kExpiriesPerBatchMax);
@@ -408,9 +434,10 @@ class EngineImpl final : public Engine {
       }
       if (stop) core_.AnswerAllPollsEmpty();
       // Otherwise the writer is busy and its completion wakes this thread, which then seals.
+      // Without a writer thread it is always idle: the batch is written here (WriteHere).
       if (stop || WriterIdle() || core_.open_batch_full()) {
         while (core_.batches_in_flight() >= limits::kBatchesInFlightMax) WaitForWriter();
-        SealIfPending();
+        SealIfPending(/*round_end=*/true);
       }
       if (stop) {
         while (core_.batches_in_flight() > 0) WaitForWriter();
@@ -420,16 +447,45 @@ class EngineImpl final : public Engine {
     }
   }
 
-  // Engine thread. The writer has finished every batch handed to it.
+  // Engine thread. Every sealed batch has been written (or failed), by whichever thread.
   bool WriterIdle() const { return finished_.load(std::memory_order_acquire) == handed_; }
 
-  // Engine thread: seals the open batch and hands it to the writer, if it holds anything and
-  // the pipeline has room (else a finished batch is on its way back and wakes this thread).
-  void SealIfPending() {
+  // Engine thread: seals the open batch, if it holds anything and the pipeline has room (else a
+  // finished batch is on its way back and wakes this thread), and writes it here (at the end of
+  // a round only, see WriteHere) or hands it to the writer.
+  void SealIfPending(bool round_end = false) {
     if (!core_.has_pending()) return;
     if (core_.batches_in_flight() >= limits::kBatchesInFlightMax) return;
-    HandToWriter(core_.Seal());
+    const bool here = round_end && WriteHere();
+    SealedBatch sealed = core_.Seal();
     ++handed_;
+    if (here) {
+      // The next round of Run() releases it like a batch the writer handed back. Commands
+      // that arrive during the sync wait in the queue and form the next batch.
+      Written w = Write(std::move(sealed));
+      std::lock_guard<std::mutex> lock(mu_);
+      written_.push_back(std::move(w));
+    } else {
+      HandToWriter(std::move(sealed));
+    }
+  }
+
+  // Engine thread, sealing at the end of a round: whether to write the batch on this thread
+  // rather than hand it to the writer. kAdaptive does so only when nothing is left to overlap
+  // the sync with (no command waiting) and no earlier batch is in flight (batches are written
+  // and released in order; the writer is idle then).
+  bool WriteHere() {
+    switch (options_.commit) {
+      case CommitMode::kPipelined:
+        return false;
+      case CommitMode::kInline:
+        return true;
+      case CommitMode::kAdaptive:
+        break;
+    }
+    if (core_.batches_in_flight() != 0) return false;
+    std::lock_guard<std::mutex> lock(mu_);
+    return queue_.empty();
   }
 
   // Engine thread: runs the replies of the batches in reaped_ (OnDurable already done).
@@ -451,7 +507,12 @@ class EngineImpl final : public Engine {
     ReleaseReaped();
   }
 
-  // ---- The writer thread: writes and syncs sealed batches, in order ----
+  // ---- Writing sealed batches, in order: the writer thread, or inline the engine thread ----
+  // A sealed batch written (or failed), with its write status.
+  struct Written {
+    SealedBatch sealed;
+    Status status;
+  };
   void HandToWriter(SealedBatch sealed) {
     {
       std::lock_guard<std::mutex> lock(writer_mu_);
@@ -469,38 +530,50 @@ class EngineImpl final : public Engine {
   }
 
   void RunWriter() {
-    Status failed;  // the first failed write: every later batch was applied on top of it
     for (;;) {
-      Written w;
+      SealedBatch sealed;
       {
         std::unique_lock<std::mutex> lock(writer_mu_);
         writer_cv_.wait(lock, [this] { return !to_write_.empty() || writer_stop_; });
         if (to_write_.empty()) return;
-        w.sealed = std::move(to_write_.front());
+        sealed = std::move(to_write_.front());
         to_write_.pop_front();
       }
-      const bool writes = failed.ok() && w.sealed.poisoned.ok() && w.sealed.batch->Count() > 0;
-      const auto t0 = std::chrono::steady_clock::now();
-      w.status = failed.ok() ? core_.WriteSealed(&w.sealed) : failed;
-      if (writes && w.status.ok()) {
-        const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
-            std::chrono::steady_clock::now() - t0);
-        commit_latency_.Record(static_cast<uint64_t>(us.count()));
-      }
-      if (!w.status.ok() && failed.ok()) {
-        failed = w.status;
-        std::fprintf(stderr, "tokenwheel engine: storage failure, engine poisoned: %s\n",
-                     failed.ToString().c_str());
-      }
-      // Counted before it is visible in written_: an engine thread that finds it there also
-      // finds the writer idle (if nothing else was handed to it meanwhile).
-      finished_.fetch_add(1, std::memory_order_release);
+      Written w = Write(std::move(sealed));
       {
         std::lock_guard<std::mutex> lock(mu_);
         written_.push_back(std::move(w));
       }
       cv_.notify_one();
     }
+  }
+
+  // The writer thread, or the engine thread (WriteHere), never both at once: writes and syncs
+  // one sealed batch and times it. After a failed write no later batch is written: each was
+  // applied on top of it. The engine thread writes only while the writer is idle with every
+  // batch it wrote handed back (finished_, then mu_), and hands the writer a batch only after
+  // its own write (writer_mu_): what one thread left in write_failed_ and commit_latency_ is
+  // visible to the other.
+  Written Write(SealedBatch sealed) {
+    Written w;
+    w.sealed = std::move(sealed);
+    const bool writes = write_failed_.ok() && w.sealed.poisoned.ok() && w.sealed.batch->Count() > 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    w.status = write_failed_.ok() ? core_.WriteSealed(&w.sealed) : write_failed_;
+    if (writes && w.status.ok()) {
+      const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+          std::chrono::steady_clock::now() - t0);
+      commit_latency_.Record(static_cast<uint64_t>(us.count()));
+    }
+    if (!w.status.ok() && write_failed_.ok()) {
+      write_failed_ = w.status;
+      std::fprintf(stderr, "tokenwheel engine: storage failure, engine poisoned: %s\n",
+                   write_failed_.ToString().c_str());
+    }
+    // Counted before it is visible in written_: an engine thread that finds it there also
+    // finds the writer idle (if nothing else was handed to it meanwhile).
+    finished_.fetch_add(1, std::memory_order_release);
+    return w;
   }
 
   const EngineOptions options_;
@@ -511,18 +584,14 @@ class EngineImpl final : public Engine {
   std::thread thread_;
   std::thread writer_;
 
-  // A sealed batch the writer finished, with its write status.
-  struct Written {
-    SealedBatch sealed;
-    Status status;
-  };
   std::mutex writer_mu_;
   std::condition_variable writer_cv_;
   // Guarded by writer_mu_: sealed batches the writer has not taken yet, oldest first. With the
   // one being written and those in written_, at most limits::kBatchesInFlightMax.
   std::deque<SealedBatch> to_write_;
-  bool writer_stop_ = false;               // guarded by writer_mu_
-  LatencyHistogram commit_latency_;        // recorded by the writer thread; EngineStats
+  bool writer_stop_ = false;         // guarded by writer_mu_
+  Status write_failed_;              // the writing thread's (see Write): the first failed write
+  LatencyHistogram commit_latency_;  // recorded by the writing thread; EngineStats
   std::atomic<uint64_t> submit_wakes_{0};  // EngineStats::submit_wakes; submitting threads
   int64_t recovery_ms_ = 0;
 
@@ -531,11 +600,13 @@ class EngineImpl final : public Engine {
   std::deque<Command> queue_;     // guarded by mu_; bounded by command_queue_max (+ forced)
   std::vector<Written> written_;  // guarded by mu_: finished by the writer, not yet released
   std::vector<Written> reaped_;   // engine thread only
-  // Engine thread: between runs of replies, a writer that went idle gets the open batch.
+  const bool writer_thread_ = options_.commit != CommitMode::kInline;
+  // Engine thread: between runs of replies, a writer that went idle gets the open batch. Only a
+  // writer thread: a sync here would hold back the rest of the replies.
   const std::function<void()> seal_if_writer_idle_ = [this] {
-    if (WriterIdle()) SealIfPending();
+    if (writer_thread_ && WriterIdle()) SealIfPending();
   };
-  uint64_t handed_ = 0;                     // engine thread only: batches handed to the writer
+  uint64_t handed_ = 0;                     // engine thread only: batches sealed for writing
   std::atomic<uint64_t> finished_{0};       // batches the writer finished (written or failed)
   bool stopping_ = false;                   // guarded by mu_
   std::mutex stop_mu_;                      // serializes Stop()

@@ -33,6 +33,7 @@ struct Flags {
   std::string data_dir = "./data";
   std::string rpc_listen = "127.0.0.1:7411";
   std::string durability = "sync";
+  std::string commit = tw::CommitModeName(tw::EngineOptions().commit);
   uint32_t tick_ms = tw::limits::kWheelTickMsDefault;
   uint32_t max_poll_seconds = tw::limits::kPollSecondsDefault;
   std::string region = "us-east-1";
@@ -79,6 +80,7 @@ bool ApplyConfig(const CLI::App& app, Flags* f, std::string* error) {
       if (key == "data-dir") f->data_dir = value.get<std::string>();
       if (key == "rpc-listen") f->rpc_listen = value.get<std::string>();
       if (key == "durability") f->durability = value.get<std::string>();
+      if (key == "commit") f->commit = value.get<std::string>();
       if (key == "tick-ms") f->tick_ms = value.get<uint32_t>();
       if (key == "max-poll-seconds") f->max_poll_seconds = value.get<uint32_t>();
       if (key == "region") f->region = value.get<std::string>();
@@ -95,6 +97,8 @@ bool ApplyConfig(const CLI::App& app, Flags* f, std::string* error) {
 bool Validate(const Flags& f, std::string* error) {
   if (f.durability != "sync" && f.durability != "none") {
     *error = "--durability must be sync or none";
+  } else if (tw::CommitMode mode; !tw::ParseCommitMode(f.commit, &mode)) {
+    *error = "--commit must be adaptive, inline or pipelined";
   } else if (f.tick_ms == 0 || f.tick_ms > 1000) {
     *error = "--tick-ms must be 1..1000";
   } else if (f.max_poll_seconds == 0 || f.max_poll_seconds > tw::limits::kPollSecondsMax) {
@@ -132,6 +136,7 @@ int Serve(const Flags& f) {
 
   tw::EngineOptions engine_options;
   engine_options.durability = sync ? tw::Durability::kSync : tw::Durability::kNone;
+  tw::ParseCommitMode(f.commit, &engine_options.commit);  // Validate checked the name
   engine_options.tick_ms = f.tick_ms;
   engine_options.retention_ms = f.retention_seconds * 1000;
   engine_options.region = f.region;
@@ -159,7 +164,7 @@ int Serve(const Flags& f) {
   Log("started, listening on " + server->address() + " data_dir=" + f.data_dir +
       " recovered_tasks=" + std::to_string(engine->RecoveredTasks()) +
       " recovery_ms=" + std::to_string(engine->RecoveryMs()) + " durability=" + f.durability +
-      " tick_ms=" + std::to_string(f.tick_ms) +
+      " commit=" + f.commit + " tick_ms=" + std::to_string(f.tick_ms) +
       " max_poll_seconds=" + std::to_string(f.max_poll_seconds));
 
   sigset_t stop_signals;
@@ -217,6 +222,13 @@ int main(int argc, char** argv) {
                  "no fsync -- a power loss can lose acknowledged work (prints a warning)")
       ->capture_default_str()
       ->check(CLI::IsMember({"sync", "none"}));
+  app.add_option("--commit", f.commit,
+                 "Who writes and syncs each group commit. adaptive: the engine thread when no "
+                 "call is waiting, else a writer thread that syncs one batch while the engine "
+                 "applies the next. inline: always the engine thread (no writer thread). "
+                 "pipelined: always the writer thread. Durability is the same in all three")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"adaptive", "inline", "pipelined"}));
   app.add_option("--tick-ms", f.tick_ms,
                  "Timing wheel tick, ms (1..1000): timeouts fire within "
                  "one tick after their deadline, never before")

@@ -1,9 +1,16 @@
 // tw-test-labels: threads
-// The engine's commit pipeline: while the writer writes batch N, the engine thread keeps
-// applying into batch N+1, hands it over once the writer is free (group commit) or as soon as it
-// is full; replies run in batch order and only once their own batch is durable; a failed write
-// stops every batch sealed after it from reaching the store.
+// How the engine commits (EngineOptions::commit).
+// Pipelined: while the writer writes batch N, the engine thread keeps applying into batch N+1,
+// hands it over once the writer is free (group commit) or as soon as it is full; replies run in
+// batch order and only once their own batch is durable; a failed write stops every batch sealed
+// after it from reaching the store.
+// Inline: the engine thread writes each batch itself; what arrives during a write is the next
+// batch, whole; no writer thread exists; a failed write poisons the engine the same way.
+#include <dirent.h>
+#include <pthread.h>
+
 #include <condition_variable>
+#include <fstream>
 #include <mutex>
 #include <numeric>
 #include <vector>
@@ -40,6 +47,11 @@ class GatedStore final : public Store {
     std::lock_guard<std::mutex> lock(mu_);
     return new_batches_;
   }
+  // The names of the threads that called Write so far.
+  std::set<std::string> writing_threads() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return writing_threads_;
+  }
   int writes_reaching_inner() {
     std::lock_guard<std::mutex> lock(mu_);
     return inner_writes_;
@@ -54,7 +66,10 @@ class GatedStore final : public Store {
     return inner_->NewBatch();
   }
   Status Write(WriteBatch* batch, bool sync) override {
+    char name[16] = {};
+    ::pthread_getname_np(::pthread_self(), name, sizeof(name));
     std::unique_lock<std::mutex> lock(mu_);
+    writing_threads_.insert(name);
     if (hold_next_) {
       hold_next_ = false;
       held_ = true;
@@ -118,6 +133,7 @@ class GatedStore final : public Store {
   bool held_ = false;
   bool released_ = false;
   bool fail_ = false;
+  std::set<std::string> writing_threads_;
   int new_batches_ = 0;
   int inner_writes_ = 0;
 };
@@ -127,9 +143,12 @@ class EnginePipelineTest : public EngineTest {
   // Two commands fill a batch, so a test can fill one while a write is held.
   void SetUp() override {
     options_.batch_commands_max = batch_commands_max_;
+    options_.commit = commit_;
+    commit_from_env_ = false;
     EngineTest::SetUp();
   }
   size_t batch_commands_max_ = 2;
+  CommitMode commit_ = CommitMode::kPipelined;
   std::unique_ptr<Store> MakeStore() override {
     auto store = std::make_unique<GatedStore>(std::make_unique<MemoryStore>(disk_));
     gate_ = store.get();
@@ -174,6 +193,34 @@ class EngineGroupCommitTest : public EnginePipelineTest {
  protected:
   EngineGroupCommitTest() { batch_commands_max_ = 64; }
 };
+
+class EngineInlineCommitTest : public EnginePipelineTest {
+ protected:
+  EngineInlineCommitTest() {
+    batch_commands_max_ = 64;
+    commit_ = CommitMode::kInline;
+  }
+};
+
+class EngineAdaptiveCommitTest : public EnginePipelineTest {
+ protected:
+  EngineAdaptiveCommitTest() { commit_ = CommitMode::kAdaptive; }  // two commands fill a batch
+};
+
+// Threads of this process with the given name (Linux: /proc/self/task/<tid>/comm).
+int ThreadsNamed(const std::string& name) {
+  int n = 0;
+  DIR* dir = ::opendir("/proc/self/task");
+  if (dir == nullptr) return -1;
+  while (const dirent* e = ::readdir(dir)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream comm(std::string("/proc/self/task/") + e->d_name + "/comm");
+    std::string line;
+    if (std::getline(comm, line) && line == name) ++n;
+  }
+  ::closedir(dir);
+  return n;
+}
 
 TEST_F(EngineGroupCommitTest, CommandsWaitingForTheWriterShareAWrite) {
   ASSERT_TRUE(IsOk(Call<Empty>([&](auto cb) { engine_->Sync(std::move(cb)); })));
@@ -351,6 +398,118 @@ TEST_F(EnginePipelineTest, AHeartbeatOnADurableTaskIsAnsweredWithoutWaitingForAW
   EXPECT_FALSE(held.ready());
   gate_->Open();
   EXPECT_TRUE(IsOk(held.Get()));
+}
+
+TEST_F(EngineGroupCommitTest, PipelinedWritesOnTheWriterThread) {
+  ASSERT_TRUE(IsOk(Issue({})));
+  EXPECT_EQ(gate_->writing_threads(), std::set<std::string>{"tw-writer"});
+  EXPECT_EQ(ThreadsNamed("tw-writer"), 1);
+}
+
+TEST_F(EngineInlineCommitTest, WritesOnTheEngineThreadAndRunsNoWriter) {
+  ASSERT_TRUE(IsOk(Issue({})));
+  ASSERT_TRUE(IsOk(Issue({})));
+  EXPECT_EQ(gate_->writing_threads(), std::set<std::string>{"tw-engine"});
+  const int threads = ThreadsNamed("tw-engine") + ThreadsNamed("tw-writer");
+  EXPECT_EQ(threads, 1) << "a writer thread runs";
+}
+
+// The engine thread itself is held in the write. Everything that arrives meanwhile waits in the
+// queue and then goes into one write: exactly one more, not one per command and not two (the
+// pipelined engine may split them in two, EngineGroupCommitTest above).
+TEST_F(EngineInlineCommitTest, CommandsArrivingDuringAWriteShareTheNextOne) {
+  ASSERT_TRUE(IsOk(Call<Empty>([&](auto cb) { engine_->Sync(std::move(cb)); })));
+  const uint64_t writes_before = disk_->write_count();
+  gate_->HoldNextWrite();
+  Reply<IssueTaskReply> first;
+  IssueRecorded(&first, 1);
+  ASSERT_TRUE(gate_->WaitHeld()) << "the first batch never reached the store";
+  constexpr int kQueued = 40;
+  static_assert(kQueued < 64, "the batch must not fill up");
+  std::vector<Reply<IssueTaskReply>> queued(kQueued);
+  for (int i = 0; i < kQueued; ++i) IssueRecorded(&queued[i], i + 2);
+  Reply<Empty> synced;
+  engine_->Sync(synced.cb());
+  EXPECT_FALSE(first.ready()) << "a reply ran before its batch was written";
+
+  gate_->Open();
+  const Result<IssueTaskReply> r1 = first.Get();
+  ASSERT_TRUE(IsOk(r1));
+  std::vector<std::string> tokens;
+  for (auto& reply : queued) {
+    Result<IssueTaskReply> r = reply.Get();
+    ASSERT_TRUE(IsOk(r));
+    tokens.push_back(r.value.token);
+  }
+  ASSERT_TRUE(IsOk(synced.Get()));
+  std::vector<int> expected(kQueued + 1);
+  std::iota(expected.begin(), expected.end(), 1);
+  EXPECT_EQ(Order(), expected);
+  EXPECT_EQ(disk_->write_count(), writes_before + 2) << "the held batch, then one group commit";
+
+  ASSERT_NO_FATAL_FAILURE(Restart());
+  EXPECT_EQ(Stats().live_tasks, kQueued + 1u);
+  EXPECT_EQ(StateOf(r1.value.token), TaskState::kStarted);
+  EXPECT_EQ(StateOf(tokens.back()), TaskState::kStarted);
+}
+
+TEST_F(EngineInlineCommitTest, AFailedWritePoisonsTheEngineAndNothingLaterReachesTheStore) {
+  const std::string kept = MustIssue({});
+  const int inner_before = gate_->writes_reaching_inner();
+  gate_->HoldNextWrite();
+  Reply<IssueTaskReply> first;
+  IssueRecorded(&first, 1);
+  ASSERT_TRUE(gate_->WaitHeld()) << "the first batch never reached the store";
+  // Queued behind the held write: applied only after it failed, so refused, not written.
+  Reply<IssueTaskReply> second;
+  IssueRecorded(&second, 2);
+  Reply<CompletionReply> third;
+  engine_->SendTaskSuccess({kept, "{}"}, third.cb());
+
+  gate_->Fail();
+  EXPECT_TRUE(IsError(first.Get(), ErrorCode::kUnavailable));
+  EXPECT_TRUE(IsError(second.Get(), ErrorCode::kUnavailable));
+  EXPECT_TRUE(IsError(third.Get(), ErrorCode::kUnavailable));
+  EXPECT_EQ(Order(), (std::vector<int>{1, 2}));
+  EXPECT_TRUE(IsError(Issue({}), ErrorCode::kUnavailable)) << "the engine is poisoned";
+  EXPECT_EQ(gate_->writes_reaching_inner(), inner_before);
+
+  ASSERT_NO_FATAL_FAILURE(Restart());
+  EXPECT_EQ(Stats().live_tasks, 1u);
+  EXPECT_EQ(StateOf(kept), TaskState::kStarted);
+}
+
+// Inline, the engine thread's own write is what a reply waits for, and what Stats times.
+TEST_F(EngineInlineCommitTest, RepliesWaitForTheirWriteAndStatsTimeIt) {
+  const EngineStats before = Stats();
+  gate_->HoldNextWrite();
+  Reply<IssueTaskReply> held;
+  IssueRecorded(&held, 1);
+  ASSERT_TRUE(gate_->WaitHeld());
+  EXPECT_FALSE(held.ready());
+  gate_->Open();
+  ASSERT_TRUE(IsOk(held.Get()));
+  const EngineStats after = Stats();
+  EXPECT_GE(LatencyCount(after.commit_latency_us) - LatencyCount(before.commit_latency_us), 1u)
+      << "the inline write was not timed";
+}
+
+// A lone command is written by the engine thread: nothing to overlap its sync with. Five
+// commands queued at once fill a batch of two with three still waiting: that batch goes to the
+// writer, and the engine thread applies the next one meanwhile.
+TEST_F(EngineAdaptiveCommitTest, WritesHereWhenNothingWaitsAndHandsOffWhenCommandsDo) {
+  ASSERT_TRUE(IsOk(Issue({})));
+  EXPECT_EQ(gate_->writing_threads(), std::set<std::string>{"tw-engine"}) << "a lone command";
+  std::vector<Reply<IssueTaskReply>> burst(5);
+  {
+    EngineBlocker block(engine_.get());
+    for (int i = 0; i < 5; ++i) IssueRecorded(&burst[i], i + 1);
+  }
+  for (auto& r : burst) ASSERT_TRUE(IsOk(r.Get()));
+  EXPECT_EQ(Order(), (std::vector<int>{1, 2, 3, 4, 5}));
+  EXPECT_EQ(gate_->writing_threads().count("tw-writer"), 1u) << "commands waited: no hand-off";
+  ASSERT_NO_FATAL_FAILURE(Restart());
+  EXPECT_EQ(Stats().live_tasks, 6u);
 }
 
 }  // namespace

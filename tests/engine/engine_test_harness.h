@@ -155,7 +155,20 @@ class EngineTest : public ::testing::Test {
     ASSERT_NE(::mkdtemp(tmpl.data()), nullptr) << std::strerror(errno);
     dir_ = tmpl;
     options_.token_key_file = dir_ + "/token.key";
+    // CMake registers these suites twice, once per EngineOptions::commit (tests/CMakeLists.txt).
+    if (commit_from_env_) options_.commit = CommitModeFromEnv();
     ASSERT_NO_FATAL_FAILURE(Open());
+  }
+
+  // TW_TEST_COMMIT=inline (adaptive, pipelined) runs a suite with that CommitMode; unset,
+  // with the default.
+  static CommitMode CommitModeFromEnv() {
+    CommitMode mode = EngineOptions().commit;
+    const char* name = std::getenv("TW_TEST_COMMIT");
+    if (name != nullptr && !ParseCommitMode(name, &mode)) {
+      ADD_FAILURE() << "TW_TEST_COMMIT names no commit mode: " << name;
+    }
+    return mode;
   }
 
   void TearDown() override {
@@ -325,6 +338,9 @@ class EngineTest : public ::testing::Test {
     o.prefetch_min_live_tasks = 0;
     return o;
   }();
+  // Whether SetUp takes options_.commit from TW_TEST_COMMIT; a fixture that tests one mode
+  // clears it and sets options_.commit itself.
+  bool commit_from_env_ = true;
   std::shared_ptr<MemoryDisk> disk_ = std::make_shared<MemoryDisk>();
   MemoryStore* memory_store_ = nullptr;  // owned by engine_
   std::unique_ptr<Engine> engine_;
