@@ -51,6 +51,7 @@
 // Run: build/release/bench/tw_bench_engine   (or `make bench`; docs/BENCHMARKS.md has results)
 //      own flags: --tasks=N (throughput workloads, default 200000) --window=N (default 2048)
 //                 --live_tasks=N (default 1000000) --reps=N (throughput workloads, default 3)
+//      TW_BENCH_COMMIT=adaptive|inline|pipelined: EngineOptions::commit (default: its default)
 #include <benchmark/benchmark.h>
 #include <malloc.h>
 #include <rocksdb/db.h>
@@ -243,6 +244,11 @@ bool Open(const TempDir& dir, Durability durability, Clock* clock, Recorder* rec
   EngineOptions eo = base;
   eo.durability = durability;
   eo.token_key_file = dir.key_file();
+  const char* commit = std::getenv("TW_BENCH_COMMIT");  // the default unless it names another
+  if (commit != nullptr && !ParseCommitMode(commit, &eo.commit)) {
+    *error = "TW_BENCH_COMMIT must be adaptive, inline or pipelined";
+    return false;
+  }
   const auto t1 = Steady::now();
   auto r = Engine::Open(eo, std::move(store), clock);
   out->engine_open_s = SecondsSince(t1);

@@ -75,7 +75,7 @@ struct EngineOptions {
   size_t prefetch_min_live_tasks = limits::kPrefetchMinLiveTasksDefault;
   std::string token_key_file;  // created at first open with mode 0600 (required)
   uint16_t shard = 0;
-  CommitMode commit = CommitMode::kPipelined;
+  CommitMode commit = CommitMode::kAdaptive;  // docs/BENCHMARKS.md, seventh session
 };
 
 // ---- Requests and replies ----

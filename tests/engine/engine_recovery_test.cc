@@ -1,5 +1,5 @@
 // tw-test-labels: threads
-// tw-test-commit-modes: inline adaptive
+// tw-test-commit-modes: inline pipelined
 //
 // The engine across a restart (Stop, then Open on the same data), on the in-memory store and on
 // the RocksDB store: live tasks, queue order, clocks, idempotency keys, consumers and event

@@ -1,5 +1,5 @@
 // tw-test-labels: threads
-// tw-test-commit-modes: inline adaptive
+// tw-test-commit-modes: inline pipelined
 //
 // The engine through its public API (engine/engine.h): activities, callback and activity tasks,
 // tokens, input limits, duplicates, cancel, idempotency keys, the outcome stream, describe,

@@ -1,5 +1,5 @@
 // tw-test-labels: threads
-// tw-test-commit-modes: inline adaptive
+// tw-test-commit-modes: inline pipelined
 //
 // The engine's timeouts through its public API: heartbeat, overall and schedule-to-start clocks,
 // when each starts, that none fires early or late, what the outcome says, and what a worker is
