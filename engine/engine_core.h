@@ -244,14 +244,16 @@ class EngineCore {
 
   // The pipelined form of Commit, for the runtime: the engine thread Seals batch N and hands
   // it to a writer thread, which calls WriteSealed in seal order, while the engine thread
-  // applies (and may seal) batch N+1. Once N is written, the engine thread calls
-  // CompleteSealed then OnDurable for it, in seal order. Replies therefore run in batch order,
+  // applies (and may seal) batch N+1; or it calls WriteSealed itself (EngineOptions::commit).
+  // Once N is written, the engine thread calls OnDurable then CompleteSealed for it, in seal
+  // order. Replies therefore run in batch order,
   // each only after its own batch is durable. A writer that saw a failed write must not write
   // any later batch: it hands them back with that failure (they were applied on top of it).
   // REQUIRES (Seal): fewer than limits::kBatchesInFlightMax batches sealed and not yet passed
   // to OnDurable.
   SealedBatch Seal();
-  // Any one thread at a time (the writer); touches only the sealed batch and the store.
+  // Any one thread at a time (the writer, or the engine thread when it writes inline);
+  // touches only the sealed batch and the store.
   Status WriteSealed(SealedBatch* sealed);
   // Engine thread, after WriteSealed: publishes the durable event range, runs the replies,
   // then calls the event listener.

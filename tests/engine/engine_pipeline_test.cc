@@ -184,6 +184,50 @@ class EnginePipelineTest : public EngineTest {
         << "the engine did not seal a full batch during the write";
   }
 
+  // Holds the write of a batch with task 1, queues tasks 2..41 and a Sync behind it (far from
+  // a full batch of 64), checks that no reply runs early, opens the gate, and checks that all
+  // answer in order. Returns how many writes the disk took, the held one included; `last` is
+  // the token of task 41.
+  uint64_t WritesForAHeldWriteAndFortyBehindIt(std::string* last) {
+    constexpr int kQueued = 40;
+    static_assert(kQueued + 1 < 64, "the batch must not fill up");
+    EXPECT_TRUE(IsOk(Call<Empty>([&](auto cb) { engine_->Sync(std::move(cb)); })));
+    const uint64_t writes_before = disk_->write_count();
+    gate_->HoldNextWrite();
+    Reply<IssueTaskReply> first;
+    IssueRecorded(&first, 1);
+    EXPECT_TRUE(gate_->WaitHeld()) << "the first batch never reached the store";
+    std::vector<Reply<IssueTaskReply>> queued(kQueued);
+    for (int i = 0; i < kQueued; ++i) IssueRecorded(&queued[i], i + 2);
+    Reply<Empty> synced;
+    engine_->Sync(synced.cb());
+    EXPECT_FALSE(first.ready()) << "a reply ran before its batch was written";
+
+    gate_->Open();
+    EXPECT_TRUE(IsOk(first.Get()));
+    for (auto& reply : queued) {
+      Result<IssueTaskReply> r = reply.Get();
+      EXPECT_TRUE(IsOk(r));
+      *last = r.value.token;
+    }
+    EXPECT_TRUE(IsOk(synced.Get()));
+    std::vector<int> expected(kQueued + 1);
+    std::iota(expected.begin(), expected.end(), 1);
+    EXPECT_EQ(Order(), expected);
+    return disk_->write_count() - writes_before;
+  }
+
+  // After a failed write: the engine answers kUnavailable, nothing later reached the store (which
+  // itself never failed, so only the engine kept it away), and after a restart only `kept`,
+  // written before the failure, is live.
+  void ExpectPoisonedKeepingOnly(const std::string& kept, int inner_before) {
+    EXPECT_TRUE(IsError(Issue({}), ErrorCode::kUnavailable)) << "the engine is poisoned";
+    EXPECT_EQ(gate_->writes_reaching_inner(), inner_before);
+    ASSERT_NO_FATAL_FAILURE(Restart());
+    EXPECT_EQ(Stats().live_tasks, 1u);
+    EXPECT_EQ(StateOf(kept), TaskState::kStarted);
+  }
+
   GatedStore* gate_ = nullptr;
   std::mutex order_mu_;
   std::vector<int> order_;
@@ -222,34 +266,15 @@ int ThreadsNamed(const std::string& name) {
   return n;
 }
 
+// The forty queue behind the held write. The writer frees up while the engine thread may still
+// be applying some of them: it seals what it applied so far, and everything else goes in one
+// more write. So at most two writes after the held one, never one per command (group commit),
+// whatever the timing.
 TEST_F(EngineGroupCommitTest, CommandsWaitingForTheWriterShareAWrite) {
-  ASSERT_TRUE(IsOk(Call<Empty>([&](auto cb) { engine_->Sync(std::move(cb)); })));
-  const uint64_t writes_before = disk_->write_count();
-  gate_->HoldNextWrite();
-  Reply<IssueTaskReply> first;
-  IssueRecorded(&first, 1);
-  ASSERT_TRUE(gate_->WaitHeld()) << "the first batch never reached the store";
-  // Far from a full batch, these queue behind the held write. The writer frees up while the
-  // engine thread may still be applying some of them: it seals what it applied so far, and
-  // everything else goes in one more write. So at most two writes after the held one, never
-  // one per command (group commit), whatever the timing.
-  constexpr int kQueued = 40;
-  static_assert(kQueued + 1 < 64, "the batch must not fill up");
-  std::vector<Reply<IssueTaskReply>> queued(kQueued);
-  for (int i = 0; i < kQueued; ++i) IssueRecorded(&queued[i], i + 2);
-  Reply<Empty> synced;
-  engine_->Sync(synced.cb());
-
-  gate_->Open();
-  ASSERT_TRUE(IsOk(first.Get()));
-  for (auto& reply : queued) ASSERT_TRUE(IsOk(reply.Get()));
-  ASSERT_TRUE(IsOk(synced.Get()));
-  std::vector<int> expected(kQueued + 1);
-  std::iota(expected.begin(), expected.end(), 1);
-  EXPECT_EQ(Order(), expected);
-  EXPECT_GE(disk_->write_count(), writes_before + 2);
-  EXPECT_LE(disk_->write_count(), writes_before + 3)
-      << "the held batch, then at most two group commits";
+  std::string last;
+  const uint64_t writes = WritesForAHeldWriteAndFortyBehindIt(&last);
+  EXPECT_GE(writes, 2u);
+  EXPECT_LE(writes, 3u) << "the held batch, then at most two group commits";
 }
 
 // The apply loop prefetches for the commands ahead of the one it applies (EngineCore::Prefetch;
@@ -353,13 +378,7 @@ TEST_F(EnginePipelineTest, AFailedWriteKeepsEveryLaterSealedBatchOffTheStore) {
   EXPECT_TRUE(IsError(second_too.Get(), ErrorCode::kUnavailable));
   EXPECT_TRUE(IsError(third.Get(), ErrorCode::kUnavailable));
   EXPECT_EQ(Order(), (std::vector<int>{1, 2, 3}));
-  EXPECT_TRUE(IsError(Issue({}), ErrorCode::kUnavailable)) << "the engine is poisoned";
-  // The store itself never failed, so only the engine kept the later batches away from it.
-  EXPECT_EQ(gate_->writes_reaching_inner(), inner_before);
-
-  ASSERT_NO_FATAL_FAILURE(Restart());
-  EXPECT_EQ(Stats().live_tasks, 1u);
-  EXPECT_EQ(StateOf(kept), TaskState::kStarted);
+  ExpectPoisonedKeepingOnly(kept, inner_before);
 }
 
 TEST_F(EnginePipelineTest, AHeartbeatOnADurableTaskIsAnsweredWithoutWaitingForAWrite) {
@@ -418,39 +437,12 @@ TEST_F(EngineInlineCommitTest, WritesOnTheEngineThreadAndRunsNoWriter) {
 // queue and then goes into one write: exactly one more, not one per command and not two (the
 // pipelined engine may split them in two, EngineGroupCommitTest above).
 TEST_F(EngineInlineCommitTest, CommandsArrivingDuringAWriteShareTheNextOne) {
-  ASSERT_TRUE(IsOk(Call<Empty>([&](auto cb) { engine_->Sync(std::move(cb)); })));
-  const uint64_t writes_before = disk_->write_count();
-  gate_->HoldNextWrite();
-  Reply<IssueTaskReply> first;
-  IssueRecorded(&first, 1);
-  ASSERT_TRUE(gate_->WaitHeld()) << "the first batch never reached the store";
-  constexpr int kQueued = 40;
-  static_assert(kQueued < 64, "the batch must not fill up");
-  std::vector<Reply<IssueTaskReply>> queued(kQueued);
-  for (int i = 0; i < kQueued; ++i) IssueRecorded(&queued[i], i + 2);
-  Reply<Empty> synced;
-  engine_->Sync(synced.cb());
-  EXPECT_FALSE(first.ready()) << "a reply ran before its batch was written";
-
-  gate_->Open();
-  const Result<IssueTaskReply> r1 = first.Get();
-  ASSERT_TRUE(IsOk(r1));
-  std::vector<std::string> tokens;
-  for (auto& reply : queued) {
-    Result<IssueTaskReply> r = reply.Get();
-    ASSERT_TRUE(IsOk(r));
-    tokens.push_back(r.value.token);
-  }
-  ASSERT_TRUE(IsOk(synced.Get()));
-  std::vector<int> expected(kQueued + 1);
-  std::iota(expected.begin(), expected.end(), 1);
-  EXPECT_EQ(Order(), expected);
-  EXPECT_EQ(disk_->write_count(), writes_before + 2) << "the held batch, then one group commit";
-
+  std::string last;
+  EXPECT_EQ(WritesForAHeldWriteAndFortyBehindIt(&last), 2u)
+      << "the held batch, then one group commit";
   ASSERT_NO_FATAL_FAILURE(Restart());
-  EXPECT_EQ(Stats().live_tasks, kQueued + 1u);
-  EXPECT_EQ(StateOf(r1.value.token), TaskState::kStarted);
-  EXPECT_EQ(StateOf(tokens.back()), TaskState::kStarted);
+  EXPECT_EQ(Stats().live_tasks, 41u);
+  EXPECT_EQ(StateOf(last), TaskState::kStarted);
 }
 
 TEST_F(EngineInlineCommitTest, AFailedWritePoisonsTheEngineAndNothingLaterReachesTheStore) {
@@ -471,12 +463,7 @@ TEST_F(EngineInlineCommitTest, AFailedWritePoisonsTheEngineAndNothingLaterReache
   EXPECT_TRUE(IsError(second.Get(), ErrorCode::kUnavailable));
   EXPECT_TRUE(IsError(third.Get(), ErrorCode::kUnavailable));
   EXPECT_EQ(Order(), (std::vector<int>{1, 2}));
-  EXPECT_TRUE(IsError(Issue({}), ErrorCode::kUnavailable)) << "the engine is poisoned";
-  EXPECT_EQ(gate_->writes_reaching_inner(), inner_before);
-
-  ASSERT_NO_FATAL_FAILURE(Restart());
-  EXPECT_EQ(Stats().live_tasks, 1u);
-  EXPECT_EQ(StateOf(kept), TaskState::kStarted);
+  ExpectPoisonedKeepingOnly(kept, inner_before);
 }
 
 // Inline, the engine thread's own write is what a reply waits for, and what Stats times.

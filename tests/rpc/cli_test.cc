@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -59,8 +60,8 @@ TEST_F(CliTest, HelpDocumentsEveryFlag) {
   CliResult d = RunCli({"--help"}, dir_.path() + "/help.out", testing::kDaemonPath);
   EXPECT_EQ(d.exit_code, 0);
   for (const char* flag :
-       {"--data-dir", "--rpc-listen", "--durability", "--tick-ms", "--max-poll-seconds", "--config",
-        "--region", "--account", "--retention-seconds"}) {
+       {"--data-dir", "--rpc-listen", "--durability", "--commit", "--tick-ms", "--max-poll-seconds",
+        "--config", "--region", "--account", "--retention-seconds"}) {
     EXPECT_NE(d.out.find(flag), std::string::npos) << flag << " missing from:\n" << d.out;
   }
   CliResult c = RunCli({"--help"}, dir_.path() + "/help.out");
@@ -269,6 +270,39 @@ TEST_F(CliTest, DaemonConfigFileAndBadFlags) {
   r = RunCli({"--max-poll-seconds", "0", "--data-dir", dir_.path() + "/other"},
              dir_.path() + "/d.out", testing::kDaemonPath);
   EXPECT_EQ(r.exit_code, 1);
+}
+
+// Every commit mode serves the same session, on the same data: the mode is not part of the
+// format. The flag, the config key and the default are in the start log line.
+TEST_F(CliTest, DaemonCommitModes) {
+  StartServer();
+  EXPECT_NE(server_->Log().find(" commit=adaptive "), std::string::npos) << server_->Log();
+  const std::string arn = CliJson({"activity", "create", "modes"})["activityArn"];
+  ASSERT_EQ(server_->Terminate(), 0);
+  const std::string config = dir_.path() + "/inline.json";
+  std::ofstream(config) << R"({"commit": "inline"})";
+  const std::vector<std::vector<std::string>> starts = {{"--config", config},
+                                                        {"--commit", "pipelined"}};
+  std::vector<std::string> tokens;
+  for (const auto& flags : starts) {
+    StartServer(flags);
+    const std::string mode = flags[0] == "--config" ? "inline" : "pipelined";
+    EXPECT_NE(server_->Log().find(" commit=" + mode + " "), std::string::npos) << server_->Log();
+    for (const std::string& token : tokens) {  // issued by the previous mode, durable
+      EXPECT_EQ(CliJson({"task", "describe", token})["state"], "SUCCEEDED") << mode;
+    }
+    CliJson({"task", "issue", "--activity", arn, "--input", R"({"mode":")" + mode + R"("})"});
+    const json polled = CliJson({"task", "poll", arn, "--wait", "5"});
+    ASSERT_TRUE(polled.contains("taskToken")) << mode << ": " << polled.dump();
+    const std::string token = polled["taskToken"];
+    EXPECT_EQ(CliJson({"task", "succeed", token, "--output", "{}"}), json::object()) << mode;
+    tokens.push_back(token);
+    ASSERT_EQ(server_->Terminate(), 0);
+  }
+  CliResult r = RunCli({"--commit", "sometimes", "--data-dir", dir_.path() + "/other"},
+                       dir_.path() + "/d.out", testing::kDaemonPath);
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_FALSE(std::filesystem::exists(dir_.path() + "/other")) << "a bad flag created data";
 }
 
 }  // namespace
