@@ -20,8 +20,9 @@
 //   writer and back: fewer thread switches per batch, which is what a small machine runs out
 //   of first (docs/BENCHMARKS.md, seventh session).
 // - kAdaptive: both threads. At the end of a round of commands the engine thread writes the
-//   batch itself when no command is waiting and no batch is in flight, and hands it to the
-//   writer otherwise: inline under light load, pipelined under heavy load.
+//   batch itself when no command is waiting, no due timer is left over and no batch is in
+//   flight, and hands it to the writer otherwise: inline under light load, pipelined under
+//   heavy load (and through a mass expiry).
 //
 // A full queue answers at once (on the caller's thread) with ErrorCode::kOverloaded. After a
 // storage failure, or once Stop() began, every call answers kUnavailable. kUnavailable means
@@ -50,12 +51,12 @@ namespace tw {
 enum class Durability { kSync, kNone };
 
 // Who writes and syncs the batches; see "How a batch is committed" above. Replies, events and
-// durability are the same in both modes.
+// durability are the same in all three modes.
 enum class CommitMode {
   kPipelined,  // a writer thread, overlapping batch N's sync with applying batch N+1
   kInline,     // the engine thread itself, after applying each batch; no writer thread
-  // The engine thread when no command is waiting and no batch is in flight (nothing to
-  // overlap the sync with), else the writer thread.
+  // The engine thread when no command is waiting, no due timer is left over and no batch is
+  // in flight (nothing to overlap the sync with), else the writer thread.
   kAdaptive,
 };
 // "pipelined", "inline", "adaptive": the names of tokenwheeld's --commit.

@@ -366,10 +366,11 @@ class EngineImpl final : public Engine {
     cv_.notify_one();
   }
 
-  // The engine thread: timers and commands into a batch, then hand it to the writer. Group
-  // commit: while the writer writes and syncs one batch, the engine keeps applying into the
-  // next, and hands it over the moment the writer is free (or sooner when it is full). It runs
-  // each batch's replies once the writer hands it back durable.
+  // The engine thread: timers and commands into a batch, then hand it to the writer (or write
+  // it here, per EngineOptions::commit: WriteHere). Group commit: while the writer writes and
+  // syncs one batch, the engine keeps applying into the next, and hands it over the moment the
+  // writer is free (or sooner when it is full). It runs each batch's replies once it is back
+  // durable.
   void Run() {
     std::vector<Command> batch;
     batch.reserve(options_.batch_commands_max);
@@ -437,7 +438,7 @@ class EngineImpl final : public Engine {
       // Without a writer thread it is always idle: the batch is written here (WriteHere).
       if (stop || WriterIdle() || core_.open_batch_full()) {
         while (core_.batches_in_flight() >= limits::kBatchesInFlightMax) WaitForWriter();
-        SealIfPending(/*round_end=*/true);
+        SealIfPending(/*round_end=*/true, timers_behind);
       }
       if (stop) {
         while (core_.batches_in_flight() > 0) WaitForWriter();
@@ -453,10 +454,10 @@ class EngineImpl final : public Engine {
   // Engine thread: seals the open batch, if it holds anything and the pipeline has room (else a
   // finished batch is on its way back and wakes this thread), and writes it here (at the end of
   // a round only, see WriteHere) or hands it to the writer.
-  void SealIfPending(bool round_end = false) {
+  void SealIfPending(bool round_end = false, bool timers_behind = false) {
     if (!core_.has_pending()) return;
     if (core_.batches_in_flight() >= limits::kBatchesInFlightMax) return;
-    const bool here = round_end && WriteHere();
+    const bool here = round_end && WriteHere(timers_behind);
     SealedBatch sealed = core_.Seal();
     ++handed_;
     if (here) {
@@ -472,9 +473,9 @@ class EngineImpl final : public Engine {
 
   // Engine thread, sealing at the end of a round: whether to write the batch on this thread
   // rather than hand it to the writer. kAdaptive does so only when nothing is left to overlap
-  // the sync with (no command waiting) and no earlier batch is in flight (batches are written
-  // and released in order; the writer is idle then).
-  bool WriteHere() {
+  // the sync with (no command waiting, no due timer left for the next round) and no earlier
+  // batch is in flight (batches are written and released in order; the writer is idle then).
+  bool WriteHere(bool timers_behind) {
     switch (options_.commit) {
       case CommitMode::kPipelined:
         return false;
@@ -483,7 +484,7 @@ class EngineImpl final : public Engine {
       case CommitMode::kAdaptive:
         break;
     }
-    if (core_.batches_in_flight() != 0) return false;
+    if (timers_behind || core_.batches_in_flight() != 0) return false;
     std::lock_guard<std::mutex> lock(mu_);
     return queue_.empty();
   }
@@ -550,10 +551,10 @@ class EngineImpl final : public Engine {
 
   // The writer thread, or the engine thread (WriteHere), never both at once: writes and syncs
   // one sealed batch and times it. After a failed write no later batch is written: each was
-  // applied on top of it. The engine thread writes only while the writer is idle with every
-  // batch it wrote handed back (finished_, then mu_), and hands the writer a batch only after
-  // its own write (writer_mu_): what one thread left in write_failed_ and commit_latency_ is
-  // visible to the other.
+  // applied on top of it. The engine thread writes only with no batch in flight, so it has
+  // taken every batch the writer wrote out of written_ (under mu_), and it hands the writer a
+  // batch only after its own write (writer_mu_): what one thread left in write_failed_ and
+  // commit_latency_ is visible to the other.
   Written Write(SealedBatch sealed) {
     Written w;
     w.sealed = std::move(sealed);
@@ -598,7 +599,7 @@ class EngineImpl final : public Engine {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Command> queue_;     // guarded by mu_; bounded by command_queue_max (+ forced)
-  std::vector<Written> written_;  // guarded by mu_: finished by the writer, not yet released
+  std::vector<Written> written_;  // guarded by mu_: written (by either thread), not released
   std::vector<Written> reaped_;   // engine thread only
   const bool writer_thread_ = options_.commit != CommitMode::kInline;
   // Engine thread: between runs of replies, a writer that went idle gets the open batch. Only a
@@ -607,7 +608,7 @@ class EngineImpl final : public Engine {
     if (writer_thread_ && WriterIdle()) SealIfPending();
   };
   uint64_t handed_ = 0;                     // engine thread only: batches sealed for writing
-  std::atomic<uint64_t> finished_{0};       // batches the writer finished (written or failed)
+  std::atomic<uint64_t> finished_{0};       // batches written or failed, by either thread
   bool stopping_ = false;                   // guarded by mu_
   std::mutex stop_mu_;                      // serializes Stop()
   std::mutex listener_mu_;                  // the listener must not call SetEventListener

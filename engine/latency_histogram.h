@@ -1,7 +1,7 @@
-// Durations in log-linear microsecond buckets: fixed size, no allocation, one writer thread and
-// any number of readers. The engine's writer thread records how long each group commit's write
-// and sync took (EngineStats::commit_latency), so an operator can tell a slow disk from a busy
-// engine.
+// Durations in log-linear microsecond buckets: fixed size, no allocation, one recording thread
+// at a time and any number of readers. The engine's writing thread records how long each group
+// commit's write and sync took (EngineStats::commit_latency), so an operator can tell a slow
+// disk from a busy engine.
 #pragma once
 
 #include <array>

@@ -47,10 +47,19 @@ class GatedStore final : public Store {
     std::lock_guard<std::mutex> lock(mu_);
     return new_batches_;
   }
-  // The names of the threads that called Write so far.
+  // The names of the threads that called Write so far: each once, and the last one's.
   std::set<std::string> writing_threads() {
     std::lock_guard<std::mutex> lock(mu_);
-    return writing_threads_;
+    return {writing_threads_.begin(), writing_threads_.end()};
+  }
+  size_t writes_by(const std::string& thread) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return static_cast<size_t>(
+        std::count(writing_threads_.begin(), writing_threads_.end(), thread));
+  }
+  std::string last_writing_thread() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return writing_threads_.empty() ? "" : writing_threads_.back();
   }
   int writes_reaching_inner() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -69,7 +78,7 @@ class GatedStore final : public Store {
     char name[16] = {};
     ::pthread_getname_np(::pthread_self(), name, sizeof(name));
     std::unique_lock<std::mutex> lock(mu_);
-    writing_threads_.insert(name);
+    writing_threads_.push_back(name);
     if (hold_next_) {
       hold_next_ = false;
       held_ = true;
@@ -133,7 +142,7 @@ class GatedStore final : public Store {
   bool held_ = false;
   bool released_ = false;
   bool fail_ = false;
-  std::set<std::string> writing_threads_;
+  std::vector<std::string> writing_threads_;  // in call order
   int new_batches_ = 0;
   int inner_writes_ = 0;
 };
@@ -483,7 +492,8 @@ TEST_F(EngineInlineCommitTest, RepliesWaitForTheirWriteAndStatsTimeIt) {
 
 // A lone command is written by the engine thread: nothing to overlap its sync with. Five
 // commands queued at once fill a batch of two with three still waiting: that batch goes to the
-// writer, and the engine thread applies the next one meanwhile.
+// writer, and the engine thread applies the next one meanwhile. Once all is quiet again, a lone
+// command is the engine thread's again.
 TEST_F(EngineAdaptiveCommitTest, WritesHereWhenNothingWaitsAndHandsOffWhenCommandsDo) {
   ASSERT_TRUE(IsOk(Issue({})));
   EXPECT_EQ(gate_->writing_threads(), std::set<std::string>{"tw-engine"}) << "a lone command";
@@ -495,8 +505,33 @@ TEST_F(EngineAdaptiveCommitTest, WritesHereWhenNothingWaitsAndHandsOffWhenComman
   for (auto& r : burst) ASSERT_TRUE(IsOk(r.Get()));
   EXPECT_EQ(Order(), (std::vector<int>{1, 2, 3, 4, 5}));
   EXPECT_EQ(gate_->writing_threads().count("tw-writer"), 1u) << "commands waited: no hand-off";
+  ASSERT_TRUE(IsOk(Issue({})));
+  EXPECT_EQ(gate_->last_writing_thread(), "tw-engine") << "a lone command after a hand-off";
   ASSERT_NO_FATAL_FAILURE(Restart());
-  EXPECT_EQ(Stats().live_tasks, 6u);
+  EXPECT_EQ(Stats().live_tasks, 7u);
+}
+
+// More timers due than one round fires (kExpiriesPerBatchMax): the round that leaves some for
+// the next one hands its batch to the writer even with no command waiting, so that the next
+// round's expiries overlap its sync.
+TEST_F(EngineAdaptiveCommitTest, AMassExpiryOverlapsItsSyncs) {
+  const size_t n = limits::kExpiriesPerBatchMax + 64;
+  auto failed = std::make_shared<std::atomic<size_t>>(0);
+  Reply<IssueTaskReply> last;
+  for (size_t i = 0; i + 1 < n; ++i) {
+    engine_->IssueTask({.timeout_s = 1}, [failed](Result<IssueTaskReply> r) {
+      if (!r.ok()) failed->fetch_add(1);
+    });
+  }
+  engine_->IssueTask({.timeout_s = 1}, last.cb());
+  ASSERT_TRUE(IsOk(last.Get()));
+  ASSERT_EQ(failed->load(), 0u);
+  const size_t by_writer = gate_->writes_by("tw-writer");
+
+  clock_.Advance(1'000);
+  Sync();
+  EXPECT_EQ(Stats().live_tasks, 0u);
+  EXPECT_GT(gate_->writes_by("tw-writer"), by_writer) << "no expiry batch went to the writer";
 }
 
 }  // namespace
