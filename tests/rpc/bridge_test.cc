@@ -413,9 +413,12 @@ TEST_F(BridgeTest, OneEngineBatchCrossesInFewHandoffs) {
   const uint64_t replies = after.value.replies_delivered - before.value.replies_delivered;
   const uint64_t handoffs = after.value.reply_handoffs - before.value.reply_handoffs;
   EXPECT_GE(replies, static_cast<uint64_t>(kCalls));
-  // One wake-up per run of back-to-back answers; the RPC thread may drain a run in a few bites,
-  // never one per reply.
-  EXPECT_LE(handoffs, 1 + replies / 10) << replies << " replies in " << handoffs << " hand-offs";
+  // Fewer wake-ups than replies: the RPC thread drains whatever piled up since its last turn.
+  // How few depends on how fast the poster is against the drainer (under ASan on a busy
+  // machine, 201 replies took 104 hand-offs; 1 + replies / 10 was asserted here before and
+  // failed then). That a run of posts made while nobody drains is exactly one hand-off is
+  // MailboxTest.ARunOfPostsIsOneHandoffAndKeepsOrder, without the timing.
+  EXPECT_LT(handoffs, replies) << replies << " replies in " << handoffs << " hand-offs";
 }
 
 OutcomeEvent Event(std::string token, size_t output_bytes) {
