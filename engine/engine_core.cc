@@ -590,7 +590,7 @@ void EngineCore::Handle(IssueCmd& c) {
         "Rate exceeded: too many live tasks (" + std::to_string(limits::kLiveTasksMax) + ")");
   }
 
-  const TaskId id = NewTaskId();
+  const TaskId id = task_ids_.Next(now_ms_);
   const uint32_t slot = tasks_.Insert(id);
   LiveTask& t = tasks_.at(slot);
   t.activity = activity_slot;

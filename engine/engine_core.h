@@ -399,6 +399,7 @@ class EngineCore {
   const TokenCodec* codec_;
   Clock* clock_;
   int64_t now_ms_ = 0;  // the batch's time
+  TaskIdGenerator task_ids_;
 
   TaskTable tasks_;
   TimingWheel wheel_;

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <charconv>
@@ -424,7 +425,7 @@ bool TokenCodec::Decode(std::string_view token, TaskId* id, uint16_t* shard) con
 namespace {
 
 // RAND_bytes costs ~700 ns per call in OpenSSL 3.0 whatever the size up to a few hundred bytes
-// (measured on the dev box), so each thread draws CSPRNG output for 64 ids at once.
+// (measured on the dev box), so each thread draws CSPRNG output for 128 ids at once.
 //
 // A forked child inherits its parent's unconsumed buffer and would hand out the very ids the
 // parent is about to: the child handler bumps a generation that makes every buffer refill. This
@@ -433,13 +434,13 @@ std::atomic<uint64_t> fork_generation{0};
 void OnForkChild() { fork_generation.fetch_add(1, std::memory_order_relaxed); }
 
 struct IdEntropy {
-  static constexpr size_t kIdsPerDraw = 64;
-  uint8_t bytes[kIdsPerDraw * 16];
+  static constexpr size_t kIdsPerDraw = 128;
+  uint8_t bytes[kIdsPerDraw * 8];
   size_t used = sizeof(bytes);  // starts empty
   uint64_t generation = 0;
 };
 
-void TakeRandom16(uint8_t out[16]) {
+uint64_t TakeRandom64() {
   static const bool atfork_registered = ::pthread_atfork(nullptr, nullptr, &OnForkChild) == 0;
   TW_ASSERT(atfork_registered);
   thread_local IdEntropy pool;
@@ -450,24 +451,22 @@ void TakeRandom16(uint8_t out[16]) {
     pool.used = 0;
     pool.generation = generation;
   }
-  TW_ASSERT(pool.used + 16 <= sizeof(pool.bytes));
-  std::memcpy(out, pool.bytes + pool.used, 16);
-  pool.used += 16;
+  TW_ASSERT(pool.used + 8 <= sizeof(pool.bytes));
+  const uint64_t v = LoadBe64(pool.bytes + pool.used);
+  pool.used += 8;
+  return v;
 }
 
 }  // namespace
 
-TaskId NewTaskId() {
-  // An all-zero draw has probability 2^-128; the bound only keeps the loop finite.
-  constexpr int kAttemptsMax = 4;
-  for (int attempt = 0; attempt < kAttemptsMax; ++attempt) {
-    uint8_t bytes[16];
-    TakeRandom16(bytes);
-    const TaskId id{LoadBe64(bytes), LoadBe64(bytes + 8)};
-    if (!id.IsZero()) return id;
-  }
-  TW_ASSERT_MSG(false, "CSPRNG returned all-zero task ids repeatedly");
-  return {};
+TaskId TaskIdGenerator::Next(int64_t now_ms) {
+  constexpr uint64_t kMsMax = (uint64_t{1} << (64 - kTaskIdSequenceBits)) - 1;
+  const uint64_t ms =
+      std::min<uint64_t>(static_cast<uint64_t>(std::max<int64_t>(now_ms, 0)), kMsMax);
+  // Above the last one even if the clock went back or a millisecond ran out of sequence numbers.
+  TW_ASSERT(last_hi_ != ~uint64_t{0});
+  last_hi_ = std::max(last_hi_ + 1, ms << kTaskIdSequenceBits);
+  return TaskId{last_hi_, TakeRandom64()};  // hi >= 1: never the zero id
 }
 
 }  // namespace tw

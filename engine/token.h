@@ -41,11 +41,37 @@
 
 namespace tw {
 
-// 128 bits from OpenSSL's CSPRNG (RAND_bytes); never all-zero. Aborts (TW_ASSERT) if the RNG
-// fails: handing out guessable ids is worse than stopping.
-// Thread-safe. Draws RAND_bytes output for 64 ids at a time into a per-thread buffer (RAND_bytes
-// has a large fixed cost per call); the buffer is discarded in a child after fork().
-TaskId NewTaskId();
+// Task ids. 128 bits: a high word that grows with issue time, then 64 bits from OpenSSL's
+// CSPRNG (RAND_bytes).
+//
+//   hi = (issue time in ms since the epoch << kTaskIdSequenceBits) + sequence, raised where
+//        needed to exceed the previous id's hi: strictly increasing within one generator
+//   lo = 64 random bits
+//
+// Why not 128 random bits (as DESIGN.md first had it): task ids are the keys of the `tasks`
+// column family, and a random key lands anywhere in the memtable's skiplist, so every insert
+// walked it through cache misses; that walk was ~30% of the writer thread's CPU, and it grew
+// with batch size just when a backlog had to be written after a slow sync. Ids in issue order
+// make a new task's insert an append and its completion's an update near the end, and make
+// `tasks` SST files barely overlap. The token's MAC, not the id, is what cannot be forged;
+// 64 random bits keep ids unguessable and unique (two ids share a hi only if the wall clock
+// went back across a restart, and then collide with probability 2^-64). A token now tells its
+// holder when the task was issued, to the millisecond. Ids of earlier releases (all random)
+// remain valid: an id is opaque everywhere but here. docs/BENCHMARKS.md has the measurements.
+inline constexpr int kTaskIdSequenceBits = 20;  // ids per millisecond before hi runs ahead
+
+// Not thread-safe: one per issuing thread (the engine thread). Aborts (TW_ASSERT) if the RNG
+// fails: handing out guessable ids is worse than stopping. Draws RAND_bytes output for 128 ids
+// at a time into a per-thread buffer (RAND_bytes has a large fixed cost per call); the buffer
+// is discarded in a child after fork().
+class TaskIdGenerator {
+ public:
+  // `now_ms`: the issuing clock's time (clamped to [0, 2^44) ms).
+  TaskId Next(int64_t now_ms);
+
+ private:
+  uint64_t last_hi_ = 0;
+};
 
 // Signs and checks task tokens under a set of HMAC-SHA256 keys.
 //

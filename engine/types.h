@@ -8,7 +8,8 @@
 
 namespace tw {
 
-// A 128-bit task id from a CSPRNG. Compared and hashed as two words.
+// A 128-bit task id: hi grows with issue time, lo is random (engine/token.h,
+// TaskIdGenerator). Compared and hashed as two words; ids of earlier releases are all random.
 struct TaskId {
   uint64_t hi = 0;
   uint64_t lo = 0;
@@ -19,7 +20,8 @@ struct TaskId {
 
 struct TaskIdHash {
   size_t operator()(const TaskId& id) const {
-    // The id is already uniformly random; fold it.
+    // lo is uniformly random, and so are the low bits of lo * an odd constant: the table masks
+    // low bits. hi (mostly a counter) only reshuffles them.
     return static_cast<size_t>(id.hi ^ (id.lo * 0x9E3779B97F4A7C15ull));
   }
 };

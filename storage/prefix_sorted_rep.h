@@ -8,7 +8,8 @@
 // every flush and again for every memtable replayed after a crash (docs/BENCHMARKS.md). This
 // representation first copies each entry's first 8 user-key bytes next to its pointer, in one
 // sequential pass over the arena, then sorts those 16-byte items in place; the comparator runs
-// only for entries whose 8-byte prefixes are equal (for random task ids: versions of one key).
+// only for entries whose 8-byte prefixes are equal (task ids: versions of one key, or ids that
+// share a high word, engine/token.h).
 //
 // REQUIRES (checked by nothing; the factory's user must know): the column family's comparator
 // is RocksDB's default bytewise one, so that a smaller zero-padded 8-byte prefix always means a

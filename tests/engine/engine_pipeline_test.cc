@@ -300,7 +300,7 @@ TEST_F(EngineGroupCommitTest, TaskCommandsAppliedWithPrefetchHintsAnswerAsAlways
   ASSERT_TRUE(IsOk(Cancel(tokens[kTasks - 1])));  // stale before the batch
   std::unique_ptr<TokenCodec> codec;
   ASSERT_TRUE(TokenCodec::OpenKeyFile(options_.token_key_file, &codec).ok());
-  const std::string unknown = codec->Encode(options_.shard, NewTaskId());
+  const std::string unknown = codec->Encode(options_.shard, TaskIdGenerator().Next(0));
 
   std::vector<Reply<CompletionReply>> succeeded(10), failed(10), cancelled(10), repeated(2);
   std::vector<Reply<Empty>> heartbeats(9);

@@ -380,10 +380,31 @@ TEST_F(EngineTest, EmptyAndOverlongTokensAreValidationErrors) {
   }
 }
 
+// Task ids are the `tasks` keys: in issue order, so that inserts land at the memtable's end
+// (engine/token.h, TaskIdGenerator), with the issuing clock's millisecond in the high word.
+TEST_F(EngineTest, TaskIdsFollowIssueOrderAndCarryTheIssueTime) {
+  std::unique_ptr<TokenCodec> codec;
+  ASSERT_TRUE(TokenCodec::OpenKeyFile(options_.token_key_file, &codec).ok());
+  auto id_of = [&](const std::string& token) {
+    TaskId id;
+    uint16_t shard = 0;
+    EXPECT_TRUE(codec->Decode(token, &id, &shard));
+    return id;
+  };
+  const TaskId a = id_of(MustIssue({.timeout_s = 3600}));
+  const TaskId b = id_of(MustIssue({.timeout_s = 3600}));
+  AdvanceAndSync(1'000);
+  const TaskId c = id_of(MustIssue({.timeout_s = 3600}));
+  EXPECT_LT(a, b);
+  EXPECT_LT(b, c);
+  EXPECT_EQ(static_cast<int64_t>(a.hi >> kTaskIdSequenceBits), kT0);
+  EXPECT_EQ(static_cast<int64_t>(c.hi >> kTaskIdSequenceBits), kT0 + 1'000);
+}
+
 TEST_F(EngineTest, WellFormedTokenOfUnknownTaskIsTaskDoesNotExist) {
   std::unique_ptr<TokenCodec> codec;
   ASSERT_TRUE(TokenCodec::OpenKeyFile(options_.token_key_file, &codec).ok());
-  const std::string unknown = codec->Encode(options_.shard, NewTaskId());
+  const std::string unknown = codec->Encode(options_.shard, TaskIdGenerator().Next(0));
   EXPECT_TRUE(IsError(Success(unknown, "{}"), ErrorCode::kTaskDoesNotExist));
   EXPECT_TRUE(IsError(Failure(unknown, "e", "c"), ErrorCode::kTaskDoesNotExist));
   EXPECT_TRUE(IsError(Heartbeat(unknown), ErrorCode::kTaskDoesNotExist));
@@ -393,7 +414,7 @@ TEST_F(EngineTest, WellFormedTokenOfUnknownTaskIsTaskDoesNotExist) {
   // The same id signed with another key is not ours: InvalidToken.
   std::unique_ptr<TokenCodec> other;
   ASSERT_TRUE(TokenCodec::OpenKeyFile(dir_ + "/other.key", &other).ok());
-  EXPECT_TRUE(IsError(Success(other->Encode(options_.shard, NewTaskId()), "{}"),
+  EXPECT_TRUE(IsError(Success(other->Encode(options_.shard, TaskIdGenerator().Next(0)), "{}"),
                       ErrorCode::kInvalidToken, kInvalidTokenMessage));
   EXPECT_EQ(Stats().live_tasks, 0u);
 }

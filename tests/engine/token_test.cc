@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <random>
 #include <set>
 #include <sstream>
@@ -114,41 +115,96 @@ class TokenTest : public ::testing::Test {
 
 // ---- task ids ----
 
-TEST(NewTaskIdTest, NonZeroDistinctAndEveryBitVaries) {
+constexpr int64_t kIdT0 = 1'763'000'000'000;  // a wall-clock time in ms (November 2025)
+
+TEST(TaskIdGeneratorTest, IncreasingDistinctNonZeroWithARandomLowWord) {
+  TaskIdGenerator ids;
   std::set<TaskId> seen;
-  TaskId ones_or{}, zeros_or{};  // bits seen set, bits seen clear
+  TaskId previous{};
+  uint64_t lo_ones = 0, lo_zeros = 0;  // low-word bits seen set, seen clear
   for (int i = 0; i < 10'000; ++i) {
-    const TaskId id = NewTaskId();
+    const TaskId id = ids.Next(kIdT0);
     ASSERT_FALSE(id.IsZero());
     ASSERT_TRUE(seen.insert(id).second);
-    ones_or.hi |= id.hi;
-    ones_or.lo |= id.lo;
-    zeros_or.hi |= ~id.hi;
-    zeros_or.lo |= ~id.lo;
+    ASSERT_GT(id, previous);  // TaskId order is the store's key order (hi, then lo, big-endian)
+    // One millisecond, so the high word counts up from the time.
+    ASSERT_EQ(id.hi, (static_cast<uint64_t>(kIdT0) << kTaskIdSequenceBits) + i);
+    lo_ones |= id.lo;
+    lo_zeros |= ~id.lo;
+    previous = id;
   }
-  EXPECT_EQ(ones_or.hi, ~0ull);
-  EXPECT_EQ(ones_or.lo, ~0ull);
-  EXPECT_EQ(zeros_or.hi, ~0ull);
-  EXPECT_EQ(zeros_or.lo, ~0ull);
+  EXPECT_EQ(lo_ones, ~0ull);
+  EXPECT_EQ(lo_zeros, ~0ull);
+}
+
+TEST(TaskIdGeneratorTest, HighWordFollowsTheClockAndNeverGoesBack) {
+  TaskIdGenerator ids;
+  auto ms_of = [](const TaskId& id) { return static_cast<int64_t>(id.hi >> kTaskIdSequenceBits); };
+  const TaskId a = ids.Next(kIdT0);
+  const TaskId b = ids.Next(kIdT0 + 5);
+  EXPECT_EQ(ms_of(a), kIdT0);
+  EXPECT_EQ(ms_of(b), kIdT0 + 5);
+  EXPECT_EQ(b.hi & ((1u << kTaskIdSequenceBits) - 1), 0u);  // a new millisecond starts at 0
+  // The clock steps back: ids keep increasing from the last one.
+  const TaskId c = ids.Next(kIdT0 - 60'000);
+  EXPECT_EQ(c.hi, b.hi + 1);
+  const TaskId d = ids.Next(kIdT0 + 5);
+  EXPECT_EQ(d.hi, c.hi + 1);
+}
+
+TEST(TaskIdGeneratorTest, AFullMillisecondRunsIntoTheNextAndStaysOrdered) {
+  TaskIdGenerator ids;
+  constexpr uint64_t kPerMs = uint64_t{1} << kTaskIdSequenceBits;
+  TaskId last{};
+  for (uint64_t i = 0; i < kPerMs + 3; ++i) last = ids.Next(kIdT0);
+  EXPECT_EQ(last.hi, (static_cast<uint64_t>(kIdT0 + 1) << kTaskIdSequenceBits) + 2);
+  // The clock reaches that millisecond: no id is handed out twice.
+  EXPECT_EQ(ids.Next(kIdT0 + 1).hi, last.hi + 1);
+  EXPECT_EQ(ids.Next(kIdT0 + 2).hi, static_cast<uint64_t>(kIdT0 + 2) << kTaskIdSequenceBits);
+}
+
+TEST(TaskIdGeneratorTest, OutOfRangeClocksAreClamped) {
+  TaskIdGenerator before_epoch;
+  EXPECT_EQ(before_epoch.Next(-1).hi, 1u);  // 0 << bits, raised above the zero start
+  EXPECT_EQ(before_epoch.Next(0).hi, 2u);
+  TaskIdGenerator far;
+  const uint64_t top = ~uint64_t{0} << kTaskIdSequenceBits;  // the largest millisecond
+  EXPECT_EQ(far.Next(std::numeric_limits<int64_t>::max()).hi, top);
+  EXPECT_EQ(far.Next(std::numeric_limits<int64_t>::max()).hi, top + 1);
+}
+
+// Two generators at the same time (two engines, or one restarted with its clock set back) share
+// high words; the random low word keeps their ids apart.
+TEST(TaskIdGeneratorTest, GeneratorsAtTheSameTimeDifferInTheLowWord) {
+  TaskIdGenerator a, b;
+  for (int i = 0; i < 1'000; ++i) {
+    const TaskId x = a.Next(kIdT0);
+    const TaskId y = b.Next(kIdT0);
+    ASSERT_EQ(x.hi, y.hi);
+    ASSERT_NE(x.lo, y.lo);
+  }
 }
 
 // The ids are buffered per thread; a child must not hand out the ids its parent will.
-TEST(NewTaskIdTest, ForkedChildDoesNotRepeatTheParentsIds) {
-  (void)NewTaskId();  // leave a partly used buffer behind
+TEST(TaskIdGeneratorTest, ForkedChildDoesNotRepeatTheParentsIds) {
+  // Parent and child run equal generators at the same time: only the random words differ.
+  TaskIdGenerator gen;
+  (void)gen.Next(kIdT0);  // leave a partly used buffer behind
   int fds[2];
   ASSERT_EQ(::pipe(fds), 0);
   constexpr int kIds = 8;
   const pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
+    TaskIdGenerator gen_after_fork = gen;
     TaskId ids[kIds];
-    for (TaskId& id : ids) id = NewTaskId();
+    for (TaskId& id : ids) id = gen_after_fork.Next(kIdT0);
     const ssize_t n = ::write(fds[1], ids, sizeof(ids));
     ::_exit(n == static_cast<ssize_t>(sizeof(ids)) ? 0 : 1);
   }
   ::close(fds[1]);
   TaskId parent[kIds];
-  for (TaskId& id : parent) id = NewTaskId();
+  for (TaskId& id : parent) id = gen.Next(kIdT0);
   TaskId child[kIds];
   size_t got = 0;
   while (got < sizeof(child)) {
@@ -404,7 +460,7 @@ TEST_F(KeyFileTest, ReopenGivesTheSameKey) {
   const std::string before = Read();
   ASSERT_TRUE(TokenCodec::OpenKeyFile(path_, &second).ok());
   EXPECT_EQ(Read(), before);
-  const TaskId id = NewTaskId();
+  const TaskId id = TaskIdGenerator().Next(kIdT0);
   TaskId got;
   uint16_t shard = 0;
   ASSERT_TRUE(second->Decode(first->Encode(77, id), &got, &shard));
@@ -417,7 +473,7 @@ TEST_F(KeyFileTest, FreshFilesHoldDifferentKeys) {
   std::unique_ptr<TokenCodec> a, b;
   ASSERT_TRUE(TokenCodec::OpenKeyFile(path_, &a).ok());
   ASSERT_TRUE(TokenCodec::OpenKeyFile((dir_ / "other.keys").string(), &b).ok());
-  EXPECT_FALSE(Decodes(*b, a->Encode(1, NewTaskId())));
+  EXPECT_FALSE(Decodes(*b, a->Encode(1, TaskIdGenerator().Next(kIdT0))));
 }
 
 TEST_F(KeyFileTest, RotationFileWithTwoKeys) {
@@ -508,7 +564,7 @@ TEST_F(KeyFileTest, ConcurrentFirstOpensAgreeOnOneKey) {
     threads.emplace_back([&, i] { status[i] = TokenCodec::OpenKeyFile(path_, &codecs[i]); });
   }
   for (auto& t : threads) t.join();
-  const TaskId id = NewTaskId();
+  const TaskId id = TaskIdGenerator().Next(kIdT0);
   for (int i = 0; i < kThreads; ++i) {
     ASSERT_TRUE(status[i].ok()) << status[i].ToString();
     for (int j = 0; j < kThreads; ++j) {
