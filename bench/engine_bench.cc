@@ -42,6 +42,10 @@
 //                       deadline, Sync(): time until every TIMED_OUT event is durable.
 //                       items = timeouts. Consumes the database (a later run rebuilds it).
 //
+// The client thread talks to the engine the way the RPC server does: the calls it makes for
+// each drain of its inbox go in corked (Engine::Cork: one engine wake-up per drain), and its
+// inbox wakes it once per reply burst of the engine thread (engine/reply_burst.h).
+//
 // Every timed region is measured by hand (UseManualTime, one iteration): setup, engine start
 // and shutdown, and building the baseline's batches stay outside. Temp dirs are under /tmp and
 // removed afterwards. Baseline/<w> reports engine_vs_baseline = engine items/s / baseline items/s
@@ -79,6 +83,8 @@
 
 #include "engine/clock.h"
 #include "engine/engine.h"
+#include "engine/limits.h"
+#include "engine/reply_burst.h"
 #include "storage/rocksdb_store.h"
 
 namespace tw {
@@ -286,12 +292,22 @@ struct Msg {
 
 // Engine-thread producers, one client-thread consumer. The consumer takes everything at once,
 // and a wake-up is sent only when it sleeps: about one hand-off per engine batch.
-class Inbox {
+class Inbox final : public ReplyBurst::Sink {
  public:
+  // Like the RPC server's mailbox: inside the engine's reply burst, a sleeping client is woken
+  // once, at the burst's end (or every kBurstRepliesPerWake replies).
   void Push(Msg m) {
     std::unique_lock<std::mutex> lock(mu_);
     items_.push_back(std::move(m));
-    if (sleeping_) {
+    if (sleeping_ && (items_.size() > limits::kBurstRepliesPerWake || !ReplyBurst::Defer(this))) {
+      sleeping_ = false;
+      lock.unlock();
+      cv_.notify_one();
+    }
+  }
+  void FlushBurst() override {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (sleeping_ && !items_.empty()) {
       sleeping_ = false;
       lock.unlock();
       cv_.notify_one();
@@ -385,6 +401,7 @@ RunResult RunIssueSucceed(size_t tasks, size_t window) {
   for (size_t i = 0; i < std::min(window, tasks); ++i) issue(static_cast<uint32_t>(i));
   while (done < tasks && out.error.empty()) {
     inbox.TakeAll(&msgs);
+    CorkGuard cork(e);  // one engine wake-up per drain of replies, as the RPC server does
     for (Msg& m : msgs) {
       if (!m.ok) {
         out.error = m.error;
@@ -465,6 +482,7 @@ RunResult RunActivityLifecycle(size_t tasks, size_t window) {
   for (size_t i = 0; i < std::min(window, tasks); ++i) start(static_cast<uint32_t>(i));
   while (done < tasks && out.error.empty()) {
     inbox.TakeAll(&msgs);
+    CorkGuard cork(e);  // one engine wake-up per drain of replies, as the RPC server does
     for (Msg& m : msgs) {
       if (!m.ok) {
         out.error = m.error;
@@ -562,6 +580,7 @@ bool BuildMillion(size_t n, std::string* error, bool flush_on_close = true) {
   for (size_t i = 0; i < std::min(kWindow, n); ++i) issue();
   while (done < n && error->empty()) {
     inbox.TakeAll(&msgs);
+    CorkGuard cork(e);  // one engine wake-up per drain of replies, as the RPC server does
     for (Msg& m : msgs) {
       if (!m.ok) {
         *error = m.error;
@@ -634,6 +653,7 @@ bool BuildScaleDb(std::string* error) {
   for (size_t i = 0; i < std::min(kWindow, n); ++i) issue();
   while (done < n && error->empty()) {
     inbox.TakeAll(&msgs);
+    CorkGuard cork(e);  // one engine wake-up per drain of replies, as the RPC server does
     for (Msg& m : msgs) {
       if (!m.ok) {
         *error = m.error;
@@ -688,6 +708,7 @@ RunResult RunAtScale(bool prefetch, size_t rounds, size_t window) {
   for (size_t i = 0; i < std::min(window, rounds); ++i) start_round(static_cast<uint32_t>(i));
   while (done < rounds && out.error.empty()) {
     inbox.TakeAll(&msgs);
+    CorkGuard cork(e);  // one engine wake-up per drain of replies, as the RPC server does
     for (Msg& m : msgs) {
       if (!m.ok) {
         out.error = m.error;

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "engine/assert.h"
+#include "engine/reply_burst.h"
 #include "engine/validate.h"
 
 namespace tw {
@@ -218,9 +219,9 @@ void EngineCore::Prefetch(const Command& cmd, int stage) const {
   }
 }
 
-void EngineCore::Apply(Command&& cmd) {
+void EngineCore::Apply(Command&& cmd, bool read_clock) {
   ++commands_;
-  now_ms_ = std::max(now_ms_, clock_->NowMs());
+  if (read_clock) now_ms_ = std::max(now_ms_, clock_->NowMs());
   std::visit([this](auto& c) { Handle(c); }, cmd);
 }
 
@@ -270,6 +271,9 @@ Status EngineCore::WriteSealed(SealedBatch* sealed) {
 void EngineCore::CompleteSealed(SealedBatch* sealed, const Status& write_status,
                                 const std::function<void()>& every_few) {
   const bool ok = write_status.ok();
+  // The batch's replies (and its event notice) go out as one burst: a front end that hands
+  // them to another thread wakes it once, at the end (engine/reply_burst.h).
+  ReplyBurst::Scope burst;
   // Publish first: a caller that reads events from inside its reply must find them.
   if (ok) {
     published_first_seq_.store(sealed->first_event_seq, std::memory_order_release);

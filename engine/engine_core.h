@@ -234,7 +234,11 @@ class EngineCore {
   // One group commit: Apply any number of commands, Expire, then Commit. Commit writes and
   // (per options) syncs the batch, then releases its replies and events; on failure it poisons
   // the core and answers the batch's commands kUnavailable.
-  void Apply(Command&& cmd);
+  // `read_clock` false applies `cmd` at the time the previous command read (the engine thread
+  // reads the clock for the first command of each drained run and every few after: every
+  // command of a run was queued before its first read, so a command's time still lies between
+  // its submission and its application).
+  void Apply(Command&& cmd, bool read_clock = true);
   // Fires due timers, at most `budget`. Returns true when none are left due at now_ms.
   bool Expire(int64_t now_ms, size_t budget);
   // Drops terminal records past retention (bounded per call). Returns true if it did any.

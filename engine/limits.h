@@ -35,6 +35,11 @@ inline constexpr size_t kBatchCommandsMax = 4096;   // commands drained per engi
 // Engine::Cork: a corked thread wakes the engine thread at least every this many commands, so
 // a long burst of submissions does not leave it idle until the burst ends.
 inline constexpr size_t kCorkedCommandsPerWake = 64;
+// ReplyBurst (engine/reply_burst.h): distinct sinks one burst defers wake-ups for (past this, a
+// sink wakes its consumer at once), and replies a sink holds back from a sleeping consumer
+// before it wakes it anyway, so a long burst still lets the consumer start.
+inline constexpr size_t kBurstSinksMax = 8;
+inline constexpr size_t kBurstRepliesPerWake = 512;
 // Sealed batches handed to the writer thread and not yet durable: one being written, one
 // waiting, so the writer starts the next write the moment a sync returns.
 inline constexpr size_t kBatchesInFlightMax = 2;

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "engine/assert.h"
+#include "engine/limits.h"
 
 namespace tw::rpc {
 
@@ -24,21 +25,36 @@ bool Mailbox::Post(Fn fn) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (closed_) return false;  // `fn` is destroyed here, on the posting thread (invariant 3)
-    if (armed_) {
-      TW_ASSERT(pending_.empty());  // invariant 2
+    pending_.push_back(std::move(fn));
+    // Inside a reply burst the ring waits for the burst's end (invariant 2), unless this burst
+    // already held back kBurstRepliesPerWake posts.
+    if (armed_ && (pending_.size() > limits::kBurstRepliesPerWake || !ReplyBurst::Defer(this))) {
       armed_ = false;
       ring = true;
     }
-    pending_.push_back(std::move(fn));
   }
-  if (ring) {
-    handoffs_.fetch_add(1, std::memory_order_relaxed);
-    const uint64_t one = 1;
-    // An eventfd write of 1 cannot block or fail short of a counter overflow (2^64 - 2 rings);
-    // EINTR is retried.
-    while (write(doorbell_fd_, &one, sizeof(one)) < 0) TW_ASSERT(errno == EINTR);
-  }
+  if (ring) Ring();
   return true;
+}
+
+void Mailbox::FlushBurst() {
+  bool ring = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (armed_ && !pending_.empty()) {
+      armed_ = false;
+      ring = true;
+    }
+  }
+  if (ring) Ring();
+}
+
+void Mailbox::Ring() {
+  handoffs_.fetch_add(1, std::memory_order_relaxed);
+  const uint64_t one = 1;
+  // An eventfd write of 1 cannot block or fail short of a counter overflow (2^64 - 2 rings);
+  // EINTR is retried.
+  while (write(doorbell_fd_, &one, sizeof(one)) < 0) TW_ASSERT(errno == EINTR);
 }
 
 kj::Promise<void> Mailbox::Run(kj::LowLevelAsyncIoProvider& io) {

@@ -3,8 +3,11 @@
 //
 // Any thread posts closures; the KJ thread runs them, in post order, on its own loop. Only the
 // post that finds the mailbox empty while the KJ thread is waiting rings the doorbell (one
-// eventfd write), so a run of posts made back to back -- the replies of one engine batch --
-// costs one cross-thread wake-up, and the KJ thread drains the whole run in one turn.
+// eventfd write). The KJ thread wakes on that ring and drains what is there, so posts that keep
+// coming while it drains ring again each time it catches up. The engine thread releases a
+// batch's replies as a reply burst (engine/reply_burst.h): a post made inside one leaves the
+// ring to the end of the burst (or to the limits::kBurstRepliesPerWake-th held post), so the
+// replies of one engine batch cost one cross-thread wake-up and one drain.
 //
 // The doorbell is an eventfd watched by the KJ loop rather than a KJ cross-thread fulfiller:
 // every byte of shared state is under one std::mutex, which keeps the hand-off visible to
@@ -12,8 +15,10 @@
 //
 // Invariants:
 //  1. A closure runs on the KJ thread only, and only while the mailbox is open.
-//  2. armed_ is true only while pending_ is empty; the post that clears it rings the doorbell
-//     exactly once, and the KJ thread consumes that ring exactly once.
+//  2. armed_ is true only while pending_ is empty, or while a reply burst holds its ring (then
+//     the burst has this mailbox registered, and FlushBurst rings). Whoever clears armed_ -- a
+//     post, or FlushBurst -- rings the doorbell exactly once, and the KJ thread consumes that
+//     ring exactly once.
 //  3. Closures posted from foreign threads must not own KJ objects: one that is dropped (mailbox
 //     closed) is destroyed on the posting thread.
 #pragma once
@@ -24,12 +29,15 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <vector>
 
+#include "engine/reply_burst.h"
+
 namespace tw::rpc {
 
-class Mailbox {
+class Mailbox final : public ReplyBurst::Sink, public std::enable_shared_from_this<Mailbox> {
  public:
   using Fn = std::function<void()>;
 
@@ -45,6 +53,10 @@ class Mailbox {
   // must outlive the promise.
   kj::Promise<void> Run(kj::LowLevelAsyncIoProvider& io);
 
+  // ReplyBurst::Sink: the end of a burst that held this mailbox's ring.
+  void FlushBurst() override;
+  std::shared_ptr<void> KeepAliveForBurst() override { return weak_from_this().lock(); }
+
   // KJ thread: stops accepting, drops whatever is pending, and stops watching the doorbell.
   // Call after dropping Run's promise. Idempotent.
   void Close();
@@ -56,6 +68,8 @@ class Mailbox {
  private:
   // Runs what is pending, or arms the doorbell and waits for it.
   kj::Promise<void> Pump();
+  // One eventfd write, for the post or flush that cleared armed_.
+  void Ring();
 
   const int doorbell_fd_;  // eventfd
   std::mutex mu_;

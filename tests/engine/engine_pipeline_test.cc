@@ -15,6 +15,7 @@
 #include <numeric>
 #include <vector>
 
+#include "engine/reply_burst.h"
 #include "tests/engine/engine_test_harness.h"
 
 namespace tw::engine_test {
@@ -426,6 +427,46 @@ TEST_F(EnginePipelineTest, AHeartbeatOnADurableTaskIsAnsweredWithoutWaitingForAW
   EXPECT_FALSE(held.ready());
   gate_->Open();
   EXPECT_TRUE(IsOk(held.Get()));
+}
+
+// Whether each answer ran inside a reply burst (engine/reply_burst.h), and on which thread.
+struct BurstNote {
+  bool in_burst = false;
+  std::string thread;
+};
+template <typename T>
+Callback<T> NoteBurst(std::promise<BurstNote>* p) {
+  return [p](Result<T>) {
+    char name[16] = {};
+    ::pthread_getname_np(::pthread_self(), name, sizeof(name));
+    p->set_value(BurstNote{ReplyBurst::Active(), name});
+  };
+}
+
+TEST_F(EnginePipelineTest, EveryAnswerFromTheEngineThreadRunsInAReplyBurst) {
+  const std::string arn = MustCreate("bursts");
+  IssueTaskRequest callback_req;
+  callback_req.heartbeat_s = 60;
+  const std::string running = MustIssue(callback_req);  // durable, STARTED
+  std::promise<BurstNote> issued, taken, beat_now, beat_held, succeeded, refused;
+  IssueTaskRequest activity_req;
+  activity_req.activity_arn = arn;
+  engine_->IssueTask(activity_req, NoteBurst<IssueTaskReply>(&issued));  // released with a batch
+  GetActivityTaskRequest poll_req;
+  poll_req.activity_arn = arn;
+  engine_->GetActivityTask(poll_req, 1, NoteBurst<GetActivityTaskReply>(&taken));
+  engine_->SendTaskHeartbeat({running}, NoteBurst<Empty>(&beat_now));  // answered while applying
+  engine_->SendTaskSuccess({running, "{}"}, NoteBurst<CompletionReply>(&succeeded));
+  engine_->SendTaskHeartbeat({running}, NoteBurst<Empty>(&beat_held));  // refused after the batch
+  engine_->SendTaskHeartbeat({"not a token"}, NoteBurst<Empty>(&refused));  // on this thread
+  for (auto* p : {&issued, &taken, &beat_now, &beat_held, &succeeded}) {
+    const BurstNote note = p->get_future().get();
+    EXPECT_EQ(note.thread, "tw-engine");
+    EXPECT_TRUE(note.in_burst);
+  }
+  const BurstNote here = refused.get_future().get();
+  EXPECT_NE(here.thread, "tw-engine");
+  EXPECT_FALSE(here.in_burst);
 }
 
 TEST_F(EngineGroupCommitTest, PipelinedWritesOnTheWriterThread) {

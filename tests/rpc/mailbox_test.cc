@@ -1,7 +1,7 @@
 // tw-test-labels: threads
 //
-// The engine -> RPC thread hand-off (rpc/mailbox.h): order, one wake-up per run of posts, and
-// closing.
+// The engine -> RPC thread hand-off (rpc/mailbox.h): order, one wake-up per run of posts and
+// per reply burst, and closing.
 #include "rpc/mailbox.h"
 
 #include <gtest/gtest.h>
@@ -12,6 +12,9 @@
 #include <memory>
 #include <thread>
 #include <vector>
+
+#include "engine/limits.h"
+#include "engine/reply_burst.h"
 
 namespace tw::rpc {
 namespace {
@@ -45,6 +48,61 @@ TEST_F(MailboxTest, ARunOfPostsIsOneHandoffAndKeepsOrder) {
   for (int i = 0; i < 1000; ++i) ASSERT_EQ(seen[i], i);
   EXPECT_EQ(mailbox_.handoffs(), 1u);
   EXPECT_EQ(mailbox_.delivered(), 1000u);
+}
+
+TEST_F(MailboxTest, AReplyBurstRingsOnceAtItsEnd) {
+  kj::Promise<void> pump = mailbox_.Run(*io_.lowLevelProvider).eagerlyEvaluate(nullptr);
+  io_.waitScope.poll();  // the pump arms its doorbell
+  std::vector<int> seen;
+  uint64_t rings_inside = 99;
+  std::thread engine([&]() {
+    ReplyBurst::Scope burst;
+    for (int i = 0; i < 100; ++i) mailbox_.Post([&seen, i]() { seen.push_back(i); });
+    rings_inside = mailbox_.handoffs();
+  });
+  engine.join();
+  EXPECT_EQ(rings_inside, 0u);  // the RPC thread slept through the burst
+  EXPECT_EQ(mailbox_.handoffs(), 1u);
+  ASSERT_TRUE(RunUntil([&]() { return seen.size() == 100; }));
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(seen[i], i);
+  EXPECT_EQ(mailbox_.handoffs(), 1u);
+}
+
+TEST_F(MailboxTest, ALongBurstRingsOnceItHoldsBurstRepliesPerWake) {
+  kj::Promise<void> pump = mailbox_.Run(*io_.lowLevelProvider).eagerlyEvaluate(nullptr);
+  io_.waitScope.poll();
+  constexpr int kHeld = static_cast<int>(limits::kBurstRepliesPerWake);
+  int delivered = 0;
+  std::vector<uint64_t> rings;  // handoffs() after each post
+  std::thread engine([&]() {
+    ReplyBurst::Scope burst;
+    for (int i = 0; i < kHeld + 10; ++i) {
+      mailbox_.Post([&delivered]() { ++delivered; });
+      rings.push_back(mailbox_.handoffs());
+    }
+  });
+  engine.join();
+  EXPECT_EQ(rings[kHeld - 1], 0u);
+  EXPECT_EQ(rings[kHeld], 1u);  // the post past the limit rang
+  EXPECT_EQ(rings.back(), 1u);  // and the RPC thread, not yet re-armed, needs no other ring
+  EXPECT_EQ(mailbox_.handoffs(), 1u);
+  ASSERT_TRUE(RunUntil([&]() { return delivered == kHeld + 10; }));
+}
+
+TEST(MailboxBurstTest, ABurstKeepsAMailboxAliveUntilItRings) {
+  kj::AsyncIoContext io = kj::setupAsyncIo();
+  auto mailbox = std::make_shared<Mailbox>();
+  std::weak_ptr<Mailbox> watch = mailbox;
+  kj::Promise<void> pump = mailbox->Run(*io.lowLevelProvider).eagerlyEvaluate(nullptr);
+  io.waitScope.poll();  // armed
+  {
+    ReplyBurst::Scope burst;
+    EXPECT_TRUE(mailbox->Post([]() {}));
+    pump = nullptr;   // nothing will run it any more; only the burst's ring is left
+    mailbox.reset();  // its last owner gone, as when the engine drops a batch's callbacks
+    EXPECT_FALSE(watch.expired());
+  }
+  EXPECT_TRUE(watch.expired());  // rang, then released
 }
 
 TEST_F(MailboxTest, ConcurrentPostersLoseNothing) {
