@@ -835,9 +835,8 @@ Error EngineCore::NotLiveError(const TaskId& id,
     case TaskState::kSucceeded:
     case TaskState::kFailed:
       e.refusal = Refusal::kAlreadyCompleted;
-      e.recorded_output = std::move(st.output);
-      e.recorded_error = std::move(st.error);
-      e.recorded_cause = std::move(st.cause);
+      e.recorded = std::make_shared<const RecordedEnd>(
+          RecordedEnd{std::move(st.output), std::move(st.error), std::move(st.cause)});
       break;
     case TaskState::kTimedOut:
       e.refusal = Refusal::kTimedOut;

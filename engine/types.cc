@@ -109,4 +109,21 @@ std::string Status::ToString() const {
   return message_.empty() ? std::string(name) : std::string(name) + ": " + message_;
 }
 
+namespace {
+const std::string& EmptyString() {
+  static const std::string* const empty = new std::string();
+  return *empty;
+}
+}  // namespace
+
+const std::string& Error::recorded_output() const {
+  return recorded ? recorded->output : EmptyString();
+}
+const std::string& Error::recorded_error() const {
+  return recorded ? recorded->error : EmptyString();
+}
+const std::string& Error::recorded_cause() const {
+  return recorded ? recorded->cause : EmptyString();
+}
+
 }  // namespace tw

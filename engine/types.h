@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <utility>
 
@@ -65,6 +66,13 @@ const char* ErrorCodeName(ErrorCode c);
 enum class Refusal : uint8_t { kNone = 0, kAlreadyCompleted, kTimedOut, kCancelled };
 const char* RefusalName(Refusal r);  // "", "alreadyCompleted", "timedOut", "cancelled"
 
+// What the finished task of a Refusal::kAlreadyCompleted recorded.
+struct RecordedEnd {
+  std::string output;  // SUCCEEDED
+  std::string error;   // FAILED
+  std::string cause;   // FAILED
+};
+
 // An expected, typed failure of an operation. Business outcomes are values, not exceptions.
 struct Error {
   ErrorCode code = ErrorCode::kOk;
@@ -73,11 +81,15 @@ struct Error {
   Refusal refusal = Refusal::kNone;
   TaskState recorded_state = TaskState::kScheduled;  // the terminal state it ended in
   TimeoutKind timeout_kind = TimeoutKind::kNone;     // with Refusal::kTimedOut
-  std::string recorded_output;                       // with kAlreadyCompleted, SUCCEEDED
-  std::string recorded_error;                        // with kAlreadyCompleted, FAILED
-  std::string recorded_cause;
+  // With kAlreadyCompleted. Behind a shared, immutable pointer: every Result carries an Error,
+  // and answers are moved several times on their way out, so an Error stays small.
+  std::shared_ptr<const RecordedEnd> recorded;
 
   bool ok() const { return code == ErrorCode::kOk; }
+  // The fields of `recorded`, or "" without it.
+  const std::string& recorded_output() const;
+  const std::string& recorded_error() const;
+  const std::string& recorded_cause() const;
   static Error Make(ErrorCode c, std::string msg) {
     Error e;
     e.code = c;

@@ -142,11 +142,11 @@ namespace {
 
 void FillRecorded(const Error& e, proto::RecordedOutcome::Builder out) {
   out.setState(ToProto(e.recorded_state));
-  if (e.recorded_state == TaskState::kSucceeded) out.setOutput(AsText(e.recorded_output));
+  if (e.recorded_state == TaskState::kSucceeded) out.setOutput(AsText(e.recorded_output()));
   if (e.recorded_state == TaskState::kFailed) {
     // The engine keeps the presence of error / cause only through non-emptiness here.
-    if (!e.recorded_error.empty()) out.setError(AsText(e.recorded_error));
-    if (!e.recorded_cause.empty()) out.setCause(AsText(e.recorded_cause));
+    if (!e.recorded_error().empty()) out.setError(AsText(e.recorded_error()));
+    if (!e.recorded_cause().empty()) out.setCause(AsText(e.recorded_cause()));
   }
 }
 
@@ -184,9 +184,8 @@ Error ReadError(proto::Error::Reader in) {
       auto r = reason.getAlreadyCompleted();
       e.refusal = Refusal::kAlreadyCompleted;
       e.recorded_state = FromProto(r.getState());
-      e.recorded_output = ToString(r.getOutput());
-      e.recorded_error = ToString(r.getError());
-      e.recorded_cause = ToString(r.getCause());
+      e.recorded = std::make_shared<const RecordedEnd>(
+          RecordedEnd{ToString(r.getOutput()), ToString(r.getError()), ToString(r.getCause())});
       break;
     }
     case proto::Error::Reason::TIMED_OUT:

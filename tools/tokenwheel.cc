@@ -45,9 +45,9 @@ int PrintError(const tw::Error& e) {
   }
   if (e.refusal == tw::Refusal::kTimedOut) j["timeoutKind"] = tw::TimeoutKindName(e.timeout_kind);
   if (e.refusal == tw::Refusal::kAlreadyCompleted) {
-    if (e.recorded_state == tw::TaskState::kSucceeded) j["recordedOutput"] = e.recorded_output;
-    if (!e.recorded_error.empty()) j["recordedError"] = e.recorded_error;
-    if (!e.recorded_cause.empty()) j["recordedCause"] = e.recorded_cause;
+    if (e.recorded_state == tw::TaskState::kSucceeded) j["recordedOutput"] = e.recorded_output();
+    if (!e.recorded_error().empty()) j["recordedError"] = e.recorded_error();
+    if (!e.recorded_cause().empty()) j["recordedCause"] = e.recorded_cause();
   }
   Print(j);
   return tw::rpc::IsTransportError(e.code) ? kExitTrouble : kExitTypedError;

@@ -261,11 +261,11 @@ TEST_F(EngineTest, SuccessThenIdenticalRetryIsDuplicateAndDifferentOutputIsRefus
 
   Result<CompletionReply> other = Success(token, R"({"ok":false})");
   EXPECT_TRUE(IsRefusal(other, Refusal::kAlreadyCompleted, TaskState::kSucceeded));
-  EXPECT_EQ(other.error.recorded_output, R"({"ok":true})");
+  EXPECT_EQ(other.error.recorded_output(), R"({"ok":true})");
 
   Result<CompletionReply> failure = Failure(token, "Err", "cause");
   EXPECT_TRUE(IsRefusal(failure, Refusal::kAlreadyCompleted, TaskState::kSucceeded));
-  EXPECT_EQ(failure.error.recorded_output, R"({"ok":true})");
+  EXPECT_EQ(failure.error.recorded_output(), R"({"ok":true})");
 
   EXPECT_TRUE(IsRefusal(Heartbeat(token), Refusal::kAlreadyCompleted, TaskState::kSucceeded));
 
@@ -295,12 +295,12 @@ TEST_F(EngineTest, FailureWithErrorAndCauseThenIdenticalRetryIsDuplicate) {
            {std::nullopt, std::nullopt}}) {
     Result<CompletionReply> r = Failure(token, error, cause);
     EXPECT_TRUE(IsRefusal(r, Refusal::kAlreadyCompleted, TaskState::kFailed));
-    EXPECT_EQ(r.error.recorded_error, "MyError");
-    EXPECT_EQ(r.error.recorded_cause, "it broke");
+    EXPECT_EQ(r.error.recorded_error(), "MyError");
+    EXPECT_EQ(r.error.recorded_cause(), "it broke");
   }
   Result<CompletionReply> success = Success(token, "{}");
   EXPECT_TRUE(IsRefusal(success, Refusal::kAlreadyCompleted, TaskState::kFailed));
-  EXPECT_EQ(success.error.recorded_error, "MyError");
+  EXPECT_EQ(success.error.recorded_error(), "MyError");
   EXPECT_TRUE(IsRefusal(Heartbeat(token), Refusal::kAlreadyCompleted, TaskState::kFailed));
 
   Result<TaskDescription> d = Describe(token);
@@ -732,7 +732,7 @@ TEST_F(EngineTest, DeletingAnActivityFailsItsQueuedTasksButStartedOnesRunOn) {
   EXPECT_EQ(d.value.cause, cause);
   Result<CompletionReply> late = Success(q2, "{}");
   EXPECT_TRUE(IsRefusal(late, Refusal::kAlreadyCompleted, TaskState::kFailed));
-  EXPECT_EQ(late.error.recorded_error, "States.Runtime");
+  EXPECT_EQ(late.error.recorded_error(), "States.Runtime");
   EXPECT_EQ(Stats().live_tasks, 1u);
   EXPECT_EQ(Queued(arn), -1);
 
@@ -820,7 +820,7 @@ TEST_F(EngineTest, CancelQueuedAndStartedTasks) {
   ASSERT_TRUE(IsOk(Success(done, "1")));
   Result<CompletionReply> late = Cancel(done);
   EXPECT_TRUE(IsRefusal(late, Refusal::kAlreadyCompleted, TaskState::kSucceeded));
-  EXPECT_EQ(late.error.recorded_output, "1");
+  EXPECT_EQ(late.error.recorded_output(), "1");
   EXPECT_EQ(Stats().live_tasks, 0u);
 }
 

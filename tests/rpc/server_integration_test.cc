@@ -185,7 +185,7 @@ TEST_F(ServerIntegrationTest, CallbackTaskSuccessDuplicatesAndRefusals) {
   EXPECT_EQ(other.error.message, "Task Timed Out: 'Provided task does not exist anymore'");
   EXPECT_EQ(other.error.refusal, Refusal::kAlreadyCompleted);
   EXPECT_EQ(other.error.recorded_state, TaskState::kSucceeded);
-  EXPECT_EQ(other.error.recorded_output, R"({"done":true})");
+  EXPECT_EQ(other.error.recorded_output(), R"({"done":true})");
 
   auto fail = c->SendTaskFailure(SendTaskFailureRequest{token, "E", "C"});
   EXPECT_EQ(fail.error.code, ErrorCode::kTaskTimedOut);
