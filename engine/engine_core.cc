@@ -561,7 +561,7 @@ bool EngineCore::HandOutToWaiter(uint32_t activity_slot, int64_t now_ms) {
     return true;
   }
   Reply(w.done, Result<GetActivityTaskReply>::Ok(
-                    GetActivityTaskReply{codec_->Encode(options_.shard, id), issue.input}));
+                    GetActivityTaskReply{codec_->Encode(options_.shard, id), std::move(issue.input)}));
   return true;
 }
 
