@@ -299,7 +299,7 @@ class Inbox final : public ReplyBurst::Sink {
   void Push(Msg m) {
     std::unique_lock<std::mutex> lock(mu_);
     items_.push_back(std::move(m));
-    if (sleeping_ && (items_.size() > limits::kBurstRepliesPerWake || !ReplyBurst::Defer(this))) {
+    if (sleeping_ && !ReplyBurst::DeferWake(this, items_.size())) {
       sleeping_ = false;
       lock.unlock();
       cv_.notify_one();

@@ -560,8 +560,8 @@ bool EngineCore::HandOutToWaiter(uint32_t activity_slot, int64_t now_ms) {
     ReplyError(w.done, ErrorCode::kUnavailable, s.ToString());
     return true;
   }
-  Reply(w.done, Result<GetActivityTaskReply>::Ok(
-                    GetActivityTaskReply{codec_->Encode(options_.shard, id), std::move(issue.input)}));
+  Reply(w.done, Result<GetActivityTaskReply>::Ok(GetActivityTaskReply{
+                    codec_->Encode(options_.shard, id), std::move(issue.input)}));
   return true;
 }
 

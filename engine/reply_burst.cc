@@ -51,4 +51,8 @@ bool ReplyBurst::Defer(Sink* sink) {
   return true;
 }
 
+bool ReplyBurst::DeferWake(Sink* sink, size_t held) {
+  return held <= limits::kBurstRepliesPerWake && Defer(sink);
+}
+
 }  // namespace tw

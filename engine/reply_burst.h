@@ -52,6 +52,11 @@ class ReplyBurst {
   // it is registered). False, and nothing registered, when no burst is open or the burst already
   // holds limits::kBurstSinksMax other sinks: the caller then wakes its consumer itself.
   static bool Defer(Sink* sink);
+
+  // For a sink about to wake its sleeping consumer, which now holds `held` answers: true when it
+  // may leave the wake-up to its FlushBurst instead (inside a burst, at most
+  // limits::kBurstRepliesPerWake answers held, and registered with Defer).
+  static bool DeferWake(Sink* sink, size_t held);
 };
 
 }  // namespace tw

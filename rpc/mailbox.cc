@@ -7,7 +7,6 @@
 #include <utility>
 
 #include "engine/assert.h"
-#include "engine/limits.h"
 
 namespace tw::rpc {
 
@@ -28,7 +27,7 @@ bool Mailbox::Post(Fn fn) {
     pending_.push_back(std::move(fn));
     // Inside a reply burst the ring waits for the burst's end (invariant 2), unless this burst
     // already held back kBurstRepliesPerWake posts.
-    if (armed_ && (pending_.size() > limits::kBurstRepliesPerWake || !ReplyBurst::Defer(this))) {
+    if (armed_ && !ReplyBurst::DeferWake(this, pending_.size())) {
       armed_ = false;
       ring = true;
     }

@@ -71,6 +71,18 @@ TEST(ReplyBurstTest, SinksPastTheLimitAreRefused) {
   EXPECT_EQ(sinks.back().flushes, 0);
 }
 
+TEST(ReplyBurstTest, DeferWakeHoldsUpToBurstRepliesPerWake) {
+  CountingSink sink;
+  EXPECT_FALSE(ReplyBurst::DeferWake(&sink, 1));  // no burst: wake now
+  {
+    ReplyBurst::Scope burst;
+    EXPECT_TRUE(ReplyBurst::DeferWake(&sink, 1));
+    EXPECT_TRUE(ReplyBurst::DeferWake(&sink, limits::kBurstRepliesPerWake));
+    EXPECT_FALSE(ReplyBurst::DeferWake(&sink, limits::kBurstRepliesPerWake + 1));
+  }
+  EXPECT_EQ(sink.flushes, 1);
+}
+
 class OwnedSink : public ReplyBurst::Sink, public std::enable_shared_from_this<OwnedSink> {
  public:
   explicit OwnedSink(int* flushes) : flushes_(flushes) {}
