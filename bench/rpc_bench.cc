@@ -17,8 +17,11 @@
 //                           flight held for 5 s right before, and again right after);
 //                           latency from each chain's scheduled start.
 // Arguments: the number of calls (chains) in flight, and for batches the batch size; for the
-// paced runs the percentage of the peak and the seconds. TW_BENCH_PRINT_SECONDS=1 prints each
-// paced second's p99 and max with its CLOCK_MONOTONIC time, to line up with perf or LOG files.
+// paced runs the percentage of the peak and the seconds. A paced run also reads the engine's
+// commit latencies once a second and counts the seconds with a group commit over 2 ms (a disk
+// stall), and which of the seconds over the p99 goal had one. TW_BENCH_PRINT_SECONDS=1 prints
+// each paced second's p99, max and slowest commit with its CLOCK_MONOTONIC time, to line up
+// with perf or LOG files.
 #include <benchmark/benchmark.h>
 #include <fcntl.h>
 #include <kj/async-io.h>
@@ -438,6 +441,17 @@ Peak MeasurePeakTasksPerSecond() {
 
 // The p99 goal of issue 4 for the paced runs; each run also counts the seconds that missed it.
 constexpr uint32_t kGoalP99Us = 5'000;
+// A group commit (RocksDB write + WAL sync) this slow is a stall of the disk: the engine's
+// commit p99 is ~0.3-0.8 ms, and BM_DiskSync counts the disk's own syncs over 2 ms.
+constexpr uint64_t kSlowCommitUs = 2'000;
+
+// The slowest group commit counted in `delta` (a bucket's lower bound: never above the truth).
+uint64_t SlowestCommitUs(const LatencyBuckets::Counts& delta) {
+  for (size_t i = delta.size(); i-- > 0;) {
+    if (delta[i] > 0) return LatencyBuckets::LowerBound(i);
+  }
+  return 0;
+}
 
 struct Paced {
   Client* client = nullptr;
@@ -527,10 +541,28 @@ void RunPaced(benchmark::State& state) {
     kj::TaskSet tasks(errors);
     p.start = Clock::now();
     uint64_t launched = 0;
+    // Each second, the slowest group commit of that second (engine stats, read over the same
+    // connection once a second): a second over the goal with a stalled commit waited for the
+    // disk, one without it did not.
+    std::vector<uint64_t> commit_max_us(seconds_total + 1, 0);
+    // The Stats call waits for a group commit of its own: the loop launches the chains due
+    // meanwhile late, but their latency still runs from their scheduled start.
+    ServerStats sampled = before;
+    size_t sampled_second = 0;  // the second the commits since `sampled` are counted in
+    auto sample_commits = [&](size_t next_second) {
+      const ServerStats now = StatsNow();
+      commit_max_us[sampled_second] = SlowestCommitUs(
+          LatencyDelta(now.engine.commit_latency_us, sampled.engine.commit_latency_us));
+      sampled = now;
+      sampled_second = std::min(next_second, seconds_total);
+    };
     Ticker ticker(p.client->low_level_io(), std::chrono::microseconds(200));
     while (true) {
       const double elapsed = std::chrono::duration<double>(Clock::now() - p.start).count();
       if (elapsed >= static_cast<double>(seconds_total)) break;
+      if (static_cast<size_t>(elapsed) > sampled_second) {
+        sample_commits(static_cast<size_t>(elapsed));
+      }
       const auto due = static_cast<uint64_t>(elapsed * rate);
       for (; launched < due; ++launched) {
         const auto scheduled =
@@ -553,6 +585,7 @@ void RunPaced(benchmark::State& state) {
       p.drained = kj::mv(paf.fulfiller);
       paf.promise.wait(p.client->wait_scope());
     }
+    sample_commits(seconds_total);  // the last second and the drain
     const double seconds = std::chrono::duration<double>(Clock::now() - p.start).count();
     p.run.errors += errors.failed;
     p.run.Report(state, seconds);
@@ -569,18 +602,30 @@ void RunPaced(benchmark::State& state) {
     state.counters["send_late_p99_us"] = SortedQuantile(p.late_us, 0.99);
     // Each second's own p99: the median second, the worst, and how many missed the goal.
     std::vector<uint32_t> second_p99;
+    // A call scheduled in second i may wait for a commit of second i + 1.
+    auto stalled = [&](size_t i) {
+      return std::max(commit_max_us[i], commit_max_us[i + 1]) >= kSlowCommitUs;
+    };
+    double over_goal_stalled = 0;
+    double seconds_stalled = 0;
     const bool print_seconds = std::getenv("TW_BENCH_PRINT_SECONDS") != nullptr;
     for (size_t i = 0; i < p.by_second.size(); ++i) {
       auto& v = p.by_second[i];
       if (v.empty()) continue;
       second_p99.push_back(SortedQuantile(v, 0.99));
+      seconds_stalled += commit_max_us[i] >= kSlowCommitUs ? 1 : 0;
+      over_goal_stalled += second_p99.back() > kGoalP99Us && stalled(i) ? 1 : 0;
       if (print_seconds) {
-        std::fprintf(stderr, "second %zu at %.3f: p99 %u us max %u us\n", i,
+        std::fprintf(stderr, "second %zu at %.3f: p99 %u us max %u us slowest commit %lu us\n", i,
                      std::chrono::duration<double>(p.start.time_since_epoch()).count() +
                          static_cast<double>(i),
-                     second_p99.back(), v.back());
+                     second_p99.back(), v.back(), static_cast<unsigned long>(commit_max_us[i]));
       }
     }
+    // Seconds with a group commit over kSlowCommitUs, and of the seconds over the goal, those
+    // with such a commit in them or in the next second: the disk's share of the tail.
+    state.counters["seconds_commit_over_2ms"] = seconds_stalled;
+    state.counters["seconds_over_5ms_commit_over_2ms"] = over_goal_stalled;
     if (!second_p99.empty()) {
       state.counters["second_p99_median_us"] = SortedQuantile(second_p99, 0.50);
       state.counters["second_p99_max_us"] = second_p99.back();
