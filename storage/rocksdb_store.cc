@@ -143,6 +143,11 @@ std::vector<rocksdb::ColumnFamilyDescriptor> MakeCfDescriptors(const RocksStoreO
     c.write_buffer_size = write_buffer_bytes;
     c.compression = compression;
     c.level_compaction_dynamic_level_bytes = true;
+    // Task ids, event seqs and retired keys grow with time, so a flush's keys mostly follow
+    // everything already in the bottom level. A compaction rewrites only the bottom files its
+    // inputs overlap; with RocksDB's 64 MiB default that was all of a young column family's
+    // bottom level each time (docs/FORMAT.md, "Tuning").
+    c.target_file_size_base = 8 << 20;
     c.table_factory = MakeTable(cache, bloom);
     return c;
   };

@@ -8,6 +8,7 @@
 #include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
 #include <rocksdb/transaction_log.h>
+#include <rocksdb/utilities/options_util.h>
 #include <rocksdb/write_batch.h>
 
 #include <cstdint>
@@ -157,6 +158,21 @@ TEST_F(RocksStoreTest, CreatesDatabaseWithEveryColumnFamilyAndFormatVersion) {
   std::string version;
   codec::EncodeFormatVersion(kFormatVersion, &version);
   EXPECT_EQ(raw.Get("meta", "format_version"), version);
+}
+
+// Keys that grow with time land past the bottom level; small target files keep a compaction
+// from rewriting the whole bottom level (docs/FORMAT.md, "Tuning"). Read back from the OPTIONS
+// file RocksDB persisted, so it pins what the store really opened with.
+TEST_F(RocksStoreTest, EveryColumnFamilyWritesEightMiBTargetFiles) {
+  auto store = OpenOk();
+  rocksdb::DBOptions db_options;
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+  rocksdb::ConfigOptions config;
+  ASSERT_TRUE(rocksdb::LoadLatestOptions(config, path(), &db_options, &cfs).ok());
+  ASSERT_EQ(cfs.size(), kAllCfs.size());
+  for (const auto& cf : cfs) {
+    EXPECT_EQ(cf.options.target_file_size_base, uint64_t{8} << 20) << cf.name;
+  }
 }
 
 TEST_F(RocksStoreTest, ReopensItsOwnDatabase) {
