@@ -24,13 +24,23 @@
 //   flight, and hands it to the writer otherwise: inline under light load, pipelined under
 //   heavy load (and through a mass expiry).
 //
-// A full queue answers at once (on the caller's thread) with ErrorCode::kOverloaded. After a
-// storage failure, or once Stop() began, every call answers kUnavailable. kUnavailable means
-// "outcome unknown", not "did not happen": a batch whose sync failed may still be on disk after
-// a restart. Retrying is safe: issues carry idempotency keys and an identical retried
-// completion answers duplicate = true.
+// A full queue answers at once (on the caller's thread) with ErrorCode::kOverloaded. Once Stop()
+// began, every call answers kUnavailable.
+//
+// Storage failures (a failed write or sync: a full disk, an I/O error). The batch that failed,
+// and every batch applied on top of it, answer kUnavailable, and so does every later call,
+// at once on the caller's thread, until the storage works again: Health() and GetStats() say
+// why. kUnavailable means "outcome unknown", not "did not happen": a batch whose sync failed
+// may still be on disk. Retrying is safe: issues carry idempotency keys and an identical
+// retried completion answers duplicate = true. With EngineOptions::reopen_store set, the
+// engine thread then recovers by itself: every storage_retry_ms it closes the failed store,
+// opens it again and rebuilds its state from what is on disk, exactly as a restart would
+// (memory may be ahead of the disk, so it never carries on from memory). Waiting polls are
+// answered before the old state goes. Without reopen_store the engine refuses every call
+// until it is restarted.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -77,6 +87,20 @@ struct EngineOptions {
   std::string token_key_file;  // created at first open with mode 0600 (required)
   uint16_t shard = 0;
   CommitMode commit = CommitMode::kAdaptive;  // docs/BENCHMARKS.md, seventh session
+  // Opens the store again after a storage failure (see "Storage failures" above); called on the
+  // engine thread once the failed store is closed. Unset: a failure lasts until a restart.
+  std::function<Status(std::unique_ptr<Store>*)> reopen_store;
+  // Time between a storage failure and the first reopen, and between reopens that fail.
+  int64_t storage_retry_ms = limits::kStorageRetryMsDefault;
+};
+
+// Whether the engine's storage works (Engine::Health, EngineStats::storage).
+struct StorageHealth {
+  bool ok = true;
+  std::string error;            // while !ok: what failed, e.g. "No space left on device"
+  int64_t failed_since_ms = 0;  // while !ok: when (engine clock)
+  uint64_t failures = 0;        // storage failures since the engine opened
+  uint64_t recoveries = 0;      // reopens that brought the engine back
 };
 
 // ---- Requests and replies ----
@@ -213,6 +237,15 @@ struct EngineStats {
   // `commands`, how well submissions are batched. Read when the Stats answer is released (after
   // its batch is durable), the fields above when its command is applied.
   uint64_t submit_wakes = 0;
+  // Tasks timed out since the engine (or its store, after a storage failure) opened, by the
+  // clock that fired: indexed by TimeoutKind (kHeartbeat, kOverall, kScheduleToStart).
+  std::array<uint64_t, 4> timeouts{};
+  // Commands per group commit since the engine opened, in LatencyBuckets buckets (a count read
+  // as "us"): how well the engine batches.
+  LatencyBuckets::Counts batch_commands{};
+  // Answered even while the storage is failed (then the fields above that need the engine's
+  // state are zero when the state is gone).
+  StorageHealth storage;
 };
 
 template <typename T>
@@ -267,9 +300,11 @@ class Engine {
   virtual Result<std::vector<OutcomeEvent>> ReadEvents(uint64_t from_seq, size_t max) = 0;
   // Highest durable event seq (0 = none). Any thread.
   virtual uint64_t LastEventSeq() const = 0;
-  // Called on the engine thread after each batch that made new events durable, with the new
-  // last seq. Set before traffic starts; one listener.
-  virtual void SetEventListener(std::function<void(uint64_t last_seq)> fn) = 0;
+  // Adds a listener, called on the engine thread after each batch that made new events durable
+  // (and after a reopen of the store), with the new last seq. Each front end adds one before
+  // traffic starts; listeners are never removed, so one must stay valid (or do nothing) for
+  // the engine's life. A listener must not call AddEventListener.
+  virtual void AddEventListener(std::function<void(uint64_t last_seq)> fn) = 0;
 
   virtual void GetStats(Callback<EngineStats> done) = 0;
 
@@ -278,9 +313,13 @@ class Engine {
   // then Sync, instead of sleeping.
   virtual void Sync(Callback<Empty> done) = 0;
 
-  // Recovery facts, for the start-up log line.
+  // Recovery facts, for the start-up log line (of the last recovery, after a reopen).
   virtual uint64_t RecoveredTasks() const = 0;
   virtual int64_t RecoveryMs() const = 0;
+
+  // Whether the storage works, and since when it does not. Any thread; never waits for the
+  // engine thread.
+  virtual StorageHealth Health() const = 0;
 
   // Batched hand-off for a thread that submits commands in bursts (the RPC event loop). Between
   // Cork() and Uncork() on one thread, that thread's submissions wake the engine thread once:

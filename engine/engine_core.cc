@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "engine/assert.h"
+#include "engine/errors.h"
 #include "engine/reply_burst.h"
 #include "engine/validate.h"
 
@@ -13,7 +14,6 @@ namespace {
 
 constexpr char kTimeoutError[] = "States.Timeout";
 constexpr char kRuntimeError[] = "States.Runtime";
-constexpr char kStorageFailure[] = "storage failure; the engine is stopped: ";
 constexpr char kNextTokenPrefix[] = "twl1.";
 
 int64_t SecondsToMs(uint32_t s) { return static_cast<int64_t>(s) * 1000; }
@@ -158,8 +158,7 @@ constexpr size_t kRepliesPerCallback = 256;
 
 template <typename T>
 static Result<T> StorageFailure(const Status& failure) {
-  return Result<T>::Fail(
-      Error::Make(ErrorCode::kUnavailable, kStorageFailure + failure.ToString()));
+  return Result<T>::Fail(StorageFailureError(failure.ToString()));
 }
 
 template <typename T>
@@ -257,6 +256,7 @@ SealedBatch EngineCore::Seal() {
     spare_overlays_.pop_back();
   }
   ++batches_;
+  ++batch_commands_[LatencyBuckets::IndexOf(commands_ - commands_at_seal_)];
   commands_at_seal_ = commands_;
   expiries_at_seal_ = expiries_;
   return sealed;
@@ -363,9 +363,7 @@ void EngineCore::Handle(CreateActivityCmd& c) {
     return Reply(c.done, Result<ActivityInfo>::Ok(InfoOf(activities_[it->second])));
   }
   if (activity_by_name_.size() >= limits::kActivitiesMax) {
-    return ReplyError(c.done, ErrorCode::kActivityLimitExceeded,
-                      "Activity Limit Exceeded: 'The maximum number of activities (" +
-                          std::to_string(limits::kActivitiesMax) + ") has been reached'");
+    return ReplyFail(c.done, ActivityLimitExceededError(limits::kActivitiesMax));
   }
   const uint32_t slot = AllocateActivitySlot();
   Activity& a = activities_[slot];
@@ -402,8 +400,7 @@ void EngineCore::Handle(DeleteActivityCmd& c) {
   for (Waiter& w : a.waiters) {
     poll_activity_.erase(w.poll_id);
     --waiting_polls_;
-    ReplyError(w.done, ErrorCode::kActivityDoesNotExist,
-               "Activity Does Not Exist: '" + a.arn + "'");
+    ReplyFail(w.done, ActivityDoesNotExistError(a.arn));
   }
   a.waiters.clear();
   batch_->DeleteActivity(a.id);
@@ -417,8 +414,7 @@ void EngineCore::Handle(DescribeActivityCmd& c) {
   if (poisoned_) return ReplyError(c.done, ErrorCode::kUnavailable, poison_status_.ToString());
   const uint32_t slot = FindActivityByArn(c.req.arn);
   if (slot == kNilSlot) {
-    return ReplyError(c.done, ErrorCode::kActivityDoesNotExist,
-                      "Activity Does Not Exist: '" + c.req.arn + "'");
+    return ReplyFail(c.done, ActivityDoesNotExistError(c.req.arn));
   }
   Reply(c.done, Result<ActivityInfo>::Ok(InfoOf(activities_[slot])));
 }
@@ -433,7 +429,7 @@ void EngineCore::Handle(ListActivitiesCmd& c) {
     const size_t plen = sizeof(kNextTokenPrefix) - 1;
     if (tok.size() <= plen || tok.substr(0, plen) != kNextTokenPrefix ||
         !HexDecode(tok.substr(plen), &after)) {
-      return ReplyError(c.done, ErrorCode::kInvalidToken, kInvalidTokenMessage);
+      return ReplyFail(c.done, InvalidTokenError());
     }
     it = activity_by_name_.upper_bound(after);
   }
@@ -584,14 +580,12 @@ void EngineCore::Handle(IssueCmd& c) {
   if (!req.activity_arn.empty()) {
     activity_slot = FindActivityByArn(req.activity_arn);
     if (activity_slot == kNilSlot) {
-      return ReplyError(c.done, ErrorCode::kActivityDoesNotExist,
-                        "Activity Does Not Exist: '" + req.activity_arn + "'");
+      return ReplyFail(c.done, ActivityDoesNotExistError(req.activity_arn));
     }
   }
   if (tasks_.size() >= limits::kLiveTasksMax) {
-    return ReplyError(
-        c.done, ErrorCode::kOverloaded,
-        "Rate exceeded: too many live tasks (" + std::to_string(limits::kLiveTasksMax) + ")");
+    return ReplyFail(c.done, ThrottlingError("too many live tasks (" +
+                                             std::to_string(limits::kLiveTasksMax) + ")"));
   }
 
   const TaskId id = task_ids_.Next(now_ms_);
@@ -646,19 +640,14 @@ void EngineCore::Handle(PollCmd& c) {
   if (poisoned_) return ReplyError(c.done, ErrorCode::kUnavailable, poison_status_.ToString());
   const uint32_t slot = FindActivityByArn(c.req.activity_arn);
   if (slot == kNilSlot) {
-    return ReplyError(c.done, ErrorCode::kActivityDoesNotExist,
-                      "Activity Does Not Exist: '" + c.req.activity_arn + "'");
+    return ReplyFail(c.done, ActivityDoesNotExistError(c.req.activity_arn));
   }
   Activity& a = activities_[slot];
   if (a.waiters.size() >= options_.pollers_per_activity_max) {
-    return ReplyError(c.done, ErrorCode::kActivityWorkerLimitExceeded,
-                      "Activity Worker Limit Exceeded: 'The maximum number of concurrent "
-                      "pollers (" +
-                          std::to_string(options_.pollers_per_activity_max) +
-                          ") for this activity has been reached'");
+    return ReplyFail(c.done, ActivityWorkerLimitExceededError(options_.pollers_per_activity_max));
   }
   if (waiting_polls_ >= limits::kPollWaitersMax) {
-    return ReplyError(c.done, ErrorCode::kOverloaded, "Rate exceeded: too many waiting polls");
+    return ReplyFail(c.done, ThrottlingError("too many waiting polls"));
   }
   if (poll_activity_.count(c.poll_id) != 0) {
     return ReplyError(c.done, ErrorCode::kValidation, "poll id already waiting");
@@ -791,6 +780,7 @@ void EngineCore::Finish(uint32_t slot, TaskStateRecord end) {
   }
   end.ended_ms = now_ms_;
   const uint64_t activity_id = t.activity == kNilSlot ? 0 : activities_[t.activity].id;
+  if (end.state == TaskState::kTimedOut) ++timeouts_[static_cast<size_t>(end.timeout_kind)];
 
   EventRecord ev;
   ev.seq = next_event_seq_++;
@@ -818,8 +808,7 @@ Error EngineCore::NotLiveError(const TaskId& id,
   Status s = ReadEnd(id, &st);
   if (s.IsNotFound() || (s.ok() && !IsTerminal(st.state))) {
     // Unknown (never issued here, or past retention), or queued and never handed out.
-    return Error::Make(ErrorCode::kTaskDoesNotExist,
-                       "Task Does Not Exist: 'Provided task does not exist'");
+    return TaskDoesNotExistError();
   }
   if (!s.ok()) {
     Poison(s);
@@ -829,7 +818,7 @@ Error EngineCore::NotLiveError(const TaskId& id,
     *duplicate = true;
     return Error();
   }
-  Error e = Error::Make(ErrorCode::kTaskTimedOut, kTaskGoneMessage);
+  Error e = TaskGoneError();
   e.recorded_state = st.state;
   switch (st.state) {
     case TaskState::kSucceeded:
@@ -931,8 +920,7 @@ void EngineCore::Handle(DescribeCmd& c) {
   TaskIssueRecord issue;
   Status s = ReadIssue(c.id, &issue);
   if (s.IsNotFound()) {
-    return ReplyError(c.done, ErrorCode::kTaskDoesNotExist,
-                      "Task Does Not Exist: 'Provided task does not exist'");
+    return ReplyFail(c.done, TaskDoesNotExistError());
   }
   if (!s.ok()) {
     Poison(s);
@@ -1130,7 +1118,7 @@ void EngineCore::MaybeTrimEvents() {
   }
 }
 
-void EngineCore::Handle(StatsCmd& c) {
+EngineStats EngineCore::StatsNow() const {
   EngineStats st;
   st.live_tasks = tasks_.size();
   st.pending_timers = wheel_.size();
@@ -1144,11 +1132,23 @@ void EngineCore::Handle(StatsCmd& c) {
   st.events_not_acked = durable_last_event_seq_ - slowest;
   st.batches = batches_;
   st.commands = commands_;
+  st.timeouts = timeouts_;
+  st.batch_commands = batch_commands_;
   st.index_bytes = bytes_allocated();
   for (auto& [name, slot] : activity_by_name_) {
     st.queued_per_activity.emplace_back(activities_[slot].arn, activities_[slot].queued);
   }
-  Reply(c.done, Result<EngineStats>::Ok(std::move(st)));
+  return st;
+}
+
+void EngineCore::Handle(StatsCmd& c) {
+  // A poisoned core answers at once: its batches are never written, and an operator asking
+  // why must still get an answer (the runtime adds the storage health).
+  if (poisoned_) {
+    if (c.done) c.done(Result<EngineStats>::Ok(StatsNow()));
+    return;
+  }
+  Reply(c.done, Result<EngineStats>::Ok(StatsNow()));
 }
 
 void EngineCore::Handle(SyncCmd& c) {
@@ -1158,7 +1158,7 @@ void EngineCore::Handle(SyncCmd& c) {
 
 void EngineCore::AnswerAllPollsEmpty() {
   for (Callback<Empty>& done : sync_waiters_) {
-    ReplyError(done, ErrorCode::kUnavailable, "the engine is stopping");
+    ReplyFail(done, StoppingError());
   }
   sync_waiters_.clear();
   for (Activity& a : activities_) {

@@ -11,7 +11,10 @@
 //     deletes its live record, appends one event and one retention entry, all in the same batch.
 //  4. No reply or event leaves before the batch it depends on is durable (Commit returned Ok).
 //     A heartbeat OK on a task whose start is durable depends on none: it leaves during Apply.
-//  5. After a failed Commit the core is poisoned: it answers every command kUnavailable.
+//  5. After a failed Commit the core is poisoned: it answers every command kUnavailable (Stats
+//     at once, without a batch) and writes nothing more. The runtime stops firing its timers
+//     and replaces it with a core recovered from the reopened store (engine.h, "Storage
+//     failures").
 // Thread: one thread at a time (the engine thread).
 #pragma once
 
@@ -295,6 +298,10 @@ class EngineCore {
   bool prefetching() const { return tasks_.size() >= options_.prefetch_min_live_tasks; }
 
   bool poisoned() const { return poisoned_; }
+  const Status& poison_status() const { return poison_status_; }
+  // The figures GetStats reports, as of the batch being built (not the engine's own counters:
+  // the runtime adds those).
+  EngineStats StatsNow() const;
   bool has_pending() const { return !replies_.empty() || batch_->Count() > 0 || counters_dirty_; }
   std::optional<int64_t> NextDeadline() const { return wheel_.NextDeadline(); }
   // Durable event range, published after each successful Commit and before its replies run.
@@ -352,6 +359,10 @@ class EngineCore {
   template <typename T>
   void ReplyError(Callback<T>& done, ErrorCode code, std::string message) {
     Reply(done, Result<T>::Fail(Error::Make(code, std::move(message))));
+  }
+  template <typename T>
+  void ReplyFail(Callback<T>& done, Error e) {
+    Reply(done, Result<T>::Fail(std::move(e)));
   }
 
   // Activities.
@@ -447,7 +458,9 @@ class EngineCore {
   uint64_t batches_ = 0;
   uint64_t commands_ = 0;
   uint64_t commands_at_seal_ = 0;
-  uint64_t expiries_ = 0;  // wheel firings (a firing may re-arm instead of timing out)
+  uint64_t expiries_ = 0;               // wheel firings (a firing may re-arm instead of timing out)
+  std::array<uint64_t, 4> timeouts_{};  // EngineStats::timeouts
+  LatencyBuckets::Counts batch_commands_{};  // EngineStats::batch_commands
   uint64_t expiries_at_seal_ = 0;
   std::function<void(uint64_t)> event_listener_;
 

@@ -2,6 +2,7 @@
 // EngineCore, and the caller-side validation that keeps CPU work off the engine thread.
 #include <pthread.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -9,7 +10,9 @@
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <thread>
+#include <type_traits>
 
 #include "engine/assert.h"
 #include "engine/engine.h"
@@ -89,19 +92,17 @@ class EngineImpl final : public Engine {
         store_(std::move(store)),
         codec_(std::move(codec)),
         clock_(clock),
-        core_(options_, store_.get(), codec_.get(), clock_) {}
+        core_(std::make_unique<EngineCore>(options_, store_.get(), codec_.get(), clock_)) {}
 
   ~EngineImpl() override { Stop(); }
 
   Status Start() {
     const int64_t t0 = clock_->NowMs();
-    Status s = core_.Recover();
-    recovery_ms_ = clock_->NowMs() - t0;
+    Status s = core_->Recover();
+    recovery_ms_.store(clock_->NowMs() - t0, std::memory_order_relaxed);
+    recovered_tasks_.store(core_->recovered_tasks(), std::memory_order_relaxed);
     if (!s.ok()) return s;
-    core_.set_event_listener([this](uint64_t seq) {
-      std::lock_guard<std::mutex> lock(listener_mu_);
-      if (listener_) listener_(seq);
-    });
+    InstallEventListener(core_.get());
     if (writer_thread_) {
       writer_ = std::thread([this] {
         pthread_setname_np(pthread_self(), "tw-writer");
@@ -151,13 +152,7 @@ class EngineImpl final : public Engine {
     Enqueue(DescribeActivityCmd{std::move(req), std::move(done)});
   }
   void ListActivities(ListActivitiesRequest req, Callback<ListActivitiesReply> done) override {
-    if (req.max_results > limits::kListActivitiesMax) {
-      return Fail(done, ErrorCode::kValidation,
-                  "1 validation error detected: Value '" + std::to_string(req.max_results) +
-                      "' at 'maxResults' failed to satisfy constraint: Member must have value "
-                      "less than or equal to " +
-                      std::to_string(limits::kListActivitiesMax));
-    }
+    if (FailIf(ValidateMaxResults(req.max_results), done)) return;
     Enqueue(ListActivitiesCmd{std::move(req), std::move(done)});
   }
 
@@ -167,7 +162,11 @@ class EngineImpl final : public Engine {
       return;
     }
     if (FailIf(ValidateInput(req.input), done)) return;
-    if (Error e = ValidateTimeouts(req); !e.ok()) return (void)FailIf(e, done);
+    if (FailIf(ValidateTimeouts(req.timeout_s, req.heartbeat_s, req.schedule_to_start_s,
+                                !req.activity_arn.empty()),
+               done)) {
+      return;
+    }
     if (req.correlation.size() > limits::kCorrelationBytesMax) {
       return Fail(done, ErrorCode::kValidation,
                   TooLongMessage("correlation", limits::kCorrelationBytesMax));
@@ -238,9 +237,13 @@ class EngineImpl final : public Engine {
 
   Result<std::vector<OutcomeEvent>> ReadEvents(uint64_t from_seq, size_t max) override {
     max = std::min(max, limits::kEventsPerReadMax);
-    const uint64_t last = core_.last_event_seq();
+    std::shared_lock<std::shared_mutex> state(state_mu_);  // the store may be reopened
+    if (!core_) {
+      return Result<std::vector<OutcomeEvent>>::Fail(StorageFailure());
+    }
+    const uint64_t last = core_->last_event_seq();
     std::vector<OutcomeEvent> out;
-    from_seq = std::max(from_seq, core_.first_event_seq());  // below it, trimmed
+    from_seq = std::max(from_seq, core_->first_event_seq());  // below it, trimmed
     if (from_seq > last || max == 0) return Result<std::vector<OutcomeEvent>>::Ok(std::move(out));
     max = std::min<uint64_t>(max, last - from_seq + 1);
     std::vector<EventRecord> records;
@@ -254,7 +257,7 @@ class EngineImpl final : public Engine {
       OutcomeEvent e;
       e.seq = r.seq;
       e.token = codec_->Encode(options_.shard, r.task_id);
-      if (r.activity_id != 0) e.activity_arn = core_.ArnForActivityId(r.activity_id);
+      if (r.activity_id != 0) e.activity_arn = core_->ArnForActivityId(r.activity_id);
       e.time_ms = r.time_ms;
       e.correlation = std::move(r.correlation);
       AssignOutcome(std::move(r), &e);  // last: r is moved from
@@ -262,10 +265,13 @@ class EngineImpl final : public Engine {
     }
     return Result<std::vector<OutcomeEvent>>::Ok(std::move(out));
   }
-  uint64_t LastEventSeq() const override { return core_.last_event_seq(); }
-  void SetEventListener(std::function<void(uint64_t)> fn) override {
+  uint64_t LastEventSeq() const override {
+    std::shared_lock<std::shared_mutex> state(state_mu_);
+    return core_ ? core_->last_event_seq() : last_event_seq_without_core_;
+  }
+  void AddEventListener(std::function<void(uint64_t)> fn) override {
     std::lock_guard<std::mutex> lock(listener_mu_);
-    listener_ = std::move(fn);
+    listeners_.push_back(std::move(fn));
   }
 
   void GetStats(Callback<EngineStats> done) override {
@@ -274,36 +280,22 @@ class EngineImpl final : public Engine {
         r.value.commit_latency_us = commit_latency_.Snapshot();
         r.value.commit_latency_max_us = commit_latency_.max_us();
         r.value.submit_wakes = submit_wakes_.load(std::memory_order_relaxed);
+        r.value.storage = Health();
       }
       if (done) done(std::move(r));
     }});
   }
   void Sync(Callback<Empty> done) override { Enqueue(SyncCmd{std::move(done)}); }
-  uint64_t RecoveredTasks() const override { return core_.recovered_tasks(); }
-  int64_t RecoveryMs() const override { return recovery_ms_; }
-
- private:
-  static Error ValidateTimeouts(const IssueTaskRequest& req) {
-    auto too_big = [](uint32_t s) { return s > limits::kTimeoutSecondsMax; };
-    if (too_big(req.timeout_s) || too_big(req.heartbeat_s) || too_big(req.schedule_to_start_s)) {
-      return Error::Make(ErrorCode::kValidation, "1 validation error detected: a timeout exceeds " +
-                                                     std::to_string(limits::kTimeoutSecondsMax) +
-                                                     " seconds");
-    }
-    if (req.timeout_s != 0 && req.heartbeat_s != 0 && req.heartbeat_s >= req.timeout_s) {
-      return Error::Make(ErrorCode::kValidation, "1 validation error detected: HeartbeatSeconds (" +
-                                                     std::to_string(req.heartbeat_s) +
-                                                     ") must be less than TimeoutSeconds (" +
-                                                     std::to_string(req.timeout_s) + ")");
-    }
-    if (req.activity_arn.empty() && req.schedule_to_start_s != 0) {
-      return Error::Make(ErrorCode::kValidation,
-                         "1 validation error detected: ScheduleToStartSeconds applies to "
-                         "activity tasks only");
-    }
-    return Error();
+  uint64_t RecoveredTasks() const override {
+    return recovered_tasks_.load(std::memory_order_relaxed);
+  }
+  int64_t RecoveryMs() const override { return recovery_ms_.load(std::memory_order_relaxed); }
+  StorageHealth Health() const override {
+    std::lock_guard<std::mutex> lock(health_mu_);
+    return health_;
   }
 
+ private:
   bool DecodeToken(const std::string& token, TaskId* id) const {
     uint16_t shard = 0;
     return codec_->Decode(token, id, &shard) && shard == options_.shard;
@@ -315,7 +307,7 @@ class EngineImpl final : public Engine {
   bool CheckToken(const std::string& token, TaskId* id, Callback<T>& done) {
     if (FailIf(ValidateTaskToken(token), done)) return false;
     if (!DecodeToken(token, id)) {
-      Fail(done, ErrorCode::kInvalidToken, kInvalidTokenMessage);
+      FailIf(InvalidTokenError(), done);
       return false;
     }
     return true;
@@ -330,14 +322,23 @@ class EngineImpl final : public Engine {
     if (stopping_) {
       lock.unlock();
       if constexpr (requires { cmd.done; }) {
-        Fail(cmd.done, ErrorCode::kUnavailable, "the engine is stopping");
+        FailIf(StoppingError(), cmd.done);
       }
       return;
+    }
+    if (down_.load(std::memory_order_acquire)) {
+      // The storage failed: refuse at the door, without queueing. Stats still go in (they are
+      // answered while down), and so do the forced commands, which release resources.
+      if constexpr (requires { cmd.done; } && !std::is_same_v<std::decay_t<C>, StatsCmd>) {
+        lock.unlock();
+        FailIf(StorageFailure(), cmd.done);
+        return;
+      }
     }
     if (!force && queue_.size() >= options_.command_queue_max) {
       lock.unlock();
       if constexpr (requires { cmd.done; }) {
-        Fail(cmd.done, ErrorCode::kOverloaded, "Rate exceeded");
+        FailIf(ThrottlingError(), cmd.done);
       }
       return;
     }
@@ -385,17 +386,24 @@ class EngineImpl final : public Engine {
     int64_t last_retire_ms = 0;
     bool timers_behind = true;
     for (;;) {
+      if (!core_) {
+        // The failed store is closed and did not open again: see RunWithoutCore.
+        if (RunWithoutCore()) return;
+        continue;
+      }
       bool stop = false;
       {
         std::unique_lock<std::mutex> lock(mu_);
         if (queue_.empty() && written_.empty() && !stopping_ && !timers_behind) {
           // Going idle with nothing in flight: give back what the busiest batch made grow.
-          if (core_.batches_in_flight() == 0 && !core_.has_pending()) core_.ReleaseBatchBuffers();
+          if (core_->batches_in_flight() == 0 && !core_->has_pending())
+            core_->ReleaseBatchBuffers();
           const int64_t now = clock_->NowMs();
           int64_t wait_ms = kIdleWaitMsMax;
-          if (auto next = core_.NextDeadline()) {
+          if (auto next = core_->NextDeadline()) {
             wait_ms = std::clamp<int64_t>(*next - now, 0, wait_ms);
           }
+          if (core_->poisoned()) wait_ms = std::clamp<int64_t>(next_reopen_ms_ - now, 0, wait_ms);
           if (wait_ms > 0) cv_.wait_for(lock, std::chrono::milliseconds(wait_ms));
         }
         const size_t n = std::min(queue_.size(), options_.batch_commands_max);
@@ -409,30 +417,31 @@ class EngineImpl final : public Engine {
       // A batch came back: first keep the writer busy with what accumulated meanwhile, then
       // release the finished batch's replies (the sooner they run, the sooner callers send what
       // comes next).
-      for (const Written& w : reaped_) core_.OnDurable(w.status);
+      OnDurableReaped();
       if (writer_thread_ && WriterIdle()) SealIfPending();
       ReleaseReaped();
       // Timers first, then commands, then timers again: a command never races a timeout that
       // was already due when its batch began (handlers also check their own task's deadlines).
       const int64_t now = clock_->NowMs();
-      timers_behind = !core_.Expire(now, limits::kExpiriesPerBatchMax);
+      // A poisoned core writes nothing more: its timers wait for the reopened store.
+      timers_behind = !core_->poisoned() && !core_->Expire(now, limits::kExpiriesPerBatchMax);
       // Step k issues prefetch stage s for command k - s and applies command k - kStages, so
       // every command gets its stages one step apart, the first ones of a batch included.
       // Without prefetching, the loop starts at the first Apply.
       constexpr size_t kStages = EngineCore::kPrefetchStages;
-      const bool prefetching = core_.prefetching();
+      const bool prefetching = core_->prefetching();
       // Answers given while applying (a heartbeat on a task whose state is durable writes
       // nothing and is answered at once) go out in bursts of kCommandsPerReplyBurst commands.
       std::optional<ReplyBurst::Scope> burst(std::in_place);
       for (size_t k = prefetching ? 0 : kStages; k < batch.size() + kStages; ++k) {
         for (size_t stage = 0; prefetching && stage < kStages; ++stage) {
           if (k >= stage && k - stage < batch.size()) {
-            core_.Prefetch(batch[k - stage], static_cast<int>(stage));
+            core_->Prefetch(batch[k - stage], static_cast<int>(stage));
           }
         }
         if (k < kStages) continue;
         const size_t i = k - kStages;
-        core_.Apply(std::move(batch[i]), i % kCommandsPerClockRead == 0);
+        core_->Apply(std::move(batch[i]), i % kCommandsPerClockRead == 0);
         if ((i + 1) % kCommandsPerReplyBurst == 0) {
           burst.reset();
           burst.emplace();
@@ -444,24 +453,194 @@ class EngineImpl final : public Engine {
       }
       burst.reset();
       batch.clear();
-      if (!timers_behind) timers_behind = !core_.Expire(now, limits::kExpiriesPerBatchMax);
-      if (now - last_retire_ms >= kRetireEveryMs) {
-        core_.Retire(now);
+      if (!timers_behind && !core_->poisoned()) {
+        timers_behind = !core_->Expire(now, limits::kExpiriesPerBatchMax);
+      }
+      if (now - last_retire_ms >= kRetireEveryMs && !core_->poisoned()) {
+        core_->Retire(now);
         last_retire_ms = now;
       }
-      if (stop) core_.AnswerAllPollsEmpty();
+      if (stop) core_->AnswerAllPollsEmpty();
       // Otherwise the writer is busy and its completion wakes this thread, which then seals.
       // Without a writer thread it is always idle: the batch is written here (WriteHere).
-      if (stop || WriterIdle() || core_.open_batch_full()) {
-        while (core_.batches_in_flight() >= limits::kBatchesInFlightMax) WaitForWriter();
+      if (stop || WriterIdle() || core_->open_batch_full()) {
+        while (core_->batches_in_flight() >= limits::kBatchesInFlightMax) WaitForWriter();
         SealIfPending(/*round_end=*/true, timers_behind);
       }
       if (stop) {
-        while (core_.batches_in_flight() > 0) WaitForWriter();
+        while (core_->batches_in_flight() > 0) WaitForWriter();
         StopWriter();
         return;
       }
+      if (core_->poisoned()) {
+        MarkDown(core_->poison_status());
+        if (ReopenDue()) {
+          TearDownCore();
+          TryReopen();
+          timers_behind = true;  // a new core: its overdue timers fire at once
+        }
+      }
     }
+  }
+
+  // ---- Storage failures (engine.h, "Storage failures") ----
+
+  // Engine thread: the core is poisoned. The first time, closes the door (Enqueue refuses every
+  // call at once) and schedules the first reopen.
+  void MarkDown(const Status& failure) {
+    if (down_.load(std::memory_order_relaxed)) return;
+    const int64_t now = clock_->NowMs();
+    {
+      std::lock_guard<std::mutex> lock(health_mu_);
+      health_.ok = false;
+      health_.error = failure.ToString();
+      health_.failed_since_ms = now;
+      ++health_.failures;
+    }
+    down_.store(true, std::memory_order_release);
+    next_reopen_ms_ = now + options_.storage_retry_ms;
+    std::fprintf(stderr, "tokenwheel engine: storage failure, refusing calls%s: %s\n",
+                 options_.reopen_store ? " until the store opens again" : " until a restart",
+                 failure.ToString().c_str());
+  }
+
+  // Engine thread: the failed store can be closed and opened again: the reopen is configured
+  // and due, and no batch is still with the writer (their replies must run first).
+  bool ReopenDue() const {
+    return options_.reopen_store && core_->batches_in_flight() == 0 &&
+           clock_->NowMs() >= next_reopen_ms_;
+  }
+
+  // Engine thread: answers what the poisoned core still holds (waiting polls, the open batch's
+  // replies: kUnavailable, as the failed batches'), then closes the store. Other threads' reads
+  // (ReadEvents, LastEventSeq) wait for the exclusive lock.
+  void TearDownCore() {
+    TW_ASSERT(core_->poisoned());
+    TW_ASSERT(core_->batches_in_flight() == 0);
+    core_->AnswerAllPollsEmpty();
+    if (core_->has_pending()) {
+      ReplyBurst::Scope burst;
+      SealedBatch sealed = core_->Seal();
+      const Status s = core_->WriteSealed(&sealed);  // poisoned: writes nothing
+      TW_ASSERT(!s.ok());
+      core_->CompleteSealed(&sealed, s);
+      core_->OnDurable(s);
+    }
+    stats_without_core_ = core_->StatsNow();
+    std::unique_lock<std::shared_mutex> state(state_mu_);
+    last_event_seq_without_core_ = core_->last_event_seq();
+    core_.reset();   // before the store it reads
+    store_.reset();  // closes it
+  }
+
+  // Engine thread, with the store closed: opens it again and rebuilds the state from it, as at
+  // start-up. On failure the engine stays without a core and tries again storage_retry_ms later.
+  bool TryReopen() {
+    TW_ASSERT(!core_);
+    const int64_t t0 = clock_->NowMs();
+    std::unique_ptr<Store> store;
+    std::unique_ptr<EngineCore> core;  // destroyed before `store` on every way out
+    Status s = options_.reopen_store(&store);
+    if (s.ok()) {
+      core = std::make_unique<EngineCore>(options_, store.get(), codec_.get(), clock_);
+      s = core->Recover();
+    }
+    if (!s.ok()) {
+      next_reopen_ms_ = clock_->NowMs() + options_.storage_retry_ms;
+      std::lock_guard<std::mutex> lock(health_mu_);
+      health_.error = "reopening the store failed: " + s.ToString();
+      if (reopen_failures_logged_++ % kReopenFailuresPerLog == 0) {
+        std::fprintf(stderr, "tokenwheel engine: %s (retrying every %lld ms)\n",
+                     health_.error.c_str(), static_cast<long long>(options_.storage_retry_ms));
+      }
+      return false;
+    }
+    InstallEventListener(core.get());
+    const uint64_t last_seq = core->last_event_seq();
+    recovered_tasks_.store(core->recovered_tasks(), std::memory_order_relaxed);
+    recovery_ms_.store(clock_->NowMs() - t0, std::memory_order_relaxed);
+    {
+      std::unique_lock<std::shared_mutex> state(state_mu_);
+      store_ = std::move(store);
+      core_ = std::move(core);
+    }
+    // No batch is in flight and the writer waits for one: the next hand-off (under
+    // writer_mu_) publishes this to it.
+    write_failed_ = Status::Ok();
+    {
+      std::lock_guard<std::mutex> lock(health_mu_);
+      health_.ok = true;
+      health_.error.clear();
+      health_.failed_since_ms = 0;
+      ++health_.recoveries;
+    }
+    reopen_failures_logged_ = 0;
+    down_.store(false, std::memory_order_release);
+    std::fprintf(stderr,
+                 "tokenwheel engine: storage works again; state rebuilt from the store: "
+                 "recovered_tasks=%llu recovery_ms=%lld\n",
+                 static_cast<unsigned long long>(RecoveredTasks()),
+                 static_cast<long long>(RecoveryMs()));
+    // Subscribers re-read from their cursors: the store may hold events that were never
+    // announced (a failed batch that reached the disk after all).
+    NotifyListeners(last_seq);
+    return true;
+  }
+
+  // Engine thread, while the store is closed after a failed reopen: answers the commands that
+  // were queued before the door closed, and reopens every storage_retry_ms. True: stopping.
+  bool RunWithoutCore() {
+    std::vector<Command> commands;
+    bool stop = false;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (queue_.empty() && !stopping_) {
+        const int64_t wait_ms =
+            std::clamp<int64_t>(next_reopen_ms_ - clock_->NowMs(), 0, kIdleWaitMsMax);
+        if (wait_ms > 0) cv_.wait_for(lock, std::chrono::milliseconds(wait_ms));
+      }
+      while (!queue_.empty()) {
+        commands.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      stop = stopping_;
+    }
+    for (Command& c : commands) RefuseWithoutCore(c);
+    if (stop) {
+      StopWriter();
+      return true;
+    }
+    if (clock_->NowMs() >= next_reopen_ms_) TryReopen();
+    return false;
+  }
+
+  // Engine thread, without a core: Stats answer with the last figures and the health; every
+  // other command with a reply is refused; withdrawals and returns have nothing left to act on
+  // (TearDownCore answered every poll).
+  void RefuseWithoutCore(Command& cmd) {
+    std::visit(
+        [this](auto& c) {
+          if constexpr (std::is_same_v<std::decay_t<decltype(c)>, StatsCmd>) {
+            if (c.done) c.done(Result<EngineStats>::Ok(stats_without_core_));
+          } else if constexpr (requires { c.done; }) {
+            FailIf(StorageFailure(), c.done);
+          }
+        },
+        cmd);
+  }
+
+  Error StorageFailure() const {
+    std::lock_guard<std::mutex> lock(health_mu_);
+    return StorageFailureError(health_.error);
+  }
+
+  void InstallEventListener(EngineCore* core) {
+    core->set_event_listener([this](uint64_t seq) { NotifyListeners(seq); });
+  }
+
+  void NotifyListeners(uint64_t last_seq) {
+    std::lock_guard<std::mutex> lock(listener_mu_);
+    for (const auto& fn : listeners_) fn(last_seq);
   }
 
   // Engine thread. Every sealed batch has been written (or failed), by whichever thread.
@@ -471,10 +650,10 @@ class EngineImpl final : public Engine {
   // finished batch is on its way back and wakes this thread), and writes it here (at the end of
   // a round only, see WriteHere) or hands it to the writer.
   void SealIfPending(bool round_end = false, bool timers_behind = false) {
-    if (!core_.has_pending()) return;
-    if (core_.batches_in_flight() >= limits::kBatchesInFlightMax) return;
+    if (!core_->has_pending()) return;
+    if (core_->batches_in_flight() >= limits::kBatchesInFlightMax) return;
     const bool here = round_end && WriteHere(timers_behind);
-    SealedBatch sealed = core_.Seal();
+    SealedBatch sealed = core_->Seal();
     ++handed_;
     if (here) {
       // The next round of Run() releases it like a batch the writer handed back. Commands
@@ -500,15 +679,23 @@ class EngineImpl final : public Engine {
       case CommitMode::kAdaptive:
         break;
     }
-    if (timers_behind || core_.batches_in_flight() != 0) return false;
+    if (timers_behind || core_->batches_in_flight() != 0) return false;
     std::lock_guard<std::mutex> lock(mu_);
     return queue_.empty();
+  }
+
+  // Engine thread: the batches in reaped_ are written (or failed). A failure closes the door
+  // (MarkDown) before their replies run, so that a caller who got kUnavailable finds the
+  // engine down.
+  void OnDurableReaped() {
+    for (const Written& w : reaped_) core_->OnDurable(w.status);
+    if (core_->poisoned()) MarkDown(core_->poison_status());
   }
 
   // Engine thread: runs the replies of the batches in reaped_ (OnDurable already done).
   void ReleaseReaped() {
     ReplyBurst::Scope burst;  // every reaped batch in one burst
-    for (Written& w : reaped_) core_.CompleteSealed(&w.sealed, w.status, seal_if_writer_idle_);
+    for (Written& w : reaped_) core_->CompleteSealed(&w.sealed, w.status, seal_if_writer_idle_);
     reaped_.clear();
   }
 
@@ -521,7 +708,7 @@ class EngineImpl final : public Engine {
       cv_.wait(lock, [this] { return !written_.empty(); });
       reaped_.swap(written_);
     }
-    for (const Written& w : reaped_) core_.OnDurable(w.status);
+    OnDurableReaped();
     ReleaseReaped();
   }
 
@@ -577,28 +764,40 @@ class EngineImpl final : public Engine {
     w.sealed = std::move(sealed);
     const bool writes = write_failed_.ok() && w.sealed.poisoned.ok() && w.sealed.batch->Count() > 0;
     const auto t0 = std::chrono::steady_clock::now();
-    w.status = write_failed_.ok() ? core_.WriteSealed(&w.sealed) : write_failed_;
+    w.status = write_failed_.ok() ? core_->WriteSealed(&w.sealed) : write_failed_;
     if (writes && w.status.ok()) {
       const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
           std::chrono::steady_clock::now() - t0);
       commit_latency_.Record(static_cast<uint64_t>(us.count()));
     }
-    if (!w.status.ok() && write_failed_.ok()) {
-      write_failed_ = w.status;
-      std::fprintf(stderr, "tokenwheel engine: storage failure, engine poisoned: %s\n",
-                   write_failed_.ToString().c_str());
-    }
+    if (!w.status.ok() && write_failed_.ok()) write_failed_ = w.status;  // MarkDown logs it
     // Counted before it is visible in written_: an engine thread that finds it there also
     // finds the writer idle (if nothing else was handed to it meanwhile).
     finished_.fetch_add(1, std::memory_order_release);
     return w;
   }
 
+  // A reopen failure is logged once every this many attempts (one a second by default).
+  static constexpr uint64_t kReopenFailuresPerLog = 60;
+
   const EngineOptions options_;
+  // The store and the core built on it. Replaced only by the engine thread, after a storage
+  // failure (TearDownCore, TryReopen), under state_mu_ held exclusively; null in between when
+  // the reopen failed. Other threads (ReadEvents, LastEventSeq) read them under state_mu_
+  // shared; the writer thread uses them only for a batch it was handed, which orders it.
   std::unique_ptr<Store> store_;
   std::unique_ptr<TokenCodec> codec_;
   Clock* clock_;
-  EngineCore core_;
+  std::unique_ptr<EngineCore> core_;  // declared after store_: destroyed first
+  mutable std::shared_mutex state_mu_;
+  uint64_t last_event_seq_without_core_ = 0;  // guarded by state_mu_
+  EngineStats stats_without_core_;            // engine thread
+  // Storage health. down_ closes the door (Enqueue) from the failure until the reopen.
+  std::atomic<bool> down_{false};
+  mutable std::mutex health_mu_;
+  StorageHealth health_;                 // guarded by health_mu_
+  int64_t next_reopen_ms_ = 0;           // engine thread
+  uint64_t reopen_failures_logged_ = 0;  // engine thread
   std::thread thread_;
   std::thread writer_;
 
@@ -611,7 +810,8 @@ class EngineImpl final : public Engine {
   Status write_failed_;              // the writing thread's (see Write): the first failed write
   LatencyHistogram commit_latency_;  // recorded by the writing thread; EngineStats
   std::atomic<uint64_t> submit_wakes_{0};  // EngineStats::submit_wakes; submitting threads
-  int64_t recovery_ms_ = 0;
+  std::atomic<int64_t> recovery_ms_{0};
+  std::atomic<uint64_t> recovered_tasks_{0};
 
   std::mutex mu_;
   std::condition_variable cv_;
@@ -624,12 +824,12 @@ class EngineImpl final : public Engine {
   const std::function<void()> seal_if_writer_idle_ = [this] {
     if (writer_thread_ && WriterIdle()) SealIfPending();
   };
-  uint64_t handed_ = 0;                     // engine thread only: batches sealed for writing
-  std::atomic<uint64_t> finished_{0};       // batches written or failed, by either thread
-  bool stopping_ = false;                   // guarded by mu_
-  std::mutex stop_mu_;                      // serializes Stop()
-  std::mutex listener_mu_;                  // the listener must not call SetEventListener
-  std::function<void(uint64_t)> listener_;  // guarded by listener_mu_
+  uint64_t handed_ = 0;                // engine thread only: batches sealed for writing
+  std::atomic<uint64_t> finished_{0};  // batches written or failed, by either thread
+  bool stopping_ = false;              // guarded by mu_
+  std::mutex stop_mu_;                 // serializes Stop()
+  std::mutex listener_mu_;             // a listener must not call AddEventListener
+  std::vector<std::function<void(uint64_t)>> listeners_;  // guarded by listener_mu_
 };
 
 }  // namespace

@@ -55,6 +55,9 @@ inline constexpr size_t kRetiredPerBatchMax = 8192;  // retention deletes per ba
 // per run, not per trim: memtable reads re-fragment every range tombstone after each new one).
 inline constexpr uint64_t kEventsPerRangeDeleteMin = 1024;
 inline constexpr int64_t kRetentionMsDefault = 24ll * 3600 * 1000;
+// After a storage failure the engine reopens its store this long after the failure and then
+// this often until it works (EngineOptions::storage_retry_ms).
+inline constexpr int64_t kStorageRetryMsDefault = 1000;
 
 // Timing wheel.
 inline constexpr uint32_t kWheelTickMsDefault = 1;
@@ -71,9 +74,85 @@ inline constexpr size_t kRpcFlowLimitBytes = 16 << 20;  // unanswered call bytes
 inline constexpr size_t kRpcEventChunkBytesMax = 512 << 10;  // one EventSink.events message
 inline constexpr size_t kRpcClientReadBytesMax = 512 << 20;  // a reply a client accepts
 inline constexpr size_t kRpcSubscriptionsMax = 1024;         // live subscriptions, all connections
-inline constexpr uint32_t kPollSecondsDefault = 60;          // long-poll wait (--max-poll-seconds)
+// Long-poll wait (--max-poll-seconds). botocore and the AWS CLI time out a read after 60 s, and
+// a poll answered at 60 s makes them raise and retry: answer empty a few seconds before.
+inline constexpr uint32_t kPollSecondsDefault = 55;
 inline constexpr uint32_t kPollSecondsMax = 3600;
 inline constexpr int64_t kRpcShutdownFlushMs = 200;  // replies flush time at shutdown
+// What one connection may hold the server to (rpc/server.h, "Limits"). A connection at one of
+// the "reading pauses" bounds is not read until it is back under it (backpressure: its peer's
+// writes wait in the sockets); only the questions bound closes the connection.
+inline constexpr size_t kRpcConnectionCallsMax = 1024;  // calls not yet answered: reading pauses
+// Of them, describeTask and listActivities, whose answers carry up to a task's payloads (an
+// answer is in memory from the engine's reply on, whether or not the peer reads it).
+inline constexpr size_t kRpcConnectionPayloadCallsMax = 16;
+inline constexpr size_t kRpcConnectionBatchItemsMax = 16'384;  // items of unanswered batch calls
+// Long polls waiting on one connection: past it a poll is answered OVERLOADED at once. They do
+// not count against kRpcConnectionCallsMax: a worker's heartbeats must not wait behind its polls.
+inline constexpr size_t kRpcConnectionPollsMax = 1000;
+// Questions (Bootstrap and Call messages) the peer has not yet finished (capnp's answer table):
+// past this the connection is closed, with the reason sent to the peer as an Abort.
+inline constexpr size_t kRpcConnectionQuestionsMax = 8192;
+// Reply bytes built and not yet written to the socket: reading pauses at it.
+inline constexpr size_t kRpcConnectionReplyBytesHigh = 1 << 20;
+// Reply bytes not yet written, all connections together: at it, every connection holding at
+// least kRpcConnectionReplyBytesLow unwritten bytes pauses reading too.
+inline constexpr size_t kRpcReplyBytesGlobalHigh = 64 << 20;
+inline constexpr size_t kRpcConnectionReplyBytesLow = 64 << 10;
+// A long poll answered with a task while its connection holds this many unwritten reply bytes
+// does not get the task: it goes back to the head of its queue and the poll answers OVERLOADED.
+inline constexpr size_t kRpcPollShedReplyBytes = 4 << 20;
+// Single engine calls waiting for the engine, all connections together
+// (ServerOptions::calls_in_flight_max): past it a single call is answered OVERLOADED at once,
+// without reaching the engine. Batch items and long polls are bounded by the bounds above and
+// by the engine (kCommandQueueMax, kPollWaitersMax); stats is never refused.
+inline constexpr size_t kRpcCallsInFlightMax = 4096;
+inline constexpr size_t kRpcPayloadCallsInFlightMax = 256;  // of them describeTask/listActivities
+// A connection that has sent no call this long after it was accepted is closed
+// (ServerOptions::handshake_timeout_ms): idle sockets must not hold connection slots forever.
+inline constexpr int64_t kRpcHandshakeTimeoutMsDefault = 10'000;
+// accept() failing (EMFILE, ENFILE: out of descriptors) is retried after a backoff that doubles
+// from the min to the max; the first accept that works resets it.
+inline constexpr int64_t kRpcAcceptBackoffMsMin = 10;
+inline constexpr int64_t kRpcAcceptBackoffMsMax = 1000;
+// A connection refused at connections_max gets an Abort message saying why; at most this many
+// refusals at a time (more are closed without one), each given at most kRpcRefusalLingerMs.
+inline constexpr size_t kRpcRefusalsInProgressMax = 64;
+inline constexpr int64_t kRpcRefusalLingerMs = 1000;
+// A closed connection's last bytes (the Abort with its reason) get this long to leave.
+inline constexpr int64_t kRpcCloseFlushMs = 1000;
+// The server's log: at most one line per kind of event per interval
+// (ServerOptions::log_interval_ms); the next line of that kind counts those left out.
+inline constexpr int64_t kRpcLogIntervalMsDefault = 10'000;
+// A connection whose every call is unanswered must not be closed for its
+// questions; one batch call always fits; the bounds nest.
+static_assert(kRpcConnectionPayloadCallsMax <= kRpcConnectionCallsMax);
+static_assert(kRpcConnectionCallsMax + kRpcConnectionPollsMax < kRpcConnectionQuestionsMax);
+static_assert(kRpcBatchItemsMax <= kRpcConnectionBatchItemsMax);
+static_assert(kRpcConnectionReplyBytesLow < kRpcConnectionReplyBytesHigh);
+static_assert(kRpcConnectionReplyBytesHigh < kRpcPollShedReplyBytes);
+static_assert(kRpcConnectionReplyBytesHigh <= kRpcReplyBytesGlobalHigh);
+static_assert(kRpcPayloadCallsInFlightMax <= kRpcCallsInFlightMax);
+static_assert(kRpcCallsInFlightMax <= kCommandQueueMax);
+static_assert(kRpcAcceptBackoffMsMin <= kRpcAcceptBackoffMsMax);
+
+// AWS JSON 1.0 gateway (rpc/aws/). A request body is at most kRequestBytesMax (413 past it).
+inline constexpr size_t kAwsHeaderBytesMax = 16 << 10;          // request line + headers (431)
+inline constexpr size_t kAwsConnectionsMax = 16'384;            // past it: 503, closed
+inline constexpr size_t kAwsCallsInFlightMax = 8192;            // past it: ThrottlingException
+inline constexpr int64_t kAwsIdleTimeoutMsDefault = 60'000;     // keep-alive idle, unread answer
+inline constexpr int64_t kAwsRequestTimeoutMsDefault = 10'000;  // first byte to whole request
+inline constexpr int64_t kAwsAcceptBackoffMsMin = 10;           // EMFILE / ENFILE back-off
+inline constexpr int64_t kAwsAcceptBackoffMsMax = 1000;
+inline constexpr int64_t kAwsLogIntervalMs = 10'000;  // one line per kind of event
+// The credentials file (--aws-credentials): ~500 keys of ~120 bytes.
+inline constexpr size_t kAwsCredentialsFileBytesMax = 64 << 10;
+inline constexpr size_t kAwsAccessKeyIdCharsMax = 128;  // AWS's own maximum
+inline constexpr size_t kAwsSecretKeyCharsMax = 256;    // AWS's are 40
+static_assert(kAwsCallsInFlightMax <= kCommandQueueMax);
+static_assert(kAwsAcceptBackoffMsMin <= kAwsAcceptBackoffMsMax);
+// Every connection may hold a long poll: the engine must take that many waiting polls.
+static_assert(kAwsConnectionsMax <= kPollWaitersMax);
 
 static_assert(kBatchCommandsMax <= kCommandQueueMax);
 static_assert(kListActivitiesDefault <= kListActivitiesMax);

@@ -36,40 +36,6 @@ const char* TimeoutKindName(TimeoutKind k) {
   return "";
 }
 
-const char* ErrorCodeName(ErrorCode c) {
-  switch (c) {
-    case ErrorCode::kOk:
-      return "";
-    case ErrorCode::kValidation:
-      return "ValidationException";
-    case ErrorCode::kInvalidToken:
-      return "InvalidToken";
-    case ErrorCode::kTaskDoesNotExist:
-      return "TaskDoesNotExist";
-    case ErrorCode::kTaskTimedOut:
-      return "TaskTimedOut";
-    case ErrorCode::kInvalidOutput:
-      return "InvalidOutput";
-    case ErrorCode::kInvalidName:
-      return "InvalidName";
-    case ErrorCode::kInvalidArn:
-      return "InvalidArn";
-    case ErrorCode::kActivityDoesNotExist:
-      return "ActivityDoesNotExist";
-    case ErrorCode::kActivityLimitExceeded:
-      return "ActivityLimitExceeded";
-    case ErrorCode::kActivityWorkerLimitExceeded:
-      return "ActivityWorkerLimitExceeded";
-    case ErrorCode::kOverloaded:
-      return "ThrottlingException";
-    case ErrorCode::kUnavailable:
-      return "ServiceUnavailable";
-    case ErrorCode::kInternal:
-      return "InternalFailure";
-  }
-  return "InternalFailure";
-}
-
 const char* RefusalName(Refusal r) {
   switch (r) {
     case Refusal::kNone:

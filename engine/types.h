@@ -59,6 +59,7 @@ enum class ErrorCode : uint8_t {
   kInternal,
 };
 // The AWS error code string ("ValidationException", "InvalidToken", ..., "ThrottlingException").
+// Defined with the rest of the AWS vocabulary in engine/errors.cc.
 const char* ErrorCodeName(ErrorCode c);
 
 // Why a call on a finished task was refused. AWS reports all of these as TaskTimedOut; the
@@ -84,6 +85,9 @@ struct Error {
   // With kAlreadyCompleted. Behind a shared, immutable pointer: every Result carries an Error,
   // and answers are moved several times on their way out, so an Error stays small.
   std::shared_ptr<const RecordedEnd> recorded;
+  // Set by clients (rpc/client.h) when no answer came: the connection dropped, or the server
+  // threw (overload, a bug). Unset: the server answered with this error.
+  bool transport = false;
 
   bool ok() const { return code == ErrorCode::kOk; }
   // The fields of `recorded`, or "" without it.

@@ -96,39 +96,7 @@ std::string SanitizeUtf8(std::string_view s) {
   return out;
 }
 
-// ---- messages ----
-
-std::string Constraint(std::string_view field, std::string_view rule) {
-  std::string s = "Value at '";
-  s.append(field);
-  s.append("' failed to satisfy constraint: ");
-  s.append(rule);
-  return s;
-}
-
-// The AWS (Coral) envelope: "N validation error(s) detected: a; b".
-std::string ValidationMessage(const std::vector<std::string>& constraints) {
-  TW_ASSERT(!constraints.empty());
-  std::string s = std::to_string(constraints.size());
-  s.append(constraints.size() == 1 ? " validation error detected: "
-                                   : " validation errors detected: ");
-  for (size_t i = 0; i < constraints.size(); ++i) {
-    if (i > 0) s.append("; ");
-    s.append(constraints[i]);
-  }
-  return s;
-}
-
-std::string TooLongRule(size_t n) {
-  return "Member must have length less than or equal to " + std::to_string(n);
-}
-constexpr std::string_view kTooShortRule = "Member must have length greater than or equal to 1";
-constexpr std::string_view kNullRule = "Member must not be null";
-constexpr std::string_view kUtf8Rule = "Member must be valid UTF-8";
-
-Error Validation(std::string message) {
-  return Error::Make(ErrorCode::kValidation, std::move(message));
-}
+Error Validation(std::string message) { return ValidationError(std::move(message)); }
 
 // The constraint a "chars"-limited optional string breaks, or "" if none.
 std::string CharsConstraint(std::string_view value, std::string_view field, size_t chars_max) {
@@ -164,11 +132,9 @@ struct JsonChecker {
   }
 };
 
-// "" if `payload` (valid UTF-8) is exactly one JSON value, else a short reason. IsJsonValue is the
-// fast answer; nlohmann/json's parser, which accepts the same inputs (json_scan_test), explains a
-// rejection. Both keep an explicit stack, so deep nesting cannot overflow ours.
-std::string JsonProblem(std::string_view payload) {
-  if (IsJsonValue(payload)) return {};
+// Where nlohmann/json's parser finds `payload` wrong, as a short reason; "" if it finds nothing
+// wrong. It keeps an explicit stack, so deep nesting cannot overflow ours.
+std::string NlohmannProblem(std::string_view payload) {
   JsonChecker checker;
   const char* begin = payload.data();
   if (nlohmann::json::sax_parse(begin, begin + payload.size(), &checker)) return {};
@@ -178,6 +144,23 @@ std::string JsonProblem(std::string_view payload) {
   if (at > payload.size()) at = payload.size();
   const char* what = checker.error_id == 406 ? "Number out of range" : "Invalid JSON";
   return std::string(what) + " at byte " + std::to_string(at);
+}
+
+// "" if `payload` (valid UTF-8) is exactly one JSON value, else a short reason. IsJsonValue
+// decides, over every byte; nlohmann/json only explains a refusal. nlohmann/json cannot be the
+// judge: it takes a NUL between tokens for the end of its input (a habit from C strings), so it
+// accepts `{}\0garbage` and `1\0` (issue 18: they were stored). On every other input the two
+// agree (json_scan_test).
+std::string JsonProblem(std::string_view payload) {
+  if (IsJsonValue(payload)) return {};
+  std::string problem = NlohmannProblem(payload);
+  if (!problem.empty()) return problem;
+  // nlohmann/json stopped at a NUL after a complete value: that NUL is the first wrong byte.
+  const size_t nul = payload.find('\0');
+  TW_DEBUG_ASSERT(nul != std::string_view::npos);
+  // A disagreement (a bug) still refuses the payload; it must not take the server down.
+  if (nul == std::string_view::npos) return "Invalid JSON";
+  return "Invalid JSON at byte " + std::to_string(nul);
 }
 
 // Shared by task input and success output. `label` is "Output" or "Input".
@@ -194,12 +177,7 @@ Error ValidatePayload(std::string_view payload, std::string_view field, std::str
     problem = JsonProblem(payload);
   }
   if (problem.empty()) return Error{};
-  std::string message = "Invalid ";
-  message.append(label);
-  message.append(": '");
-  message.append(problem);
-  message.append("'");
-  return Error::Make(ErrorCode::kInvalidOutput, std::move(message));
+  return InvalidPayloadError(label, problem);
 }
 
 // ---- activity names ----
@@ -228,19 +206,6 @@ size_t Utf8Chars(std::string_view s) {
   for (const char c : s) chars += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
   TW_DEBUG_ASSERT(chars <= s.size());
   return chars;
-}
-
-std::string MissingMessage(std::string_view field) {
-  return ValidationMessage({Constraint(field, kNullRule)});
-}
-std::string TooShortMessage(std::string_view field) {
-  return ValidationMessage({Constraint(field, kTooShortRule)});
-}
-std::string TooLongMessage(std::string_view field, size_t n) {
-  return ValidationMessage({Constraint(field, TooLongRule(n))});
-}
-std::string InvalidUtf8Message(std::string_view field) {
-  return ValidationMessage({Constraint(field, kUtf8Rule)});
 }
 
 Error ValidateTaskToken(std::string_view token) {
@@ -278,7 +243,7 @@ Error ValidateActivityName(std::string_view name) {
   // Bounded: at most kActivityNameCharsMax code points once the checks above pass.
   for (size_t i = 0; ok && i < name.size();) ok = IsAllowedInName(NextCodePoint(name, &i));
   if (ok) return Error{};
-  return Error::Make(ErrorCode::kInvalidName, "Invalid Name: '" + SanitizeUtf8(name) + "'");
+  return InvalidNameError(SanitizeUtf8(name));
 }
 
 Error ValidateArn(std::string_view arn, std::string_view field) {
@@ -287,11 +252,31 @@ Error ValidateArn(std::string_view arn, std::string_view field) {
     return Validation(TooLongMessage(field, limits::kArnCharsMax));
   }
   if (!IsValidUtf8(arn)) return Validation(InvalidUtf8Message(field));
-  if (arn.substr(0, 4) != "arn:") {
-    std::string message = "Invalid Arn: 'Invalid ARN prefix: ";
-    message.append(arn);
-    message.append("'");
-    return Error::Make(ErrorCode::kInvalidArn, std::move(message));
+  if (arn.substr(0, 4) != "arn:") return InvalidArnError(arn);
+  return Error{};
+}
+
+Error ValidateMaxResults(uint64_t max_results) {
+  if (max_results <= limits::kListActivitiesMax) return Error{};
+  return Validation(ValidationMessage({ValueConstraint(
+      std::to_string(max_results), "maxResults", ValueAtMostRule(limits::kListActivitiesMax))}));
+}
+
+Error ValidateTimeouts(uint64_t timeout_s, uint64_t heartbeat_s, uint64_t schedule_to_start_s,
+                       bool activity_task) {
+  const uint64_t max = limits::kTimeoutSecondsMax;
+  if (timeout_s > max || heartbeat_s > max || schedule_to_start_s > max) {
+    return Validation("1 validation error detected: a timeout exceeds " + std::to_string(max) +
+                      " seconds");
+  }
+  if (timeout_s != 0 && heartbeat_s != 0 && heartbeat_s >= timeout_s) {
+    return Validation("1 validation error detected: HeartbeatSeconds (" +
+                      std::to_string(heartbeat_s) + ") must be less than TimeoutSeconds (" +
+                      std::to_string(timeout_s) + ")");
+  }
+  if (!activity_task && schedule_to_start_s != 0) {
+    return Validation(
+        "1 validation error detected: ScheduleToStartSeconds applies to activity tasks only");
   }
   return Error{};
 }

@@ -12,16 +12,15 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
 
+#include "engine/errors.h"
 #include "engine/types.h"
 
 namespace tw {
-
-inline constexpr char kInvalidTokenMessage[] = "Invalid Token: 'Invalid token'";
-inline constexpr char kTaskGoneMessage[] = "Task Timed Out: 'Provided task does not exist anymore'";
 
 // True iff s is well-formed UTF-8 (RFC 3629): no overlong forms, no surrogates (U+D800..DFFF),
 // nothing above U+10FFFF, no truncated sequence. U+0000 is well-formed.
@@ -32,12 +31,6 @@ bool IsValidUtf8(std::string_view s);
 // than s.size(), so callers may apply length limits before checking validity.
 size_t Utf8Chars(std::string_view s);
 
-// "1 validation error detected: Value at '<field>' failed to satisfy constraint: " followed by:
-std::string MissingMessage(std::string_view field);   // "Member must not be null"
-std::string TooShortMessage(std::string_view field);  // "... length greater than or equal to 1"
-std::string TooLongMessage(std::string_view field, size_t n);  // "... less than or equal to <n>"
-std::string InvalidUtf8Message(std::string_view field);  // "Member must be valid UTF-8" (ours)
-
 // taskToken: 1..2048 chars, else ValidationException (field 'taskToken'). Checks the length only;
 // whether the token is ours is TokenCodec::Decode's job (InvalidToken).
 Error ValidateTaskToken(std::string_view token);
@@ -45,6 +38,8 @@ Error ValidateTaskToken(std::string_view token);
 // SendTaskSuccess output. nullopt -> ValidationException "must not be null" (field 'output');
 // more than 262,144 bytes -> ValidationException too long; invalid UTF-8 or not one JSON value
 // (scalars such as "x", 1, null are values) -> InvalidOutput "Invalid Output: '<reason>'".
+// Every byte counts: a NUL or other raw control character (U+0000..001F) anywhere but as JSON
+// whitespace (tab, LF, CR) is refused, trailing ones included ("{}\0garbage", "1\0").
 // Numbers too large for a double (1e400) are refused: nlohmann/json treats them as errors.
 Error ValidateOutput(const std::optional<std::string>& output);
 
@@ -69,6 +64,15 @@ Error ValidateActivityName(std::string_view name);
 // more than 256 chars -> ValidationException too long, invalid UTF-8 -> ValidationException,
 // not starting "arn:" -> InvalidArn "Invalid Arn: 'Invalid ARN prefix: <arn>'".
 Error ValidateArn(std::string_view arn, std::string_view field);
+
+// ListActivities maxResults: 0..1000 (0 means 100), else ValidationException quoting the value.
+Error ValidateMaxResults(uint64_t max_results);
+
+// IssueTask's clocks, in seconds (0 = none): each at most limits::kTimeoutSecondsMax, the
+// heartbeat shorter than the overall timeout when both are set, schedule-to-start only for an
+// activity task. Else ValidationException (tokenwheel's own texts, in the AWS envelope).
+Error ValidateTimeouts(uint64_t timeout_s, uint64_t heartbeat_s, uint64_t schedule_to_start_s,
+                       bool activity_task);
 
 // GetActivityTask workerName, optional: empty means "not given" and is fine; more than 80 chars
 // or invalid UTF-8 -> ValidationException (field 'workerName').

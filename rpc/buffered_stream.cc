@@ -8,14 +8,94 @@
 
 namespace tw::rpc {
 
-BufferedIoStream::BufferedIoStream(kj::Own<kj::AsyncIoStream> inner)
-    : inner_(kj::mv(inner)), read_buffer_(kj::heapArray<kj::byte>(kReadBufferBytes)) {}
+kj::Promise<void> SharedWriteBacklog::WhenUnder() {
+  if (!over()) return kj::READY_NOW;
+  if (under_fulfiller_.get() == nullptr) {
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    under_ = paf.promise.fork();
+    under_fulfiller_ = kj::mv(paf.fulfiller);
+  }
+  return under_.addBranch();
+}
 
-BufferedIoStream::~BufferedIoStream() noexcept(false) {}
+void SharedWriteBacklog::Sub(size_t n) {
+  TW_ASSERT(n <= bytes_);
+  bytes_ -= n;
+  if (!over() && under_fulfiller_.get() != nullptr) {
+    under_fulfiller_->fulfill();
+    under_fulfiller_ = nullptr;
+  }
+}
+
+BufferedIoStream::BufferedIoStream(kj::Own<kj::AsyncIoStream> inner, const Options& options)
+    : inner_(kj::mv(inner)),
+      options_(options),
+      read_buffer_(kj::heapArray<kj::byte>(kReadBufferBytes)) {
+  TW_ASSERT(options_.write_wait_bytes > 0);
+  TW_ASSERT(options_.read_pause_bytes > 0);
+  // A stream that holds nothing unwritten must always read: otherwise one peer's backlog would
+  // stop every connection.
+  TW_ASSERT(options_.shared == nullptr || options_.shared_pause_bytes > 0);
+}
+
+BufferedIoStream::~BufferedIoStream() noexcept(false) {
+  if (options_.shared != nullptr) options_.shared->Sub(unwritten_bytes());  // invariant 4
+}
 
 kj::Promise<size_t> BufferedIoStream::tryRead(void* buffer, size_t min_bytes, size_t max_bytes) {
   TW_ASSERT(min_bytes <= max_bytes);
+  KJ_IF_MAYBE (reason, read_failure_) {
+    return kj::cp(*reason);
+  }
+  if (ReadsPaused()) {
+    // The peer is not reading what we wrote: read nothing new from it until it does.
+    ++read_pauses_;
+    return WhenReadsMayResume().then(
+        [this, buffer, min_bytes, max_bytes]() { return tryRead(buffer, min_bytes, max_bytes); });
+  }
   return ReadInto(static_cast<kj::byte*>(buffer), min_bytes, max_bytes, 0);
+}
+
+void BufferedIoStream::FailReads(const kj::Exception& reason) {
+  if (read_failure_ != nullptr) return;
+  read_failure_ = kj::cp(reason);
+  // A paused read checks again (and fails); one waiting for the socket is woken by shutting the
+  // socket's read side (it sees end of stream, and ReadInto turns that into the failure). No
+  // canceler around every socket read: its adapter would cost each read an event-loop turn.
+  WakeReader();
+  KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() { inner_->abortRead(); })) {
+    (void)e;  // the socket is gone already: so is any read on it
+  }
+}
+
+bool BufferedIoStream::ReadsPaused() const {
+  if (write_error_ != nullptr) return false;  // invariant 3: nothing is buffered
+  const size_t unwritten = unwritten_bytes();
+  if (unwritten >= options_.read_pause_bytes) return true;
+  return options_.shared != nullptr && options_.shared->over() &&
+         unwritten >= options_.shared_pause_bytes;
+}
+
+kj::Promise<void> BufferedIoStream::WhenReadsMayResume() {
+  // Every finished write round (and a failed write) wakes the reader, which checks again; the
+  // shared backlog wakes it when the sum falls under its mark. Unwritten bytes imply a write in
+  // progress, so a round will finish (or fail).
+  TW_ASSERT(writing_);
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  // One read at a time: a waiter left here belongs to a read that is gone (it was cancelled, or
+  // the shared backlog woke it), and dropping it rejects nothing anyone waits for.
+  read_waiter_ = kj::mv(paf.fulfiller);
+  // Only a pause for the shared backlog ends when it falls under its mark (joining an already
+  // resolved WhenUnder would spin: ready events all the time, and KJ never polls for I/O).
+  if (options_.shared == nullptr || !options_.shared->over()) return kj::mv(paf.promise);
+  return paf.promise.exclusiveJoin(options_.shared->WhenUnder());
+}
+
+void BufferedIoStream::WakeReader() {
+  KJ_IF_MAYBE (waiter, read_waiter_) {
+    (*waiter)->fulfill();
+    read_waiter_ = nullptr;
+  }
 }
 
 kj::Promise<size_t> BufferedIoStream::ReadInto(kj::byte* dst, size_t min_bytes, size_t max_bytes,
@@ -33,12 +113,14 @@ kj::Promise<size_t> BufferedIoStream::ReadInto(kj::byte* dst, size_t min_bytes, 
   ++inner_reads_;
   if (max_bytes - done >= kReadBufferBytes) {
     // A big read (a large message body): straight into the caller's memory.
-    return inner_->tryRead(dst + done, want, max_bytes - done).then([done](size_t got) {
+    return inner_->tryRead(dst + done, want, max_bytes - done).then([this, done](size_t got) {
+      ThrowIfReadsFailed();
       return done + got;
     });
   }
   return inner_->tryRead(read_buffer_.begin(), want, kReadBufferBytes)
       .then([this, dst, min_bytes, max_bytes, done, want](size_t got) -> kj::Promise<size_t> {
+        ThrowIfReadsFailed();
         read_begin_ = 0;
         read_end_ = got;
         if (got < want) {
@@ -51,6 +133,12 @@ kj::Promise<size_t> BufferedIoStream::ReadInto(kj::byte* dst, size_t min_bytes, 
       });
 }
 
+void BufferedIoStream::ThrowIfReadsFailed() const {
+  KJ_IF_MAYBE (reason, read_failure_) {
+    kj::throwFatalException(kj::cp(*reason));
+  }
+}
+
 kj::Promise<void> BufferedIoStream::write(const void* buffer, size_t size) {
   kj::ArrayPtr<const kj::byte> piece(static_cast<const kj::byte*>(buffer), size);
   return write(kj::arrayPtr(&piece, 1));
@@ -60,13 +148,25 @@ kj::Promise<void> BufferedIoStream::write(kj::ArrayPtr<const kj::ArrayPtr<const 
   KJ_IF_MAYBE (e, write_error_) {
     return kj::cp(*e);
   }
-  for (const auto& piece : pieces) pending_.addAll(piece);
+  size_t added = 0;
+  for (const auto& piece : pieces) {
+    pending_.addAll(piece);
+    added += piece.size();
+  }
+  if (options_.shared != nullptr) options_.shared->Add(added);  // invariant 4
   if (!writing_) StartWrite();
-  if (pending_.size() < kWriteBufferHighBytes) return kj::READY_NOW;
+  if (pending_.size() < options_.write_wait_bytes) return kj::READY_NOW;
   // Too much accepted and unwritten: this writer waits for the socket.
   auto paf = kj::newPromiseAndFulfiller<void>();
   TW_ASSERT(room_waiter_ == nullptr);  // capnp waits for each write before the next
   room_waiter_ = kj::mv(paf.fulfiller);
+  return kj::mv(paf.promise);
+}
+
+kj::Promise<void> BufferedIoStream::WhenFlushed() {
+  if (!writing_) return kj::READY_NOW;
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  flush_waiters_.add(kj::mv(paf.fulfiller));
   return kj::mv(paf.promise);
 }
 
@@ -82,6 +182,8 @@ void BufferedIoStream::StartWrite() {
       if (s->pending_.empty()) {
         s->writing_ = false;
         if (s->shutdown_requested_) s->inner_->shutdownWrite();
+        for (auto& waiter : s->flush_waiters_) waiter->fulfill();
+        s->flush_waiters_.clear();
         return kj::READY_NOW;
       }
       // Swap the two buffers: pending_ gets the one the last round wrote, emptied but with its
@@ -92,15 +194,7 @@ void BufferedIoStream::StartWrite() {
       s->pending_ = kj::mv(written);
       ++s->inner_writes_;
       return s->inner_->write(s->inflight_.begin(), s->inflight_.size()).then([s]() {
-        s->inflight_.clear();
-        // A burst's big buffer is not kept for the rest of the connection's life.
-        if (s->inflight_.capacity() > kKeptBufferBytes) s->inflight_ = kj::Vector<kj::byte>();
-        KJ_IF_MAYBE (waiter, s->room_waiter_) {
-          if (s->pending_.size() < kWriteBufferHighBytes) {
-            (*waiter)->fulfill();
-            s->room_waiter_ = nullptr;
-          }
-        }
+        s->RoundWritten();
         return kj::evalLast([s]() { return Round(s); });
       });
     }
@@ -109,14 +203,39 @@ void BufferedIoStream::StartWrite() {
   // write that throws at once (EPIPE) becomes a rejection like any other.
   write_task_ = kj::evalLast([this]() {
                   return Loop::Round(this);
-                }).eagerlyEvaluate([this](kj::Exception&& e) {
-    writing_ = false;
-    KJ_IF_MAYBE (waiter, room_waiter_) {
-      (*waiter)->reject(kj::cp(e));
+                }).eagerlyEvaluate([this](kj::Exception&& e) { WriteFailed(kj::mv(e)); });
+}
+
+void BufferedIoStream::RoundWritten() {
+  const size_t written = inflight_.size();
+  inflight_.clear();
+  // A burst's big buffer is not kept for the rest of the connection's life.
+  if (inflight_.capacity() > kKeptBufferBytes) inflight_ = kj::Vector<kj::byte>();
+  if (options_.shared != nullptr) options_.shared->Sub(written);  // invariant 4
+  KJ_IF_MAYBE (waiter, room_waiter_) {
+    if (pending_.size() < options_.write_wait_bytes) {
+      (*waiter)->fulfill();
       room_waiter_ = nullptr;
     }
-    write_error_ = kj::mv(e);
-  });
+  }
+  WakeReader();
+}
+
+void BufferedIoStream::WriteFailed(kj::Exception&& e) {
+  writing_ = false;
+  // Invariant 3: nothing buffered will ever be written. The inner write has ended, so its
+  // buffer is free too.
+  if (options_.shared != nullptr) options_.shared->Sub(unwritten_bytes());
+  pending_ = kj::Vector<kj::byte>();
+  inflight_ = kj::Vector<kj::byte>();
+  KJ_IF_MAYBE (waiter, room_waiter_) {
+    (*waiter)->reject(kj::cp(e));
+    room_waiter_ = nullptr;
+  }
+  write_error_ = kj::mv(e);
+  WakeReader();  // reads no longer pause; they see the socket's own state
+  for (auto& waiter : flush_waiters_) waiter->fulfill();
+  flush_waiters_.clear();
 }
 
 void BufferedIoStream::shutdownWrite() {

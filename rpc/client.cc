@@ -263,8 +263,10 @@ Result<std::unique_ptr<Client>> Client::Connect(const std::string& address, int6
                          .wait(io->io.waitScope);
                  impl = std::make_unique<Impl>(io, kj::mv(connected));
                })) {
-    return R::Fail(Error::Make(ErrorCode::kUnavailable,
-                               "connecting to " + address + ": " + e->getDescription().cStr()));
+    Error error = Error::Make(ErrorCode::kUnavailable,
+                              "connecting to " + address + ": " + e->getDescription().cStr());
+    error.transport = true;
+    return R::Fail(std::move(error));
   }
   std::unique_ptr<Client> client(new Client(std::move(impl)));
   kj::Timer& timer = client->timer();
@@ -281,8 +283,10 @@ Result<std::unique_ptr<Client>> Client::Connect(const std::string& address, int6
             return Result<ServerInfo>::Ok(std::move(i));
           })
           .exclusiveJoin(timer.afterDelay(timeout_ms * kj::MILLISECONDS).then([address]() {
-            return Result<ServerInfo>::Fail(
-                Error::Make(ErrorCode::kUnavailable, "timed out connecting to " + address));
+            Error error =
+                Error::Make(ErrorCode::kUnavailable, "timed out connecting to " + address);
+            error.transport = true;
+            return Result<ServerInfo>::Fail(std::move(error));
           })));
   if (!info.ok()) return R::Fail(std::move(info.error));
   client->info_ = std::move(info.value);
@@ -368,8 +372,15 @@ kj::Promise<Result<TaskDescription>> Client::DescribeTaskAsync(const std::string
 
 // ---- Sync ----
 
-Result<std::string> Client::Ping(const std::string& payload) {
-  return Wait(PingAsync(payload).then([](std::string s) { return Result<std::string>::Ok(s); }));
+Result<PingReply> Client::Ping(const std::string& payload) {
+  auto req = impl_->cap.pingRequest(RequestWords(payload.size()));
+  req.setPayload(AsData(payload));
+  return Wait(req.send().then([](auto response) {
+    PingReply r;
+    r.payload = ToString(response.getPayload());
+    if (response.hasStorage()) r.storage = ReadStorageHealth(response.getStorage());
+    return Result<PingReply>::Ok(std::move(r));
+  }));
 }
 
 Result<ServerInfo> Client::GetInfo() {
@@ -459,10 +470,14 @@ BatchResult<CompletionReply> Client::SendTaskFailures(
   }));
 }
 
-Result<Empty> Client::SendTaskHeartbeat(const std::string& token) {
+kj::Promise<Result<Empty>> Client::SendTaskHeartbeatAsync(const std::string& token) {
   auto req = impl_->cap.sendTaskHeartbeatRequest();
   req.initRequest().setTaskToken(AsText(token));
-  return Wait(req.send().then([](auto response) { return ReadEmpty(response.getResult()); }));
+  return req.send().then([](auto response) { return ReadEmpty(response.getResult()); });
+}
+
+Result<Empty> Client::SendTaskHeartbeat(const std::string& token) {
+  return Wait(SendTaskHeartbeatAsync(token));
 }
 
 BatchResult<Empty> Client::SendTaskHeartbeats(const std::vector<std::string>& tokens) {

@@ -4,11 +4,11 @@
 // Threads. A Client belongs to the thread that connected it: it runs on that thread's KJ event
 // loop (created on first use and shared by every Client of the thread). Not thread-safe.
 //
-// Errors. Every call answers Result<T>: a typed error is the server's expected outcome
-// (InvalidToken, TaskTimedOut with its reason, ...). Trouble on the way is also an Error, with a
-// code that never comes from a typed answer:
-//   kOverloaded   the server's engine queue is full (back off, retry)
-//   kUnavailable  disconnected, or the server is stopping / its storage failed
+// Errors. Every call answers Result<T>: a typed error is the server's answer (InvalidToken,
+// TaskTimedOut with its reason, ServiceUnavailable while its storage is failed, ...). Trouble on
+// the way is also an Error, with Error::transport set and one of these codes:
+//   kOverloaded   the server is overloaded (back off, retry)
+//   kUnavailable  could not connect, or disconnected
 //   kInternal     a bug, or the server refused the request as malformed
 // IsTransportError() tells the two kinds apart.
 //
@@ -32,10 +32,13 @@
 
 namespace tw::rpc {
 
-// True for the codes a client reports for transport trouble (see above).
-inline bool IsTransportError(ErrorCode c) {
-  return c == ErrorCode::kOverloaded || c == ErrorCode::kUnavailable || c == ErrorCode::kInternal;
-}
+// True when no answer came (see above).
+inline bool IsTransportError(const Error& e) { return e.transport; }
+
+struct PingReply {
+  std::string payload;
+  StorageHealth storage;  // ok unless the server's storage is failed
+};
 
 struct ServerInfo {
   uint32_t api_version = 0;
@@ -88,7 +91,7 @@ class Client {
   kj::LowLevelAsyncIoProvider& low_level_io();
 
   // ---- Sync ----
-  Result<std::string> Ping(const std::string& payload);
+  Result<PingReply> Ping(const std::string& payload);
   Result<ServerInfo> GetInfo();
 
   Result<ActivityInfo> CreateActivity(const std::string& name);
@@ -127,6 +130,7 @@ class Client {
   kj::Promise<BatchResult<CompletionReply>> SendTaskSuccessesAsync(
       const std::vector<SendTaskSuccessRequest>& reqs);
   kj::Promise<Result<CompletionReply>> SendTaskFailureAsync(const SendTaskFailureRequest& req);
+  kj::Promise<Result<Empty>> SendTaskHeartbeatAsync(const std::string& token);
   kj::Promise<Result<TaskDescription>> DescribeTaskAsync(const std::string& token);
 
   // Waits for `promise` on this thread's loop; transport trouble becomes an Error.

@@ -202,11 +202,11 @@ Error ReadError(proto::Error::Reader in) {
 }
 
 bool IsLogisticsError(ErrorCode c) {
-  return c == ErrorCode::kOverloaded || c == ErrorCode::kUnavailable || c == ErrorCode::kInternal;
+  return c == ErrorCode::kOverloaded || c == ErrorCode::kInternal;
 }
 
 kj::Exception ToException(const Error& e) {
-  TW_ASSERT(IsLogisticsError(e.code));
+  TW_ASSERT(IsLogisticsError(e.code) || e.code == ErrorCode::kUnavailable);
   kj::Exception::Type type = kj::Exception::Type::FAILED;
   if (e.code == ErrorCode::kOverloaded) type = kj::Exception::Type::OVERLOADED;
   if (e.code == ErrorCode::kUnavailable) type = kj::Exception::Type::DISCONNECTED;
@@ -228,7 +228,9 @@ Error FromException(const kj::Exception& ex) {
       code = ErrorCode::kInternal;
       break;
   }
-  return Error::Make(code, std::string(ex.getDescription().cStr()));
+  Error e = Error::Make(code, std::string(ex.getDescription().cStr()));
+  e.transport = true;
+  return e;
 }
 
 void FillActivity(const ActivityInfo& a, proto::ActivityInfo::Builder out) {
@@ -398,6 +400,29 @@ void FillEngineStats(const EngineStats& s, proto::Stats::Builder out) {
   for (unsigned i = 0; i < buckets.size(); ++i) buckets.set(i, s.commit_latency_us[i]);
   out.setCommitLatencyMaxUs(s.commit_latency_max_us);
   out.setSubmitWakes(s.submit_wakes);
+  FillStorageHealth(s.storage, out.initStorage());
+  auto timeouts = out.initTimeoutsByKind(static_cast<unsigned>(s.timeouts.size()));
+  for (unsigned i = 0; i < timeouts.size(); ++i) timeouts.set(i, s.timeouts[i]);
+  auto sizes = out.initBatchCommandBuckets(static_cast<unsigned>(s.batch_commands.size()));
+  for (unsigned i = 0; i < sizes.size(); ++i) sizes.set(i, s.batch_commands[i]);
+}
+
+void FillStorageHealth(const StorageHealth& h, proto::StorageHealth::Builder out) {
+  out.setOk(h.ok);
+  out.setError(AsText(h.error));
+  out.setFailedSinceMs(h.failed_since_ms);
+  out.setFailures(h.failures);
+  out.setRecoveries(h.recoveries);
+}
+
+StorageHealth ReadStorageHealth(proto::StorageHealth::Reader in) {
+  StorageHealth h;
+  h.ok = in.getOk();
+  h.error = ToString(in.getError());
+  h.failed_since_ms = in.getFailedSinceMs();
+  h.failures = in.getFailures();
+  h.recoveries = in.getRecoveries();
+  return h;
 }
 
 EngineStats ReadEngineStats(proto::Stats::Reader in) {
@@ -423,6 +448,15 @@ EngineStats ReadEngineStats(proto::Stats::Reader in) {
   }
   s.commit_latency_max_us = in.getCommitLatencyMaxUs();
   s.submit_wakes = in.getSubmitWakes();
+  if (in.hasStorage()) s.storage = ReadStorageHealth(in.getStorage());  // older servers: none
+  auto timeouts = in.getTimeoutsByKind();
+  for (unsigned i = 0; i < timeouts.size() && i < s.timeouts.size(); ++i) {
+    s.timeouts[i] = timeouts[i];
+  }
+  auto sizes = in.getBatchCommandBuckets();
+  for (unsigned i = 0; i < sizes.size() && i < s.batch_commands.size(); ++i) {
+    s.batch_commands[i] = sizes[i];
+  }
   return s;
 }
 

@@ -39,9 +39,12 @@ ErrorCode FromProto(proto::ErrorCode c);
 void FillError(const Error& e, proto::Error::Builder out);
 Error ReadError(proto::Error::Reader in);
 
-// The exception a single call answers with for the engine codes that are logistics, not
-// outcomes (see the schema's header): OVERLOADED, DISCONNECTED, FAILED.
+// The engine codes a single call answers with an exception instead of a typed error: overload
+// (OVERLOADED) and bugs (FAILED), logistics rather than outcomes (see the schema's header). A
+// storage failure or a stopping engine (kUnavailable) is a typed `unavailable` error, which
+// says why. The client's side of the same line is IsTransportError (rpc/client.h).
 bool IsLogisticsError(ErrorCode c);
+// OVERLOADED, DISCONNECTED (kUnavailable: the stats call of a stopping server) or FAILED.
 kj::Exception ToException(const Error& e);
 // The other way, on the client: the code a transport exception stands for.
 Error FromException(const kj::Exception& e);
@@ -68,6 +71,8 @@ size_t EventWireBytes(const OutcomeEvent& e);
 
 void FillEngineStats(const EngineStats& s, proto::Stats::Builder out);
 EngineStats ReadEngineStats(proto::Stats::Reader in);
+void FillStorageHealth(const StorageHealth& h, proto::StorageHealth::Builder out);
+StorageHealth ReadStorageHealth(proto::StorageHealth::Reader in);
 
 // ---- Result unions ----
 // Each result struct of the schema is a union of `ok` and `error`; these fill the error arm.

@@ -64,14 +64,23 @@ kj::Promise<void> Mailbox::Run(kj::LowLevelAsyncIoProvider& io) {
 }
 
 kj::Promise<void> Mailbox::Pump() {
-  TW_ASSERT(draining_.empty());
+  if (DrainOrArm()) return kj::evalLater([this]() { return Pump(); });
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (closed_) return kj::NEVER_DONE;
+  }
+  // Consumes exactly the one ring of the post that disarms (invariant 2).
+  return doorbell_->read(&ring_count_, sizeof(ring_count_)).then([this]() { return Pump(); });
+}
+
+bool Mailbox::DrainOrArm() {
+  TW_ASSERT(draining_.empty());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_) return false;
     if (pending_.empty()) {
       armed_ = true;
-      // Consumes exactly the one ring of the post that disarms (invariant 2).
-      return doorbell_->read(&ring_count_, sizeof(ring_count_)).then([this]() { return Pump(); });
+      return false;
     }
     draining_.swap(pending_);
   }
@@ -80,7 +89,14 @@ kj::Promise<void> Mailbox::Pump() {
   for (Fn& fn : draining_) fn();
   delivered_.fetch_add(draining_.size(), std::memory_order_relaxed);
   draining_.clear();
-  return kj::evalLater([this]() { return Pump(); });
+  return true;
+}
+
+void Mailbox::ConsumeRing() {
+  uint64_t count = 0;
+  // Non-blocking: a spurious wake-up (EAGAIN) consumes nothing.
+  while (read(doorbell_fd_, &count, sizeof(count)) < 0 && errno == EINTR) {
+  }
 }
 
 void Mailbox::Close() {

@@ -1,5 +1,6 @@
 // The hand-off from foreign threads (the engine thread, the thread that stops the server) to one
-// KJ event loop thread. Private to rpc/.
+// event loop thread: a KJ loop (Run) or any other that watches the doorbell fd itself and calls
+// DrainOrArm (the AWS gateway's Asio loop). Private to rpc/.
 //
 // Any thread posts closures; the KJ thread runs them, in post order, on its own loop. Only the
 // post that finds the mailbox empty while the KJ thread is waiting rings the doorbell (one
@@ -52,6 +53,13 @@ class Mailbox final : public ReplyBurst::Sink, public std::enable_shared_from_th
   // KJ thread: runs posted closures until the returned promise is dropped. Call once; `io`
   // must outlive the promise.
   kj::Promise<void> Run(kj::LowLevelAsyncIoProvider& io);
+
+  // For a loop other than KJ's, on its thread. DrainOrArm runs the closures pending now and
+  // returns true (call it again on a later turn), or, with nothing pending, arms the doorbell and
+  // returns false: once doorbell_fd() is readable, ConsumeRing() and call DrainOrArm again.
+  int doorbell_fd() const { return doorbell_fd_; }
+  bool DrainOrArm();
+  void ConsumeRing();
 
   // ReplyBurst::Sink: the end of a burst that held this mailbox's ring.
   void FlushBurst() override;

@@ -1,6 +1,12 @@
 // The Cap'n Proto server. Layout:
+//   RateLimitedLog    the server's log lines, at most one per kind of event per interval.
+//   ConnectionLoad    what one connection has asked and not been answered (the per-connection
+//                     bounds of server.h "Limits").
+//   ConnectionGuard   the connection's capnp message stream: counts questions and answers by
+//                     reading each message's kind, pauses reading at the bounds, closes.
 //   ServerCore        the KJ-thread state shared by all connections: the engine bridge (pending
-//                     calls by id, waiting polls), the new-events broadcast, counters.
+//                     calls by id, waiting polls), the new-events broadcast, counters, the
+//                     global bounds (calls in flight, unwritten reply bytes).
 //   TokenWheelImpl    the TokenWheel interface, one per connection: read params, call the
 //                     engine through the core, fill results.
 //   SubscriptionImpl  one outcome-stream subscription and its delivery loop.
@@ -16,16 +22,23 @@
 
 #include <capnp/message.h>
 #include <capnp/rpc-twoparty.h>
+#include <capnp/rpc.capnp.h>
 #include <capnp/rpc.h>
+#include <capnp/serialize-async.h>
+#include <capnp/serialize.h>
 #include <kj/async-io.h>
 #include <kj/async.h>
 #include <kj/debug.h>
 #include <kj/timer.h>
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <future>
 #include <thread>
 #include <unordered_map>
@@ -48,9 +61,20 @@ constexpr uint64_t kPollIdTag = uint64_t{0x01} << 56;
 // Event-loop turns (of >= 1 ms) that shutdown waits for cancelled calls to unwind.
 constexpr int kShutdownSettleTurns = 1000;
 
+// The ordinals of the TokenWheel methods whose answers carry a task's payloads
+// (rpc/tokenwheel.capnp; an ordinal never changes, it is the wire format).
+constexpr uint16_t kListActivitiesMethod = 5;
+constexpr uint16_t kDescribeTaskMethod = 16;
+
+// ConnectionGuard reads the root and the Call header of each message before capnp does, and a
+// reader's traversal limit counts both reads: these words keep a message of exactly
+// kRequestBytesMax readable.
+constexpr size_t kGuardTraversalWords = 64;
+
 capnp::ReaderOptions ServerReaderOptions() {
   capnp::ReaderOptions options;
-  options.traversalLimitInWords = limits::kRequestBytesMax / sizeof(capnp::word);
+  options.traversalLimitInWords =
+      limits::kRequestBytesMax / sizeof(capnp::word) + kGuardTraversalWords;
   options.nestingLimit = 16;  // the schema nests 4 deep; a little room for evolution
   return options;
 }
@@ -78,12 +102,283 @@ void AnswerError(const Error& e, Builder out) {
   FillError(e, out.initError());
 }
 
-// A batch item may carry overloaded / unavailable as a value; internal still throws.
+// A batch item carries overloaded too as a value; internal still throws.
 template <typename Builder>
 void AnswerItemError(const Error& e, Builder out) {
   if (e.code == ErrorCode::kInternal) ThrowLogistics(e);
   FillError(e, out.initError());
 }
+
+// ---------------------------------------------------------------------------------------------
+
+enum class LogKind : size_t {
+  kConnectionLimit,   // a connection refused at connections_max
+  kAcceptFailed,      // accept() failed (EMFILE, ENFILE, ...)
+  kHandshakeTimeout,  // a connection closed for sending no call
+  kQuestionsLimit,    // a connection closed for too many unfinished questions
+  kOverloaded,        // single calls refused at calls_in_flight_max
+  kPollShed,          // a task not handed to a connection that does not read its replies
+  kConnectionError,   // a connection ended with an error other than a disconnect
+  kCount,
+};
+
+// The server's log: at most one line per kind of event per interval, so that a flood of
+// refusals cannot flood the log; the next line of a kind says how many were left out.
+// RPC thread only.
+class RateLimitedLog {
+ public:
+  explicit RateLimitedLog(const ServerOptions& options)
+      : sink_(options.log),
+        clock_(options.clock != nullptr ? options.clock : &system_clock_),
+        interval_ms_(options.log_interval_ms) {}
+
+  void Log(LogKind kind, const std::string& line) {
+    TW_ASSERT(kind < LogKind::kCount);
+    Kind& k = kinds_[static_cast<size_t>(kind)];
+    const int64_t now_ms = clock_->NowMs();
+    if (k.logged && now_ms - k.last_ms < interval_ms_) {
+      ++k.left_out;
+      return;
+    }
+    std::string out = line;
+    if (k.left_out > 0) {
+      out += " (and " + std::to_string(k.left_out) + " more since the last such line)";
+    }
+    k = Kind{true, now_ms, 0};
+    Emit(out);
+  }
+
+  // Not rate-limited: for one-off lines.
+  void Emit(const std::string& line) const {
+    if (sink_) {
+      sink_(line);
+    } else {
+      std::fprintf(stderr, "tokenwheel rpc: %s\n", line.c_str());
+    }
+  }
+
+ private:
+  struct Kind {
+    bool logged = false;
+    int64_t last_ms = 0;
+    uint64_t left_out = 0;
+  };
+  const std::function<void(const std::string&)> sink_;
+  SystemClock system_clock_;
+  const Clock* const clock_;
+  const int64_t interval_ms_;
+  std::array<Kind, static_cast<size_t>(LogKind::kCount)> kinds_{};
+};
+
+// What one connection has asked and not yet been answered, against the per-connection bounds
+// (server.h, "Limits"). Shared by the connection's ConnectionGuard (questions, calls, payload
+// calls: counted from the messages) and its TokenWheelImpl (batch items, long polls).
+// Refcounted because capnp keeps the TokenWheelImpl alive until its calls' promises end, which
+// may be after the connection is gone. KJ thread only.
+// Invariants:
+//  1. payload_ids_ holds the answer ids of the unanswered describeTask / listActivities calls,
+//     so its size is their number (<= kRpcConnectionPayloadCallsMax: reading pauses there).
+//  2. polls_ counts getActivityTask calls from their start to their end; each is also in
+//     calls_ from its Call message to its Return, a slightly longer span.
+//  3. A paused read (WhenRoom) is woken whenever a count that Full() reads goes down.
+class ConnectionLoad final : public kj::Refcounted {
+ public:
+  // True while the connection must not be read: backpressure. Waiting long polls are calls
+  // too, but not counted here (they have their own bound, which refuses instead).
+  bool Full() const {
+    return calls_ - std::min(polls_, calls_) >= limits::kRpcConnectionCallsMax ||
+           payload_ids_.size() >= limits::kRpcConnectionPayloadCallsMax ||
+           batch_items_ >= limits::kRpcConnectionBatchItemsMax;
+  }
+  // Resolves once !Full().
+  kj::Promise<void> WhenRoom() {
+    if (!Full()) return kj::READY_NOW;
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    waiter_ = kj::mv(paf.fulfiller);  // one read at a time
+    return paf.promise.then([this]() { return WhenRoom(); });
+  }
+
+  // Message level: a Bootstrap or Call arrived (question `id`; `payload`: a describeTask or
+  // listActivities call), a Return left for answer `id`, a Finish arrived.
+  void Asked(uint32_t id, bool payload) {
+    ++calls_;
+    ++questions_;
+    if (payload) payload_ids_.add(id);
+  }
+  void Answered(uint32_t id) {
+    // capnp sends exactly one Return per question it received; stay safe should it not.
+    if (calls_ > 0) --calls_;
+    for (size_t i = 0; i < payload_ids_.size(); ++i) {
+      if (payload_ids_[i] == id) {
+        payload_ids_[i] = payload_ids_.back();
+        payload_ids_.removeLast();
+        break;
+      }
+    }
+    Wake();
+  }
+  void Finished() {
+    // A Finish for a question that does not exist makes capnp end the connection.
+    if (questions_ > 0) --questions_;
+  }
+  size_t questions() const { return questions_; }
+  size_t calls() const { return calls_; }
+
+  // TokenWheelImpl: a long poll, from its start to its end.
+  size_t polls() const { return polls_; }
+  void PollStarted() { ++polls_; }
+  void PollEnded() {
+    TW_ASSERT(polls_ > 0);
+    --polls_;  // its Return, which takes it out of calls_, follows (and wakes)
+  }
+
+  // TokenWheelImpl: the items of a batch call, from its start to its end.
+  void BatchStarted(size_t items) { batch_items_ += items; }
+  void BatchEnded(size_t items) {
+    TW_ASSERT(items <= batch_items_);
+    batch_items_ -= items;
+    Wake();
+  }
+
+  // Reply bytes on the connection's socket not yet written; 0 once the connection is gone.
+  size_t UnwrittenReplyBytes() const { return stream_ == nullptr ? 0 : stream_->unwritten_bytes(); }
+  void set_stream(BufferedIoStream* stream) { stream_ = stream; }
+
+ private:
+  void Wake() {
+    KJ_IF_MAYBE (waiter, waiter_) {
+      (*waiter)->fulfill();
+      waiter_ = nullptr;
+    }
+  }
+
+  size_t calls_ = 0;                  // Bootstrap / Call received, Return not yet sent
+  size_t questions_ = 0;              // Bootstrap / Call received, Finish not yet received
+  kj::Vector<uint32_t> payload_ids_;  // invariant 1
+  size_t batch_items_ = 0;
+  size_t polls_ = 0;  // getActivityTask calls in progress (counted in calls_ as well)
+  BufferedIoStream* stream_ = nullptr;  // owned by the Connection, which clears this
+  kj::Maybe<kj::Own<kj::PromiseFulfiller<void>>> waiter_;
+};
+
+// One connection's capnp message stream, over its BufferedIoStream. capnp 0.9.2 counts neither
+// the calls a connection has in flight nor its unfinished questions, and lets a connection's
+// reads run ahead of its replies; this wrapper sees every message and
+//  - reads the next message only while the connection's ConnectionLoad is not Full();
+//  - counts Bootstrap / Call / Finish in and Return out, and fails the read (which makes capnp
+//    send the reason as an Abort and disconnect) past kRpcConnectionQuestionsMax questions;
+//  - notes the first Call (the handshake), and ends the connection on Close().
+// The common case costs one continuation per message read: the pause is taken only when Full().
+// The bytes of unwritten replies are bounded below it, by BufferedIoStream's read pause.
+class ConnectionGuard final : public capnp::MessageStream {
+ public:
+  ConnectionGuard(BufferedIoStream& stream, kj::Own<ConnectionLoad> load, RateLimitedLog& log)
+      : stream_(stream), inner_(stream), load_(kj::mv(load)), log_(log) {}
+
+  using capnp::MessageStream::tryReadMessage;
+  using capnp::MessageStream::writeMessage;
+  using capnp::MessageStream::writeMessages;
+
+  kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> tryReadMessage(
+      kj::ArrayPtr<kj::AutoCloseFd> fd_space, capnp::ReaderOptions options,
+      kj::ArrayPtr<capnp::word> scratch) override {
+    if (!load_->Full()) return ReadAndCount(fd_space, options, scratch);
+    return load_->WhenRoom().then(
+        [this, fd_space, options, scratch]() { return ReadAndCount(fd_space, options, scratch); });
+  }
+
+  kj::Promise<void> writeMessage(
+      kj::ArrayPtr<const int> fds,
+      kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments) override {
+    OnOutgoing(segments);
+    return inner_.writeMessage(fds, segments);
+  }
+  kj::Promise<void> writeMessages(
+      kj::ArrayPtr<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>> messages) override {
+    for (auto segments : messages) OnOutgoing(segments);
+    return inner_.writeMessages(messages);
+  }
+  kj::Maybe<int> getSendBufferSize() override { return inner_.getSendBufferSize(); }
+  kj::Promise<void> end() override { return inner_.end(); }
+
+  // Ends the connection: the read in progress (or the next one) fails with `reason`, which
+  // capnp sends to the peer as an Abort before it disconnects. Idempotent.
+  void Close(const kj::Exception& reason) { stream_.FailReads(reason); }
+  // The peer has sent a call (its first one ends the handshake).
+  bool handshaken() const { return handshaken_; }
+
+ private:
+  kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> ReadAndCount(
+      kj::ArrayPtr<kj::AutoCloseFd> fd_space, capnp::ReaderOptions options,
+      kj::ArrayPtr<capnp::word> scratch) {
+    return inner_.tryReadMessage(fd_space, options, scratch)
+        .then([this](kj::Maybe<capnp::MessageReaderAndFds>&& message) {
+          KJ_IF_MAYBE (m, message) {
+            OnIncoming(*m->reader);
+          }
+          return kj::mv(message);
+        });
+  }
+
+  void OnIncoming(capnp::MessageReader& reader) {
+    auto message = reader.getRoot<capnp::rpc::Message>();
+    switch (message.which()) {
+      case capnp::rpc::Message::BOOTSTRAP:
+        Ask(message.getBootstrap().getQuestionId(), false);
+        break;
+      case capnp::rpc::Message::CALL: {
+        auto call = message.getCall();
+        handshaken_ = true;
+        const bool payload = call.getInterfaceId() == capnp::typeId<proto::TokenWheel>() &&
+                             (call.getMethodId() == kDescribeTaskMethod ||
+                              call.getMethodId() == kListActivitiesMethod);
+        Ask(call.getQuestionId(), payload);
+        break;
+      }
+      case capnp::rpc::Message::FINISH:
+        load_->Finished();
+        break;
+      default:
+        break;
+    }
+  }
+
+  void Ask(uint32_t id, bool payload) {
+    load_->Asked(id, payload);
+    if (load_->questions() <= limits::kRpcConnectionQuestionsMax) return;
+    log_.Log(LogKind::kQuestionsLimit, "closing a connection with more than " +
+                                           std::to_string(limits::kRpcConnectionQuestionsMax) +
+                                           " unfinished questions");
+    // Thrown from the read: capnp sends it to the peer as an Abort and disconnects.
+    kj::throwFatalException(KJ_EXCEPTION(
+        FAILED,
+        "too many unfinished questions on one connection (a client must send Finish for the "
+        "answers it has)",
+        load_->questions(), static_cast<uint64_t>(limits::kRpcConnectionQuestionsMax)));
+  }
+
+  // Our own messages, built by capnp: a single-segment one has no far pointers and is read
+  // without bounds checks (the common case; a checked reader costs an arena per message).
+  void OnOutgoing(kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments) {
+    if (segments.size() == 1) {
+      Count(capnp::readMessageUnchecked<capnp::rpc::Message>(segments[0].begin()));
+    } else {
+      capnp::SegmentArrayMessageReader reader(segments);
+      Count(reader.getRoot<capnp::rpc::Message>());
+    }
+  }
+  void Count(capnp::rpc::Message::Reader message) {
+    if (message.which() == capnp::rpc::Message::RETURN) {
+      load_->Answered(message.getReturn().getAnswerId());
+    }
+  }
+
+  BufferedIoStream& stream_;
+  capnp::AsyncIoMessageStream inner_;
+  kj::Own<ConnectionLoad> load_;
+  RateLimitedLog& log_;
+  bool handshaken_ = false;
+};
 
 // ---------------------------------------------------------------------------------------------
 
@@ -144,37 +439,63 @@ class PollState {
   std::string held_token_;  // a task handed to this call, not yet put in its results
 };
 
+// How a single call counts against the global bounds (ServerCore::Call).
+enum class Admission {
+  kBounded,  // refused OVERLOADED at calls_in_flight_max
+  kPayload,  // also at kRpcPayloadCallsInFlightMax: describeTask, listActivities
+  kAlways,   // never refused (stats: an operator must see an overload)
+};
+
 class ServerCore {
  public:
   ServerCore(Engine* engine, const ServerOptions& options, kj::Timer& timer,
              std::shared_ptr<Mailbox> mailbox)
-      : engine_(engine), options_(options), timer_(timer), mailbox_(std::move(mailbox)) {
+      : engine_(engine),
+        options_(options),
+        timer_(timer),
+        mailbox_(std::move(mailbox)),
+        log_(options),
+        reply_backlog_(limits::kRpcReplyBytesGlobalHigh) {
     auto paf = kj::newPromiseAndFulfiller<void>();
     events_fork_ = paf.promise.fork();
     events_fulfiller_ = kj::mv(paf.fulfiller);
   }
   ~ServerCore() {
     // Every call promise (and so every slot and poll) belongs to a connection, and the
-    // connections are gone by now.
+    // connections (and their streams) are gone by now.
     TW_ASSERT(calls_.empty());
     TW_ASSERT(polls_.empty());
+    TW_ASSERT(reply_backlog_.bytes() == 0);
     Uncork();  // never leave this thread corked past the core
   }
 
   Engine* engine() { return engine_; }
   const ServerOptions& options() const { return options_; }
   kj::Timer& timer() { return timer_; }
+  RateLimitedLog& log() { return log_; }
+  // Unwritten reply bytes of every connection (each one's BufferedIoStream counts itself).
+  SharedWriteBacklog& reply_backlog() { return reply_backlog_; }
 
   // Calls the engine: `start(callback)` issues the engine method; the promise resolves with its
-  // answer on this thread. Dropping the promise abandons the answer.
+  // answer on this thread. Dropping the promise abandons the answer. Past the global bounds
+  // (see Admission) it throws OVERLOADED instead, without calling `start`.
   template <typename T, typename StartFn>
-  kj::Promise<Result<T>> Call(StartFn&& start) {
+  kj::Promise<Result<T>> Call(StartFn&& start, Admission admission = Admission::kBounded) {
+    Admit(admission);
     CorkUntilBurstEnds();
     const uint64_t id = next_call_id_++;
     auto paf = kj::newPromiseAndFulfiller<Result<T>>();
     calls_.emplace(id, kj::heap<Slot<T>>(kj::mv(paf.fulfiller)));
+    const bool payload = admission == Admission::kPayload;
+    ++calls_in_flight_;
+    if (payload) ++payload_calls_in_flight_;
     start(ReplyTo<T>(id));
-    return paf.promise.attach(kj::defer([this, id]() { calls_.erase(id); }));
+    return paf.promise.attach(kj::defer([this, id, payload]() {
+      calls_.erase(id);
+      TW_ASSERT(calls_in_flight_ > 0);
+      --calls_in_flight_;
+      if (payload) --payload_calls_in_flight_;
+    }));
   }
 
   // `n` engine calls answered together: start(i, callback) issues item i.
@@ -226,6 +547,8 @@ class ServerCore {
 
   void ForgetPoll(uint64_t poll_id) { polls_.erase(poll_id); }
 
+  size_t calls_in_flight() const { return calls_in_flight_; }
+
   // Shutdown: every call still waiting for the engine fails (DISCONNECTED).
   void FailAll() {
     auto calls = std::move(calls_);
@@ -245,6 +568,24 @@ class ServerCore {
   Mailbox& mailbox() { return *mailbox_; }
 
  private:
+  // The global bound on single calls: refused at once, before the engine sees them, so that an
+  // overload costs a small reply instead of memory (the engine's queue only fills when the
+  // engine is the bottleneck; when the RPC thread is, answers would pile up in between).
+  void Admit(Admission admission) {
+    if (admission == Admission::kAlways) return;
+    const bool over = calls_in_flight_ >= options_.calls_in_flight_max ||
+                      (admission == Admission::kPayload &&
+                       payload_calls_in_flight_ >= limits::kRpcPayloadCallsInFlightMax);
+    if (!over) return;
+    log_.Log(LogKind::kOverloaded,
+             "overloaded: refusing single calls at " + std::to_string(calls_in_flight_) +
+                 " engine calls in flight (" + std::to_string(payload_calls_in_flight_) +
+                 " describeTask / listActivities)");
+    kj::throwFatalException(KJ_EXCEPTION(OVERLOADED,
+                                         "server overloaded: too many calls in flight; retry later",
+                                         calls_in_flight_, payload_calls_in_flight_));
+  }
+
   template <typename T>
   Callback<T> ReplyTo(uint64_t id) {
     // Runs on the engine thread (or synchronously here): only copyable, KJ-free captures.
@@ -305,6 +646,10 @@ class ServerCore {
   const std::shared_ptr<Mailbox> mailbox_;
   uint64_t next_call_id_ = 1;
   uint64_t next_poll_seq_ = 1;
+  RateLimitedLog log_;
+  SharedWriteBacklog reply_backlog_;
+  size_t calls_in_flight_ = 0;          // single engine calls not yet answered (Call)
+  size_t payload_calls_in_flight_ = 0;  // of them Admission::kPayload
   bool corked_ = false;                 // this thread holds engine wake-ups (Engine::Cork)
   kj::Promise<void> uncork_ = nullptr;  // the evalLast that ends the hold
   std::unordered_map<uint64_t, kj::Own<SlotBase>> calls_;
@@ -447,11 +792,16 @@ class SubscriptionImpl final : public proto::Subscription::Server {
 
 class TokenWheelImpl final : public proto::TokenWheel::Server {
  public:
-  explicit TokenWheelImpl(ServerCore& core) : core_(core) {}
+  TokenWheelImpl(ServerCore& core, kj::Own<ConnectionLoad> load)
+      : core_(core), load_(kj::mv(load)) {}
 
   kj::Promise<void> ping(PingContext context) override {
     auto payload = context.getParams().getPayload();
-    context.getResults(ResultWords(payload.size())).setPayload(payload);
+    auto out = context.getResults(ResultWords(payload.size()));
+    out.setPayload(payload);
+    // Only while failed: a health check then learns why, and the echo stays an echo.
+    const StorageHealth health = core_.engine()->Health();
+    if (!health.ok) FillStorageHealth(health, out.initStorage());
     return kj::READY_NOW;
   }
 
@@ -509,9 +859,11 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
     req.next_token = ToString(params.getNextToken());
     Engine* engine = core_.engine();
     return core_
-        .Call<ListActivitiesReply>([&](Callback<ListActivitiesReply> cb) {
-          engine->ListActivities(std::move(req), std::move(cb));
-        })
+        .Call<ListActivitiesReply>(
+            [&](Callback<ListActivitiesReply> cb) {
+              engine->ListActivities(std::move(req), std::move(cb));
+            },
+            Admission::kPayload)
         .then([context](Result<ListActivitiesReply> r) mutable {
           auto out = context.getResults().initResult();
           if (!r.ok()) return AnswerError(r.error, out);
@@ -556,6 +908,10 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
   }
 
   kj::Promise<void> getActivityTask(GetActivityTaskContext context) override {
+    if (load_->polls() >= limits::kRpcConnectionPollsMax) {
+      kj::throwFatalException(KJ_EXCEPTION(OVERLOADED, "too many long polls on one connection",
+                                           static_cast<uint64_t>(load_->polls())));
+    }
     auto params = context.getParams();
     GetActivityTaskRequest req;
     req.activity_arn = ToString(params.getActivityArn());
@@ -571,9 +927,21 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
     auto reply = core_.Poll(std::move(req), wait_s, &state);
     TW_ASSERT(state.get() != nullptr);
     PollState* poll = state.get();
+    ConnectionLoad* load = load_.get();  // lives as long as this object, which the call holds
+    ServerCore* core = &core_;
+    load_->PollStarted();  // until the call ends (the defer below)
     // `state` is attached outside the continuation, so it outlives it.
     return reply
-        .then([context, poll](Result<GetActivityTaskReply> r) mutable {
+        .then([context, poll, load, core](Result<GetActivityTaskReply> r) mutable {
+          if (r.ok() && !r.value.token.empty() &&
+              load->UnwrittenReplyBytes() >= limits::kRpcPollShedReplyBytes) {
+            // The peer does not read its replies: a task handed to it would sit in memory.
+            // Not Delivered(), so the PollState gives the task back to its queue's head.
+            core->log().Log(LogKind::kPollShed,
+                            "a connection does not read its replies: its polls get no tasks");
+            kj::throwFatalException(KJ_EXCEPTION(
+                OVERLOADED, "this connection's replies are not being read; task not handed out"));
+          }
           auto out = context.getResults(ResultWords(r.value.token.size() + r.value.input.size()))
                          .initResult();
           if (!r.ok()) return AnswerError(r.error, out);
@@ -582,7 +950,8 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
           ok.setInput(AsText(r.value.input));
           poll->Delivered();
         })
-        .attach(kj::mv(state));
+        .attach(kj::mv(state),
+                kj::defer([load = kj::addRef(*load_)]() mutable { load->PollEnded(); }));
   }
 
   kj::Promise<void> sendTaskSuccess(SendTaskSuccessContext context) override {
@@ -673,9 +1042,11 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
     DescribeTaskRequest req{ToString(context.getParams().getTaskToken())};
     Engine* engine = core_.engine();
     return core_
-        .Call<TaskDescription>([&](Callback<TaskDescription> cb) {
-          engine->DescribeTask(std::move(req), std::move(cb));
-        })
+        .Call<TaskDescription>(
+            [&](Callback<TaskDescription> cb) {
+              engine->DescribeTask(std::move(req), std::move(cb));
+            },
+            Admission::kPayload)
         .then([context](Result<TaskDescription> r) mutable {
           const TaskDescription& d = r.value;
           auto out = context
@@ -751,11 +1122,14 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
     Engine* engine = core_.engine();
     ServerCore* core = &core_;
     return core_
-        .Call<EngineStats>([&](Callback<EngineStats> cb) { engine->GetStats(std::move(cb)); })
+        .Call<EngineStats>([&](Callback<EngineStats> cb) { engine->GetStats(std::move(cb)); },
+                           Admission::kAlways)
         .then([context, core](Result<EngineStats> r) mutable {
           if (!r.ok()) {
             Error e = r.error;
-            if (!IsLogisticsError(e.code)) e.code = ErrorCode::kInternal;
+            if (!IsLogisticsError(e.code) && e.code != ErrorCode::kUnavailable) {
+              e.code = ErrorCode::kInternal;
+            }
             ThrowLogistics(e);
           }
           auto out = context.getResults().initStats();
@@ -794,6 +1168,8 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
   // The batch forms: read every request, hand them all to the engine at once (so they share
   // engine batches), then answer item by item. `read` turns a wire item into a request, `call`
   // passes one request to the engine, `answer` fills the result list.
+  // The connection's batch items count from here until the call ends (answered or cancelled):
+  // its reads pause at kRpcConnectionBatchItemsMax.
   template <typename Reply, typename Context, typename Read, typename Call, typename Answer>
   kj::Promise<void> Batch(Context context, Read read, Call call, Answer answer) {
     auto in = context.getParams().getRequests();
@@ -803,6 +1179,8 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
     for (auto r : in) reqs.push_back(read(r));
     context.releaseParams();
     Engine* engine = core_.engine();
+    const size_t items = reqs.size();
+    load_->BatchStarted(items);
     return core_
         .CallBatch<Reply>(
             reqs.size(),
@@ -810,7 +1188,9 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
         .then([context, answer](std::vector<Result<Reply>> results) mutable {
           answer(results, context.getResults(ResultWords(0, results.size()))
                               .initResults(static_cast<unsigned>(results.size())));
-        });
+        })
+        .attach(
+            kj::defer([load = kj::addRef(*load_), items]() mutable { load->BatchEnded(items); }));
   }
 
   static void AnswerCompletion(const Result<CompletionReply>& r,
@@ -832,27 +1212,82 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
   }
 
   ServerCore& core_;
+  kj::Own<ConnectionLoad> load_;
 };
 
 // ---------------------------------------------------------------------------------------------
+
+// A connection's socket: replies are always accepted (never queued inside capnp, where they
+// could not be counted) and reading pauses instead, at the connection's and at the global
+// unwritten-reply bounds.
+BufferedIoStream::Options ConnectionStreamOptions(SharedWriteBacklog& reply_backlog) {
+  BufferedIoStream::Options options;
+  options.write_wait_bytes = BufferedIoStream::kNever;
+  options.read_pause_bytes = limits::kRpcConnectionReplyBytesHigh;
+  options.shared = &reply_backlog;
+  options.shared_pause_bytes = limits::kRpcConnectionReplyBytesLow;
+  return options;
+}
 
 // One accepted socket and its RPC system.
 struct Connection {
   Connection(kj::Own<kj::AsyncIoStream> s, ServerCore& core)
       : core(core),
-        stream(kj::heap<BufferedIoStream>(kj::mv(s))),
-        network(*stream, capnp::rpc::twoparty::Side::SERVER, ServerReaderOptions()),
-        rpc(capnp::makeRpcServer(network, kj::heap<TokenWheelImpl>(core))) {
+        load(kj::refcounted<ConnectionLoad>()),
+        stream(
+            kj::heap<BufferedIoStream>(kj::mv(s), ConnectionStreamOptions(core.reply_backlog()))),
+        guard(*stream, kj::addRef(*load), core.log()),
+        network(guard, capnp::rpc::twoparty::Side::SERVER, ServerReaderOptions()),
+        rpc(capnp::makeRpcServer(network, kj::heap<TokenWheelImpl>(core, kj::addRef(*load)))) {
+    load->set_stream(stream.get());
     rpc.setFlowLimit(limits::kRpcFlowLimitBytes / sizeof(capnp::word));
     core.connections.fetch_add(1, std::memory_order_relaxed);
+    const int64_t timeout_ms = core.options().handshake_timeout_ms;
+    handshake =
+        core.timer()
+            .afterDelay(timeout_ms * kj::MILLISECONDS)
+            .then([this, timeout_ms]() {
+              if (guard.handshaken()) return;
+              this->core.log().Log(LogKind::kHandshakeTimeout,
+                                   "closing connections that sent no call within " +
+                                       std::to_string(timeout_ms) + " ms");
+              guard.Close(KJ_EXCEPTION(
+                  DISCONNECTED, "no call within the server's handshake timeout", timeout_ms));
+            })
+            .eagerlyEvaluate(nullptr);
   }
-  ~Connection() { core.connections.fetch_sub(1, std::memory_order_relaxed); }
+  ~Connection() {
+    load->set_stream(nullptr);  // an in-flight call may keep `load` past this
+    core.connections.fetch_sub(1, std::memory_order_relaxed);
+  }
 
   ServerCore& core;
-  kj::Own<kj::AsyncIoStream> stream;
+  kj::Own<ConnectionLoad> load;
+  kj::Own<BufferedIoStream> stream;
+  ConnectionGuard guard;
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
+  kj::Promise<void> handshake = nullptr;  // closes the connection if it sends no call in time
 };
+
+// Reads and drops what a refused peer sends until it closes, so that closing our end does not
+// reset the connection before the peer has read the reason.
+kj::Promise<void> DrainUntilEof(kj::AsyncIoStream& stream, kj::ArrayPtr<kj::byte> buffer) {
+  return stream.tryRead(buffer.begin(), 1, buffer.size())
+      .then([&stream, buffer](size_t n) -> kj::Promise<void> {
+        if (n == 0) return kj::READY_NOW;
+        return DrainUntilEof(stream, buffer);
+      });
+}
+
+// A capnp Abort message (the first and last message a refused peer gets).
+kj::Array<capnp::word> AbortMessage(kj::Exception::Type type, const std::string& reason) {
+  capnp::MallocMessageBuilder message(64);
+  auto abort = message.initRoot<capnp::rpc::Message>().initAbort();
+  abort.setReason(reason);
+  abort.setType(static_cast<capnp::rpc::Exception::Type>(type));
+  return capnp::messageToFlatArray(message);
+}
 
 std::string HostPart(const std::string& address) {
   const size_t colon = address.rfind(':');
@@ -871,7 +1306,7 @@ class ServerImpl final : public Server, public kj::TaskSet::ErrorHandler {
     std::shared_ptr<Mailbox> mailbox = mailbox_;
     // Runs on the engine thread after each batch with new events. The posted closure only runs
     // while the mailbox is open, which implies the core is alive.
-    engine_->SetEventListener(
+    engine_->AddEventListener(
         [mailbox, this](uint64_t) { mailbox->Post([this]() { core_->OnEvents(); }); });
     std::future<std::string> started = started_.get_future();
     thread_ = std::thread([this]() { ThreadMain(); });
@@ -935,10 +1370,15 @@ class ServerImpl final : public Server, public kj::TaskSet::ErrorHandler {
       mailbox_->Close();  // stops watching its doorbell while this loop still exists
     });
     core_ = std::make_unique<ServerCore>(engine_, options_, io.provider->getTimer(), mailbox_);
+    refusal_ =
+        AbortMessage(kj::Exception::Type::OVERLOADED, "tokenwheel server: connection limit (" +
+                                                          std::to_string(options_.connections_max) +
+                                                          ") reached; try again later");
     kj::Own<kj::NetworkAddress> addr =
         io.provider->getNetwork().parseAddress(options_.listen_address).wait(ws);
     listener_ = addr->listen();
     port_ = static_cast<uint16_t>(listener_->getPort());
+    WarnIfDescriptorsRunOut();
     auto stop = kj::newPromiseAndFulfiller<void>();
     stop_fulfiller_ = kj::mv(stop.fulfiller);
     tasks_ = kj::heap<kj::TaskSet>(*this);
@@ -978,23 +1418,103 @@ class ServerImpl final : public Server, public kj::TaskSet::ErrorHandler {
     core_ = nullptr;
   }
 
+  // Accepts until the listener goes. accept() failing -- EMFILE / ENFILE when descriptors run
+  // out, which must not end the loop for good -- is retried after a backoff, during which
+  // connections wait in the listen backlog; the first accept that works resets the backoff.
   kj::Promise<void> AcceptLoop() {
-    return listener_->accept().then([this](kj::Own<kj::AsyncIoStream>&& stream) {
-      if (core_->connections.load(std::memory_order_relaxed) >= options_.connections_max) {
-        // Over the limit: close at once (the peer sees a disconnect).
-        KJ_LOG(WARNING, "connection limit reached; closing a new connection");
-      } else {
-        auto conn = kj::heap<Connection>(kj::mv(stream), *core_);
-        auto done = conn->network.onDisconnect();
-        tasks_->add(done.attach(kj::mv(conn)));
-      }
-      return AcceptLoop();
-    });
+    // KJ's accept() throws at once (not a rejected promise) on errors like EMFILE.
+    return kj::evalNow([this]() { return listener_->accept(); })
+        .then(
+            [this](kj::Own<kj::AsyncIoStream>&& stream) -> kj::Promise<void> {
+              accept_backoff_ms_ = 0;
+              KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() { Admit(kj::mv(stream)); })) {
+                core_->log().Log(
+                    LogKind::kConnectionError,
+                    std::string("setting up a connection failed: ") + e->getDescription().cStr());
+              }
+              return AcceptLoop();
+            },
+            [this](kj::Exception&& e) -> kj::Promise<void> {
+              accept_backoff_ms_ =
+                  accept_backoff_ms_ == 0
+                      ? limits::kRpcAcceptBackoffMsMin
+                      : std::min(2 * accept_backoff_ms_, limits::kRpcAcceptBackoffMsMax);
+              core_->log().Log(LogKind::kAcceptFailed,
+                               std::string("accepting connections failed (") +
+                                   e.getDescription().cStr() + "); retrying within " +
+                                   std::to_string(limits::kRpcAcceptBackoffMsMax) + " ms");
+              return core_->timer()
+                  .afterDelay(accept_backoff_ms_ * kj::MILLISECONDS)
+                  .then([this]() { return AcceptLoop(); });
+            });
+  }
+
+  void Admit(kj::Own<kj::AsyncIoStream> stream) {
+    if (core_->connections.load(std::memory_order_relaxed) >= options_.connections_max) {
+      Refuse(kj::mv(stream));
+      return;
+    }
+    auto conn = kj::heap<Connection>(kj::mv(stream), *core_);
+    Connection* c = conn.get();
+    kj::Timer& timer = core_->timer();
+    // After capnp lets go of the connection, its last bytes (an Abort with the reason, when the
+    // server closed it) get a moment to leave: they are written, the write side is shut
+    // (capnp did that, after them), and what the peer still sends is read and dropped until it
+    // closes. Closing a socket with unread input would reset it and lose them.
+    auto scratch = kj::heapArray<kj::byte>(4096);
+    kj::ArrayPtr<kj::byte> buffer = scratch;
+    auto done =
+        c->network.onDisconnect()
+            .then([c, buffer, &timer]() {
+              return c->stream->WhenFlushed()
+                  .then([c, buffer]() { return DrainUntilEof(*c->stream, buffer); })
+                  .exclusiveJoin(timer.afterDelay(limits::kRpcCloseFlushMs * kj::MILLISECONDS));
+            })
+            .catch_([](kj::Exception&&) {});  // a reset while draining: gone anyway
+    tasks_->add(done.attach(kj::mv(conn), kj::mv(scratch)));
+  }
+
+  // Over connections_max: the peer gets an Abort saying why (a capnp client reports it as its
+  // error), then the socket closes. Bounded: at most kRpcRefusalsInProgressMax at a time, each
+  // for at most kRpcRefusalLingerMs; past that a refused socket is closed at once.
+  void Refuse(kj::Own<kj::AsyncIoStream> stream) {
+    core_->log().Log(LogKind::kConnectionLimit, "connection limit (" +
+                                                    std::to_string(options_.connections_max) +
+                                                    ") reached: refusing new connections");
+    if (refusals_ >= limits::kRpcRefusalsInProgressMax) return;
+    ++refusals_;
+    kj::AsyncIoStream& s = *stream;
+    auto buffer = kj::heapArray<kj::byte>(4096);
+    kj::ArrayPtr<kj::byte> scratch = buffer;
+    kj::ArrayPtr<const kj::byte> abort = refusal_.asBytes();
+    auto refusal =
+        s.write(abort.begin(), abort.size())
+            .then([&s, scratch]() {
+              s.shutdownWrite();
+              return DrainUntilEof(s, scratch);
+            })
+            .exclusiveJoin(
+                core_->timer().afterDelay(limits::kRpcRefusalLingerMs * kj::MILLISECONDS))
+            .attach(kj::mv(stream), kj::mv(buffer), kj::defer([this]() { --refusals_; }));
+    tasks_->add(kj::mv(refusal));
+  }
+
+  // connections_max connections need as many descriptors, besides the store's.
+  void WarnIfDescriptorsRunOut() const {
+    rlimit limit{};
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return;
+    if (options_.connections_max < limit.rlim_cur) return;
+    core_->log().Emit("connections_max (" + std::to_string(options_.connections_max) +
+                      ") is not below the open-files limit (" + std::to_string(limit.rlim_cur) +
+                      "): descriptors can run out first (accept then backs off and retries); "
+                      "raise the limit (RaiseOpenFilesLimit) or lower connections_max");
   }
 
   void taskFailed(kj::Exception&& e) override {
     if (e.getType() != kj::Exception::Type::DISCONNECTED) {
-      KJ_LOG(WARNING, "connection ended with an error", e);
+      core_->log().Log(
+          LogKind::kConnectionError,
+          std::string("a connection ended with an error: ") + e.getDescription().cStr());
     }
   }
 
@@ -1007,6 +1527,9 @@ class ServerImpl final : public Server, public kj::TaskSet::ErrorHandler {
 
   // RPC thread only.
   std::unique_ptr<ServerCore> core_;
+  kj::Array<capnp::word> refusal_;  // the Abort a refused connection gets
+  size_t refusals_ = 0;             // refusals in progress (Refuse)
+  int64_t accept_backoff_ms_ = 0;   // 0: the last accept worked
   kj::Own<kj::ConnectionReceiver> listener_;
   kj::Promise<void> accept_loop_ = nullptr;
   kj::Own<kj::TaskSet> tasks_;
@@ -1015,12 +1538,38 @@ class ServerImpl final : public Server, public kj::TaskSet::ErrorHandler {
 
 }  // namespace
 
+Result<uint64_t> RaiseOpenFilesLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    return Result<uint64_t>::Fail(Error::Make(
+        ErrorCode::kInternal, std::string("getrlimit(RLIMIT_NOFILE): ") + std::strerror(errno)));
+  }
+  if (limit.rlim_cur != limit.rlim_max) {
+    rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) != 0) {
+      return Result<uint64_t>::Fail(Error::Make(
+          ErrorCode::kInternal, "setrlimit(RLIMIT_NOFILE) to the hard limit " +
+                                    std::to_string(limit.rlim_max) + ": " + std::strerror(errno)));
+    }
+    limit = raised;
+  }
+  return Result<uint64_t>::Ok(static_cast<uint64_t>(limit.rlim_cur));
+}
+
 Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOptions& options) {
   TW_ASSERT(engine != nullptr);
   if (options.max_poll_seconds == 0 || options.max_poll_seconds > limits::kPollSecondsMax) {
     return Result<std::unique_ptr<Server>>::Fail(
         Error::Make(ErrorCode::kValidation,
                     "max_poll_seconds must be 1.." + std::to_string(limits::kPollSecondsMax)));
+  }
+  if (options.connections_max == 0 || options.calls_in_flight_max == 0 ||
+      options.handshake_timeout_ms <= 0 || options.log_interval_ms < 0) {
+    return Result<std::unique_ptr<Server>>::Fail(Error::Make(
+        ErrorCode::kValidation,
+        "connections_max, calls_in_flight_max and handshake_timeout_ms must be positive, "
+        "log_interval_ms not negative"));
   }
   // A peer that closes early must not kill the process with SIGPIPE.
   struct sigaction old_action {};

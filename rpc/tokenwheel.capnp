@@ -13,9 +13,9 @@
 #  - Exceptions (capnp/KJ exception types) are reserved for logistics and bugs:
 #      OVERLOADED    the engine's command queue is full; back off and retry
 #                    (AWS: ThrottlingException).
-#      DISCONNECTED  the connection dropped, or the server is stopping / its storage failed.
-#                    Whether the call took effect is unknown; retry (completions are idempotent,
-#                    issueTask is idempotent with an idempotencyKey).
+#      DISCONNECTED  the connection dropped. Whether the call took effect is unknown; retry
+#                    (completions are idempotent, issueTask is idempotent with an
+#                    idempotencyKey).
 #      FAILED        a bug, or a malformed request (wrong types, batch too long, ...).
 #  - Times are milliseconds since the Unix epoch (Int64); 0 means "not set".
 #  - Durations are whole seconds (UInt32); 0 means "none".
@@ -66,7 +66,20 @@ enum ErrorCode {
   activityLimitExceeded @9;        # ActivityLimitExceeded
   activityWorkerLimitExceeded @10; # ActivityWorkerLimitExceeded
   overloaded @11;      # ThrottlingException. Only in batch items (single calls throw OVERLOADED)
-  unavailable @12;     # ServiceUnavailable. Only in batch items (single calls throw DISCONNECTED)
+  # ServiceUnavailable: the server's storage failed (ping and stats say why; it recovers by
+  # itself once the storage works again) or the server is stopping. For a call whose batch
+  # failed to write, whether it took effect is unknown: retry as after DISCONNECTED.
+  unavailable @12;
+}
+
+# Whether the server's storage works. A failed write or sync (a full disk, an I/O error) makes
+# the server refuse calls with `unavailable` until it has reopened its store.
+struct StorageHealth {
+  ok @0 :Bool = true;
+  error @1 :Text;          # while not ok: what failed, e.g. "... No space left on device"
+  failedSinceMs @2 :Int64; # while not ok: since when
+  failures @3 :UInt64;     # storage failures since the server started
+  recoveries @4 :UInt64;   # times it reopened its store and went on
 }
 
 # The outcome a finished task recorded (the first terminal transition, which won).
@@ -287,11 +300,17 @@ struct Stats {
   # Wake-ups of the engine thread for submitted commands. The RPC thread hands each burst of
   # calls over with one wake-up, so commands / submitWakes is the average burst.
   submitWakes @15 :UInt64;
+  storage @16 :StorageHealth;
+  # Tasks timed out since the store opened, by clock: [none, heartbeat, overall, scheduleToStart].
+  timeoutsByKind @17 :List(UInt64);
+  # Commands per group commit, counts per bucket in the bucket order of commitLatencyBuckets.
+  batchCommandBuckets @18 :List(UInt64);
 }
 
 interface TokenWheel {
   # Echo, for health checks and as the transport baseline of the benchmark: no engine work.
-  ping @0 (payload :Data) -> (payload :Data);
+  # `storage` is set only while the storage is failed (null: it works).
+  ping @0 (payload :Data) -> (payload :Data, storage :StorageHealth);
 
   # What this server is and its limits.
   getInfo @1 () -> (apiVersion :UInt32, serverVersion :Text, maxPollSeconds :UInt32,

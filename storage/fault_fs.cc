@@ -24,6 +24,15 @@ struct FileState {
 struct Countdown {
   bool armed = false;
   uint64_t ok_left = 0;
+  FaultFs::Injected kind = FaultFs::Injected::kIoError;
+  // The failure a call that Fail() condemned answers.
+  rocksdb::IOStatus Error(const char* what) const {
+    if (kind == FaultFs::Injected::kNoSpace) {
+      return rocksdb::IOStatus::NoSpace(std::string("fault_fs: injected ") + what,
+                                        "No space left on device");
+    }
+    return rocksdb::IOStatus::IOError(std::string("fault_fs: injected ") + what);
+  }
   // Counts one call; true = this call must fail.
   bool Fail() {
     if (!armed) return false;
@@ -150,9 +159,7 @@ class TrackedFile final : public rocksdb::FSWritableFileOwnerWrapper {
   rocksdb::IOStatus BeforeAppend() {
     std::lock_guard<std::mutex> lock(shared_->mu);
     if (!shared_->active) return Inactive();
-    if (shared_->append_failure.Fail()) {
-      return rocksdb::IOStatus::IOError("fault_fs: injected append failure");
-    }
+    if (shared_->append_failure.Fail()) return shared_->append_failure.Error("append failure");
     return rocksdb::IOStatus::OK();
   }
 
@@ -167,9 +174,7 @@ class TrackedFile final : public rocksdb::FSWritableFileOwnerWrapper {
   rocksdb::IOStatus BeforeSync(uint64_t* covered) {
     std::lock_guard<std::mutex> lock(shared_->mu);
     if (!shared_->active) return Inactive();
-    if (shared_->sync_failure.Fail()) {
-      return rocksdb::IOStatus::IOError("fault_fs: injected sync failure");
-    }
+    if (shared_->sync_failure.Fail()) return shared_->sync_failure.Error("sync failure");
     if (shared_->power_off_at_sync.Fail()) {
       shared_->active = false;
       return rocksdb::IOStatus::IOError("fault_fs: power cut at sync");
@@ -237,19 +242,19 @@ Status FaultFs::DropUnsyncedData(uint64_t torn_seed) {
   return first_error;
 }
 
-void FaultFs::FailAppends(uint64_t ok_before) {
+void FaultFs::FailAppends(uint64_t ok_before, Injected kind) {
   std::lock_guard<std::mutex> lock(shared_->mu);
-  shared_->append_failure = {true, ok_before};
+  shared_->append_failure = {true, ok_before, kind};
 }
 
-void FaultFs::FailSyncs(uint64_t ok_before) {
+void FaultFs::FailSyncs(uint64_t ok_before, Injected kind) {
   std::lock_guard<std::mutex> lock(shared_->mu);
-  shared_->sync_failure = {true, ok_before};
+  shared_->sync_failure = {true, ok_before, kind};
 }
 
 void FaultFs::PowerOffAtSync(uint64_t ok_before) {
   std::lock_guard<std::mutex> lock(shared_->mu);
-  shared_->power_off_at_sync = {true, ok_before};
+  shared_->power_off_at_sync = {true, ok_before, Injected::kIoError};
 }
 
 void FaultFs::ClearFailures() {

@@ -54,10 +54,13 @@ class FaultFs final : public rocksdb::FileSystemWrapper {
   Status DropUnsyncedData(uint64_t torn_seed = 0);
 
   // ---- injected failures ----
-  // After `ok_before` more appends (resp. syncs) succeed, every later one fails with IOError
+  // What a failing call answers: an I/O error (EIO) or a full disk (ENOSPC, which RocksDB
+  // treats differently: IOStatus::NoSpace).
+  enum class Injected { kIoError, kNoSpace };
+  // After `ok_before` more appends (resp. syncs) succeed, every later one fails with `kind`
   // until ClearFailures(). Appends and syncs of every file count (WAL, MANIFEST, SST, blob).
-  void FailAppends(uint64_t ok_before = 0);
-  void FailSyncs(uint64_t ok_before = 0);
+  void FailAppends(uint64_t ok_before = 0, Injected kind = Injected::kIoError);
+  void FailSyncs(uint64_t ok_before = 0, Injected kind = Injected::kIoError);
   // A power cut at a sync: after `ok_before` more syncs succeed, the next Sync/Fsync fails with
   // IOError and turns the file system off at that instant (as SetActive(false)), so the data
   // that sync was to cover, and anything RocksDB tries to write after it, never becomes durable.

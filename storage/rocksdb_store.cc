@@ -22,6 +22,7 @@
 #include <rocksdb/file_system.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/iterator.h>
+#include <rocksdb/listener.h>
 #include <rocksdb/memtablerep.h>
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
@@ -39,6 +40,7 @@
 #include "engine/assert.h"
 #include "engine/limits.h"
 #include "storage/codec.h"
+#include "storage/file_logger.h"
 #include "storage/prefix_sorted_rep.h"
 
 namespace tw {
@@ -89,12 +91,37 @@ class NullLogger final : public rocksdb::Logger {
   void Logv(const char* /*format*/, va_list /*ap*/) override {}
 };
 
+// RocksDB's own recovery from a background error (a flush or WAL write that hit a full disk)
+// is turned off: the store is poisoned at its first failed Write instead, and the engine
+// reopens it (EngineOptions::reopen_store). Left on, the recovery of RocksDB 7.8 waited for a
+// flush that the poisoned store had paused (a Close after the disk had room again then hung),
+// or synced a WAL writer that had failed before (an assertion in WritableFileWriter aborted
+// the process).
+class NoAutoRecovery final : public rocksdb::EventListener {
+ public:
+  const char* Name() const override { return "TwNoAutoRecovery"; }
+  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason /*reason*/, rocksdb::Status bg_error,
+                            bool* auto_recovery) override {
+    bg_error.PermitUncheckedError();
+    *auto_recovery = false;
+  }
+};
+
 rocksdb::CompressionType PickCompression() {
   const auto supported = rocksdb::GetSupportedCompressions();
   for (auto c : {rocksdb::kLZ4Compression, rocksdb::kSnappyCompression}) {
     if (std::find(supported.begin(), supported.end(), c) != supported.end()) return c;
   }
   return rocksdb::kNoCompression;
+}
+
+// The options of a read-write open of the database at `path`: MakeDbOptions, and RocksDB's info
+// log written by a FileLogger (storage/file_logger.h: a full disk must not abort the process).
+rocksdb::DBOptions MakeDbOptions(rocksdb::Env* env);
+rocksdb::DBOptions MakeWritableDbOptions(rocksdb::Env* env, const std::string& path) {
+  rocksdb::DBOptions o = MakeDbOptions(env);
+  o.info_log = std::make_shared<FileLogger>(path, o.max_log_file_size, o.keep_log_file_num);
+  return o;
 }
 
 rocksdb::DBOptions MakeDbOptions(rocksdb::Env* env) {
@@ -119,6 +146,9 @@ rocksdb::DBOptions MakeDbOptions(rocksdb::Env* env) {
   o.avoid_flush_during_shutdown = true;
   o.keep_log_file_num = 5;
   o.max_log_file_size = 16 << 20;
+  // No automatic resume after a background error, retryable or not (NoAutoRecovery).
+  o.max_bgerror_resume_count = 0;
+  o.listeners.push_back(std::make_shared<NoAutoRecovery>());
   return o;
 }
 
@@ -571,7 +601,8 @@ Status ReplayWalIntoTables(const RocksStoreOptions& options, rocksdb::Env* env) 
   descs[kTasks].options.memtable_factory = NewPrefixSortedRepFactory();
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
-  auto s = rocksdb::DB::Open(MakeDbOptions(env), options.path, descs, &handles, &raw);
+  auto s = rocksdb::DB::Open(MakeWritableDbOptions(env, options.path), options.path, descs,
+                             &handles, &raw);
   if (!s.ok()) return FromRocks(s);
   std::unique_ptr<rocksdb::DB> db(raw);
   for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
@@ -656,7 +687,8 @@ Status RocksStore::Open(const RocksStoreOptions& options, std::unique_ptr<Store>
 }
 
 Status RocksStore::OpenDb(const RocksStoreOptions& options, bool create) {
-  rocksdb::DBOptions o = MakeDbOptions(env_ ? env_.get() : rocksdb::Env::Default());
+  rocksdb::DBOptions o =
+      MakeWritableDbOptions(env_ ? env_.get() : rocksdb::Env::Default(), options.path);
   o.create_if_missing = create;
   o.create_missing_column_families = create;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs, with apt-get, everything tokenwheel needs to build, test and benchmark.
+# Installs, with apt-get, everything tokenwheel needs to build, test and benchmark, and with
+# `npm ci` the pinned AWS SDK for JavaScript of the client tests and the Node example.
 # Idempotent: when every package is already installed it touches nothing and exits 0.
 set -euo pipefail
 
@@ -16,7 +17,12 @@ packages=(
   googletest libgtest-dev libgmock-dev
   libbenchmark-dev
   libjemalloc-dev         # malloc for the server and benchmarks: glibc malloc was ~22% of the RPC thread
+  awscli python3-boto3 python3-botocore  # real AWS clients: tests/clients, examples
 )
+# Node for the AWS SDK for JavaScript v3 (tests/clients/js, examples/node). Debian's, unless a
+# node and npm are already there (e.g. from NodeSource, whose nodejs conflicts with Debian's npm).
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -25,13 +31,22 @@ for p in "${packages[@]}"; do
   fi
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-echo "install-deps: installing ${missing[*]}"
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# The npm packages, exactly as package-lock.json pins them; again only when node_modules is
+# missing or older than the lockfile (npm ci writes node_modules/.package-lock.json).
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+for dir in tests/clients/js examples/node; do
+  if [ ! -f "$root/$dir/node_modules/.package-lock.json" ] ||
+     [ "$root/$dir/package-lock.json" -nt "$root/$dir/node_modules/.package-lock.json" ]; then
+    echo "install-deps: npm ci in $dir"
+    (cd "$root/$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+done

@@ -3,20 +3,37 @@
 // Output: JSON on stdout, one object (or one per line for `events watch`). On an error it prints
 // {"error": CODE, "message": TEXT} (plus "reason" and its detail for a refused completion) and
 // exits 2 for a typed error of the API, 1 for connection or usage trouble.
+//
+// Values. --input, --output, --error and --cause take the value itself or, as the AWS CLI reads
+// them, file://PATH (the whole file; a relative PATH from the current directory) or - (all of
+// standard input). A payload can be larger than one argument may be (128 KiB on Linux,
+// MAX_ARG_STRLEN). Reading stops past kValueBytesMax (1 MiB, a request's limit) with a usage
+// error. Standard input can be read once: only one option of a command may be -.
+//
+// Integers are decimal (tools/cli_args.h): --timeout 010 is ten seconds; 0x10 is a usage error.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine/engine.h"
+#include "engine/limits.h"
 #include "engine/types.h"
 #include "rpc/client.h"
+#include "rpc/json_forms.h"
+#include "tools/cli_args.h"
 
 namespace {
 
@@ -26,31 +43,21 @@ using tw::rpc::Client;
 constexpr int kExitTypedError = 2;
 constexpr int kExitTrouble = 1;
 constexpr int64_t kWatchPollMs = 1000;
+// A value read from a file or stdin: more than one request can carry is refused before it is
+// sent (the server would drop the connection), and a wrong file is not read to its end.
+constexpr size_t kValueBytesMax = tw::limits::kRequestBytesMax;
+constexpr size_t kReadChunkBytes = 64 << 10;
+constexpr std::string_view kFilePrefix = "file://";
+constexpr char kValueHelp[] = "; file://PATH reads a file, - reads stdin";
 
 void Print(const json& j) {
   // Payloads are the caller's bytes: never let a stray invalid UTF-8 byte abort the output.
-  std::cout << j.dump(-1, ' ', false, json::error_handler_t::replace) << "\n" << std::flush;
+  std::cout << tw::rpc::Dump(j) << "\n" << std::flush;
 }
 
-// Epoch milliseconds as AWS-style epoch seconds.
-double Seconds(int64_t ms) { return static_cast<double>(ms) / 1000.0; }
-
 int PrintError(const tw::Error& e) {
-  json j;
-  j["error"] = tw::ErrorCodeName(e.code);
-  j["message"] = e.message;
-  if (e.refusal != tw::Refusal::kNone) {
-    j["reason"] = tw::RefusalName(e.refusal);
-    j["recordedState"] = tw::TaskStateName(e.recorded_state);
-  }
-  if (e.refusal == tw::Refusal::kTimedOut) j["timeoutKind"] = tw::TimeoutKindName(e.timeout_kind);
-  if (e.refusal == tw::Refusal::kAlreadyCompleted) {
-    if (e.recorded_state == tw::TaskState::kSucceeded) j["recordedOutput"] = e.recorded_output();
-    if (!e.recorded_error().empty()) j["recordedError"] = e.recorded_error();
-    if (!e.recorded_cause().empty()) j["recordedCause"] = e.recorded_cause();
-  }
-  Print(j);
-  return tw::rpc::IsTransportError(e.code) ? kExitTrouble : kExitTypedError;
+  Print(tw::rpc::ErrorJson(e));
+  return tw::rpc::IsTransportError(e) ? kExitTrouble : kExitTypedError;
 }
 
 int UsageError(const std::string& message) {
@@ -58,91 +65,19 @@ int UsageError(const std::string& message) {
   return kExitTrouble;
 }
 
-json ActivityJson(const tw::ActivityInfo& a) {
-  return json{{"activityArn", a.arn}, {"name", a.name}, {"creationDate", Seconds(a.creation_ms)}};
-}
-
-json CompletionJson(const tw::CompletionReply& r) {
-  json j = json::object();
-  if (r.duplicate) j["duplicate"] = true;
-  return j;
-}
-
-void PutTime(json& j, const char* key, int64_t ms) {
-  if (ms != 0) j[key] = Seconds(ms);
-}
-
-json DescriptionJson(const tw::TaskDescription& d) {
-  json j;
-  j["state"] = tw::TaskStateName(d.state);
-  if (d.timeout_kind != tw::TimeoutKind::kNone)
-    j["timeoutReason"] = tw::TimeoutKindName(d.timeout_kind);
-  if (!d.activity_arn.empty()) j["activityArn"] = d.activity_arn;
-  j["kind"] = d.activity_arn.empty() ? "callback" : "activity";
-  PutTime(j, "issuedDate", d.issued_ms);
-  PutTime(j, "startedDate", d.started_ms);
-  PutTime(j, "endedDate", d.ended_ms);
-  PutTime(j, "heartbeatDeadline", d.heartbeat_deadline_ms);
-  PutTime(j, "timeoutDeadline", d.overall_deadline_ms);
-  PutTime(j, "scheduleToStartDeadline", d.schedule_to_start_deadline_ms);
-  if (d.timeout_s != 0) j["timeoutSeconds"] = d.timeout_s;
-  if (d.heartbeat_s != 0) j["heartbeatSeconds"] = d.heartbeat_s;
-  if (d.schedule_to_start_s != 0) j["scheduleToStartSeconds"] = d.schedule_to_start_s;
-  if (!d.worker.empty()) j["worker"] = d.worker;
-  j["input"] = d.input;
-  if (d.state == tw::TaskState::kSucceeded) j["output"] = d.output;
-  if (d.has_error) j["error"] = d.error;
-  if (d.has_cause) j["cause"] = d.cause;
-  if (!d.correlation.empty()) j["correlation"] = d.correlation;
-  return j;
-}
-
-json EventJson(const tw::OutcomeEvent& e) {
-  json j;
-  j["sequence"] = e.seq;
-  j["taskToken"] = e.token;
-  j["state"] = tw::TaskStateName(e.state);
-  if (e.timeout_kind != tw::TimeoutKind::kNone)
-    j["timeoutReason"] = tw::TimeoutKindName(e.timeout_kind);
-  if (!e.activity_arn.empty()) j["activityArn"] = e.activity_arn;
-  j["time"] = Seconds(e.time_ms);
-  if (e.state == tw::TaskState::kSucceeded) j["output"] = e.output;
-  if (e.has_error) j["error"] = e.error;
-  if (e.has_cause) j["cause"] = e.cause;
-  if (!e.correlation.empty()) j["correlation"] = e.correlation;
-  return j;
-}
-
-// Group commit write + sync times since the server started; quantiles are bucket upper ends
-// (engine/latency_histogram.h: at most 25% above the true value).
-json CommitLatencyJson(const tw::EngineStats& e) {
-  return json{{"count", tw::LatencyCount(e.commit_latency_us)},
-              {"p50", tw::LatencyQuantileUs(e.commit_latency_us, 0.50)},
-              {"p99", tw::LatencyQuantileUs(e.commit_latency_us, 0.99)},
-              {"p999", tw::LatencyQuantileUs(e.commit_latency_us, 0.999)},
-              {"max", e.commit_latency_max_us}};
-}
+using tw::rpc::ActivityJson;
+using tw::rpc::CompletionJson;
+using tw::rpc::DescriptionJson;
+using tw::rpc::EventJson;
+using tw::rpc::StorageJson;
 
 json StatsJson(const tw::rpc::ServerStats& s) {
-  json queued = json::object();
-  for (const auto& [arn, n] : s.engine.queued_per_activity) queued[arn] = n;
-  json consumers = json::object();
-  for (const auto& c : s.engine.consumers) consumers[c.name] = c.acked_seq;
-  return json{{"liveTasks", s.engine.live_tasks},
-              {"queuedPerActivity", queued},
-              {"pendingTimers", s.engine.pending_timers},
-              {"waitingPolls", s.engine.waiting_polls},
-              {"lastEventSequence", s.engine.last_event_seq},
-              {"eventsNotAcked", s.engine.events_not_acked},
-              {"consumers", consumers},
-              {"batches", s.engine.batches},
-              {"commands", s.engine.commands},
-              {"submitWakes", s.engine.submit_wakes},
-              {"connections", s.connections},
-              {"subscriptions", s.subscriptions},
-              {"replyHandoffs", s.reply_handoffs},
-              {"repliesDelivered", s.replies_delivered},
-              {"commitLatencyUs", CommitLatencyJson(s.engine)}};
+  json j = tw::rpc::EngineStatsJson(s.engine);
+  j["connections"] = s.connections;
+  j["subscriptions"] = s.subscriptions;
+  j["replyHandoffs"] = s.reply_handoffs;
+  j["repliesDelivered"] = s.replies_delivered;
+  return j;
 }
 
 // Prints the value as JSON (through `to_json`) or the error; returns the exit code.
@@ -154,6 +89,21 @@ int Answer(const tw::Result<T>& r, ToJson&& to_json) {
 }
 
 json EmptyJson(const tw::Empty&) { return json::object(); }
+
+// The server answered, but cannot serve calls while its storage is failed: a typed
+// ServiceUnavailable (exit 2) that says why, so that a health check fails.
+int Ping(tw::rpc::Client& client, const std::string& payload) {
+  tw::Result<tw::rpc::PingReply> r = client.Ping(payload);
+  if (!r.ok()) return PrintError(r.error);
+  if (!r.value.storage.ok) {
+    Print(json{{"error", tw::ErrorCodeName(tw::ErrorCode::kUnavailable)},
+               {"message", "storage failure: " + r.value.storage.error},
+               {"storage", StorageJson(r.value.storage)}});
+    return kExitTypedError;
+  }
+  Print(json{{"payload", r.value.payload}});
+  return 0;
+}
 
 // Everything the command line can say, parsed by CLI11 into one place.
 struct Args {
@@ -181,6 +131,72 @@ struct Args {
   bool no_ack = false;
   std::string payload = "ping";
 };
+
+// Reads fd to its end into *out, at most kValueBytesMax bytes. "" on success, else why not.
+std::string ReadAll(int fd, std::string* out) {
+  std::string chunk(kReadChunkBytes, '\0');
+  for (;;) {
+    const ssize_t n = read(fd, chunk.data(), chunk.size());
+    if (n == 0) return {};
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return std::strerror(errno);
+    out->append(chunk.data(), static_cast<size_t>(n));
+    if (out->size() > kValueBytesMax) {
+      return "more than " + std::to_string(kValueBytesMax) + " bytes, a request's limit";
+    }
+  }
+}
+
+// Replaces the values given as file://PATH or - by what they name (see the top of this file).
+class ValueReader {
+ public:
+  // *value was given to `option`. "" on success, else a usage message.
+  std::string Resolve(const std::string& option, std::string* value) {
+    if (*value == "-") return FromStdin(option, value);
+    if (value->starts_with(kFilePrefix)) return FromFile(option, value);
+    return {};
+  }
+  std::string Resolve(const std::string& option, std::optional<std::string>* value) {
+    return value->has_value() ? Resolve(option, &value->value()) : std::string();
+  }
+
+ private:
+  std::string FromStdin(const std::string& option, std::string* value) {
+    if (!stdin_option_.empty()) {
+      return stdin_option_ + " and " + option + " both read stdin (-); only one option may";
+    }
+    stdin_option_ = option;
+    std::string data;
+    const std::string problem = ReadAll(STDIN_FILENO, &data);
+    if (!problem.empty()) return option + ": cannot read stdin: " + problem;
+    *value = std::move(data);
+    return {};
+  }
+
+  std::string FromFile(const std::string& option, std::string* value) {
+    const std::string path = value->substr(kFilePrefix.size());
+    const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return option + ": cannot read " + *value + ": " + std::strerror(errno);
+    std::string data;
+    const std::string problem = ReadAll(fd, &data);
+    close(fd);
+    if (!problem.empty()) return option + ": cannot read " + *value + ": " + problem;
+    *value = std::move(data);
+    return {};
+  }
+
+  std::string stdin_option_;  // the option that read stdin, if one did
+};
+
+// Reads every value option given as file://PATH or -. "" on success, else a usage message.
+std::string ReadValues(Args& a) {
+  ValueReader reader;
+  std::string problem = reader.Resolve("--input", &a.input);
+  if (problem.empty()) problem = reader.Resolve("--output", &a.output);
+  if (problem.empty()) problem = reader.Resolve("--error", &a.error);
+  if (problem.empty()) problem = reader.Resolve("--cause", &a.cause);
+  return problem;
+}
 
 int WatchEvents(Client& client, const Args& a) {
   auto sub = client.Subscribe(a.consumer, a.from_seq);
@@ -237,11 +253,7 @@ int Dispatch(CLI::App& app, Client& client, const Args& a) {
     CLI::App* g = app.get_subcommand(group);
     return g->parsed() && g->get_subcommand(cmd)->parsed();
   };
-  if (app.get_subcommand("ping")->parsed()) {
-    return Answer(client.Ping(a.payload), [](const std::string& s) {
-      return json{{"payload", s}};
-    });
-  }
+  if (app.get_subcommand("ping")->parsed()) return Ping(client, a.payload);
   if (app.get_subcommand("stats")->parsed()) return Answer(client.Stats(), StatsJson);
   if (chosen("activity", "create"))
     return Answer(client.CreateActivity(a.name_or_arn), ActivityJson);
@@ -282,6 +294,14 @@ int Dispatch(CLI::App& app, Client& client, const Args& a) {
   return UsageError("no command; see --help");
 }
 
+// A value option (T: std::string or std::optional<std::string>): the value itself, file://PATH
+// or -, which ReadValues replaces after parsing.
+template <typename T>
+CLI::Option* AddValueOption(CLI::App* app, const std::string& name, T& target,
+                            const std::string& description) {
+  return app->add_option(name, target, description + kValueHelp);
+}
+
 void DefineCommands(CLI::App& app, Args& a) {
   const char* env = std::getenv("TOKENWHEEL_SERVER");
   a.server = env != nullptr && *env != '\0' ? env : "127.0.0.1:7411";
@@ -306,7 +326,7 @@ void DefineCommands(CLI::App& app, Args& a) {
       ->add_option("ARN", a.name_or_arn, "Activity ARN")
       ->required();
   CLI::App* list = act->add_subcommand("list", "-> activities, nextToken");
-  list->add_option("--max-results", a.max_results, "0..1000, 0 means 100");
+  tw::cli::AddDecimalOption(list, "--max-results", a.max_results, "0..1000, 0 means 100");
   list->add_option("--next-token", a.next_token, "From the previous page");
 
   CLI::App* task = app.add_subcommand("task", "Tasks and their tokens");
@@ -314,24 +334,26 @@ void DefineCommands(CLI::App& app, Args& a) {
   CLI::App* issue = task->add_subcommand("issue", "Issue a task -> taskToken");
   issue->add_flag("--callback", a.callback, "A callback task: born started, clocks run now");
   issue->add_option("--activity", a.activity, "Queue an activity task on ARN");
-  issue->add_option("--input", a.input, "Task input, JSON")->capture_default_str();
-  issue->add_option("--timeout", a.timeout_s, "Overall timeout, seconds (0 = none)");
-  issue->add_option("--heartbeat", a.heartbeat_s, "Heartbeat timeout, seconds (0 = none)");
-  issue->add_option("--schedule-to-start", a.schedule_to_start_s,
-                    "Max seconds queued before a worker takes it (0 = none)");
+  AddValueOption(issue, "--input", a.input, "Task input, JSON")->capture_default_str();
+  tw::cli::AddDecimalOption(issue, "--timeout", a.timeout_s, "Overall timeout, seconds (0 = none)");
+  tw::cli::AddDecimalOption(issue, "--heartbeat", a.heartbeat_s,
+                            "Heartbeat timeout, seconds (0 = none)");
+  tw::cli::AddDecimalOption(issue, "--schedule-to-start", a.schedule_to_start_s,
+                            "Max seconds queued before a worker takes it (0 = none)");
   issue->add_option("--key", a.key, "Idempotency key: same key, same token");
   issue->add_option("--correlation", a.correlation, "Opaque bytes returned in the outcome event");
   CLI::App* poll = task->add_subcommand("poll", "Long-poll an activity -> taskToken, input, or {}");
   poll->add_option("ARN", a.name_or_arn, "Activity ARN")->required();
   poll->add_option("--worker", a.worker, "Worker name");
-  poll->add_option("--wait", a.wait_s, "Wait at most S seconds (0 = the server's maximum)");
+  tw::cli::AddDecimalOption(poll, "--wait", a.wait_s,
+                            "Wait at most S seconds (0 = the server's maximum)");
   CLI::App* succeed = task->add_subcommand("succeed", "Report success");
   succeed->add_option("TOKEN", a.token, "Task token")->required();
-  succeed->add_option("--output", a.output, "Output, JSON")->required();
+  AddValueOption(succeed, "--output", a.output, "Output, JSON")->required();
   CLI::App* fail = task->add_subcommand("fail", "Report failure");
   fail->add_option("TOKEN", a.token, "Task token")->required();
-  fail->add_option("--error", a.error, "Error name (<= 256 chars)");
-  fail->add_option("--cause", a.cause, "Cause (<= 32,768 chars)");
+  AddValueOption(fail, "--error", a.error, "Error name (<= 256 chars)");
+  AddValueOption(fail, "--cause", a.cause, "Cause (<= 32,768 chars)");
   task->add_subcommand("heartbeat", "Reset the heartbeat clock")
       ->add_option("TOKEN", a.token, "Task token")
       ->required();
@@ -347,12 +369,14 @@ void DefineCommands(CLI::App& app, Args& a) {
   CLI::App* watch = events->add_subcommand(
       "watch", "One JSON line per outcome event, acknowledging as it prints");
   watch->add_option("--consumer", a.consumer, "Consumer name (its cursor is durable)")->required();
-  watch->add_option("--from", a.from_seq, "First sequence (0 = after the consumer's cursor)");
-  watch->add_option("--count", a.count, "Exit after this many events (0 = run until killed)");
+  tw::cli::AddDecimalOption(watch, "--from", a.from_seq,
+                            "First sequence (0 = after the consumer's cursor)");
+  tw::cli::AddDecimalOption(watch, "--count", a.count,
+                            "Exit after this many events (0 = run until killed)");
   watch->add_flag("--no-ack", a.no_ack, "Do not acknowledge");
   CLI::App* ack = events->add_subcommand("ack", "Acknowledge every event <= SEQ");
   ack->add_option("--consumer", a.consumer, "Consumer name")->required();
-  ack->add_option("SEQ", a.from_seq, "Sequence")->required();
+  tw::cli::AddDecimalOption(ack, "SEQ", a.from_seq, "Sequence")->required();
   events->add_subcommand("delete-consumer", "Forget a consumer")
       ->add_option("--consumer", a.consumer, "Consumer name")
       ->required();
@@ -364,7 +388,8 @@ int main(int argc, char** argv) {
   CLI::App app{
       "tokenwheel: command-line client of tokenwheeld. Prints JSON on stdout; errors as "
       "{\"error\": CODE, \"message\": TEXT}; exit 2 for a typed error, 1 for "
-      "connection or usage trouble."};
+      "connection or usage trouble. --input, --output, --error, --cause also take file://PATH "
+      "(a file) or - (stdin); integers are decimal."};
   Args a;
   DefineCommands(app, a);
   try {
@@ -376,6 +401,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return UsageError(e.what());
   }
+  const std::string unreadable = ReadValues(a);
+  if (!unreadable.empty()) return UsageError(unreadable);
   auto connected = Client::Connect(a.server);
   if (!connected.ok()) return PrintError(connected.error);
   return Dispatch(app, *connected.value, a);

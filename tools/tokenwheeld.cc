@@ -1,8 +1,14 @@
 // tokenwheeld: the tokenwheel server. Opens the RocksDB store and the engine under --data-dir and
 // serves the Cap'n Proto API on --rpc-listen until SIGTERM / SIGINT.
 //
-// Data directory layout: DIR/db (the RocksDB database), DIR/token.key (the token MAC key,
-// created at first start with mode 0600).
+// Data directory layout: DIR/db (the RocksDB database), DIR/token.key (the token MAC key).
+// Everything in it is the server's alone: the process runs with umask 077 (new files 0600,
+// directories 0700), and at start it takes group and other permissions off the directory and
+// the files an older build left readable.
+//
+// Storage failures (a full disk, an I/O error): the engine refuses calls with
+// ServiceUnavailable and reopens the store every --storage-retry-ms until it works again
+// (engine/engine.h, "Storage failures"); no restart is needed.
 //
 // Threads: main() blocks SIGTERM / SIGINT before any thread exists (so every thread inherits the
 // mask) and then waits for them with sigwait(); the engine thread and the RPC thread do the work.
@@ -17,6 +23,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -24,14 +31,18 @@
 #include "engine/clock.h"
 #include "engine/engine.h"
 #include "engine/limits.h"
+#include "rpc/aws/gateway.h"
 #include "rpc/server.h"
 #include "storage/rocksdb_store.h"
+#include "tools/cli_args.h"
 
 namespace {
 
 struct Flags {
   std::string data_dir = "./data";
   std::string rpc_listen = "127.0.0.1:7411";
+  std::string aws_listen = "127.0.0.1:8083";
+  std::string aws_credentials;
   std::string durability = "sync";
   std::string commit = tw::CommitModeName(tw::EngineOptions().commit);
   uint32_t tick_ms = tw::limits::kWheelTickMsDefault;
@@ -39,6 +50,10 @@ struct Flags {
   std::string region = "us-east-1";
   std::string account = "000000000000";
   int64_t retention_seconds = tw::limits::kRetentionMsDefault / 1000;
+  int64_t storage_retry_ms = tw::limits::kStorageRetryMsDefault;
+  uint64_t connections_max = tw::limits::kRpcConnectionsMax;
+  int64_t handshake_timeout_ms = tw::limits::kRpcHandshakeTimeoutMsDefault;
+  uint64_t aws_connections_max = tw::limits::kAwsConnectionsMax;
   std::string config;
 };
 
@@ -55,6 +70,20 @@ void Log(const std::string& message) {
   std::fprintf(stderr, "%s.%03lldZ tokenwheeld: %s\n", stamp, static_cast<long long>(ms),
                message.c_str());
   std::fflush(stderr);
+}
+
+// A config file's integer: non-negative, in T's range (nlohmann's get<T> would wrap -1).
+template <typename T>
+bool ConfigInteger(const nlohmann::json& value, const std::string& key, T* out,
+                   std::string* error) {
+  if (!value.is_number_unsigned() ||
+      value.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<T>::max())) {
+    *error = "config file: " + key + " must be an integer in 0.." +
+             std::to_string(std::numeric_limits<T>::max()) + ", got " + value.dump();
+    return false;
+  }
+  *out = static_cast<T>(value.get<uint64_t>());
+  return true;
 }
 
 // Applies the keys of a JSON config file to the flags not given on the command line.
@@ -77,21 +106,60 @@ bool ApplyConfig(const CLI::App& app, Flags* f, std::string* error) {
         return false;
       }
       if (opt->count() > 0) continue;  // the command line wins
+      bool ok = true;
       if (key == "data-dir") f->data_dir = value.get<std::string>();
       if (key == "rpc-listen") f->rpc_listen = value.get<std::string>();
+      if (key == "aws-listen") f->aws_listen = value.get<std::string>();
+      if (key == "aws-credentials") f->aws_credentials = value.get<std::string>();
       if (key == "durability") f->durability = value.get<std::string>();
       if (key == "commit") f->commit = value.get<std::string>();
-      if (key == "tick-ms") f->tick_ms = value.get<uint32_t>();
-      if (key == "max-poll-seconds") f->max_poll_seconds = value.get<uint32_t>();
+      if (key == "tick-ms") ok = ConfigInteger(value, key, &f->tick_ms, error);
+      if (key == "max-poll-seconds") ok = ConfigInteger(value, key, &f->max_poll_seconds, error);
       if (key == "region") f->region = value.get<std::string>();
       if (key == "account") f->account = value.get<std::string>();
-      if (key == "retention-seconds") f->retention_seconds = value.get<int64_t>();
+      if (key == "retention-seconds") ok = ConfigInteger(value, key, &f->retention_seconds, error);
+      if (key == "storage-retry-ms") ok = ConfigInteger(value, key, &f->storage_retry_ms, error);
+      if (key == "connections-max") ok = ConfigInteger(value, key, &f->connections_max, error);
+      if (key == "handshake-timeout-ms") {
+        ok = ConfigInteger(value, key, &f->handshake_timeout_ms, error);
+      }
+      if (key == "aws-connections-max") {
+        ok = ConfigInteger(value, key, &f->aws_connections_max, error);
+      }
+      if (!ok) return false;
     }
   } catch (const nlohmann::json::exception& e) {
     *error = std::string("config file: wrong type: ") + e.what();
     return false;
   }
   return true;
+}
+
+// Takes group and other permissions off `path` (a directory or a file), keeping the rest.
+// True if it changed anything.
+bool MakePrivate(const std::filesystem::path& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || (st.st_mode & 077) == 0) return false;
+  return ::chmod(path.c_str(), st.st_mode & 07700) == 0;
+}
+
+// The data dir, its db dir and every file in them become the server's alone. New files are
+// already (umask 077); this covers what an older build created world-readable.
+void MakeDataDirPrivate(const std::string& data_dir) {
+  size_t changed = 0;
+  std::error_code ec;
+  for (const std::filesystem::path& dir :
+       {std::filesystem::path(data_dir), std::filesystem::path(data_dir) / "db"}) {
+    if (!std::filesystem::is_directory(dir, ec)) continue;
+    changed += MakePrivate(dir);
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+      if (entry.is_regular_file(ec)) changed += MakePrivate(entry.path());
+    }
+  }
+  if (changed > 0) {
+    Log("took group and other permissions off " + std::to_string(changed) +
+        " files and directories in " + data_dir);
+  }
 }
 
 bool Validate(const Flags& f, std::string* error) {
@@ -105,8 +173,25 @@ bool Validate(const Flags& f, std::string* error) {
     *error = "--max-poll-seconds must be 1.." + std::to_string(tw::limits::kPollSecondsMax);
   } else if (f.retention_seconds <= 0) {
     *error = "--retention-seconds must be positive";
+  } else if (f.storage_retry_ms < 1 || f.storage_retry_ms > 3'600'000) {
+    *error = "--storage-retry-ms must be 1..3600000";
+  } else if (f.connections_max == 0 || f.aws_connections_max == 0 ||
+             f.aws_connections_max > tw::limits::kAwsConnectionsMax) {
+    *error = "--connections-max must be positive, --aws-connections-max 1.." +
+             std::to_string(tw::limits::kAwsConnectionsMax);
+  } else if (f.handshake_timeout_ms < 1) {
+    *error = "--handshake-timeout-ms must be positive";
   } else if (f.data_dir.empty()) {
     *error = "--data-dir must not be empty";
+  } else if (!tw::rpc::aws::IsLoopbackAddress(f.rpc_listen)) {
+    *error = "--rpc-listen " + f.rpc_listen +
+             ": the Cap'n Proto API has no authentication yet, so it listens on loopback "
+             "addresses only (127.0.0.0/8, ::1, localhost)";
+  } else if (f.aws_listen != "off" && f.aws_credentials.empty() &&
+             !tw::rpc::aws::IsLoopbackAddress(f.aws_listen)) {
+    *error = "--aws-listen " + f.aws_listen +
+             ": without --aws-credentials the gateway checks no signatures, so it listens on "
+             "loopback addresses only (127.0.0.0/8, ::1, localhost)";
   }
   return error->empty();
 }
@@ -117,12 +202,26 @@ int Serve(const Flags& f) {
     Log("WARNING: --durability=none: acknowledged transitions are NOT synced to disk; a power "
         "loss or OS crash can lose them. Use only for throwaway runs and benchmarks.");
   }
+  // Every connection is a descriptor: the soft limit (1024 under systemd) goes up to the hard one.
+  const auto open_files = tw::rpc::RaiseOpenFilesLimit();
+  if (!open_files.ok()) Log("warning: " + open_files.error.message);
+  std::shared_ptr<const tw::rpc::aws::Credentials> credentials;
+  if (!f.aws_credentials.empty()) {
+    std::unique_ptr<tw::rpc::aws::Credentials> loaded;
+    tw::Status cs = tw::rpc::aws::Credentials::LoadFile(f.aws_credentials, &loaded);
+    if (!cs.ok()) {
+      Log("error: --aws-credentials: " + cs.message());
+      return 1;
+    }
+    credentials = std::move(loaded);
+  }
   std::error_code ec;
-  std::filesystem::create_directories(f.data_dir, ec);
+  std::filesystem::create_directories(f.data_dir, ec);  // 0700 under the umask
   if (ec) {
     Log("error: cannot create data dir " + f.data_dir + ": " + ec.message());
     return 1;
   }
+  MakeDataDirPrivate(f.data_dir);
 
   tw::RocksStoreOptions store_options;
   store_options.path = f.data_dir + "/db";
@@ -142,6 +241,10 @@ int Serve(const Flags& f) {
   engine_options.region = f.region;
   engine_options.account = f.account;
   engine_options.token_key_file = f.data_dir + "/token.key";
+  engine_options.storage_retry_ms = f.storage_retry_ms;
+  engine_options.reopen_store = [store_options](std::unique_ptr<tw::Store>* out) {
+    return tw::OpenRocksStore(store_options, out);
+  };
   tw::SystemClock clock;
   auto opened = tw::Engine::Open(engine_options, std::move(store), &clock);
   if (!opened.ok()) {
@@ -154,6 +257,9 @@ int Serve(const Flags& f) {
   server_options.listen_address = f.rpc_listen;
   server_options.max_poll_seconds = f.max_poll_seconds;
   server_options.server_version = "tokenwheeld";
+  server_options.connections_max = f.connections_max;
+  server_options.handshake_timeout_ms = f.handshake_timeout_ms;
+  server_options.log = Log;
   auto started = tw::rpc::Server::Start(engine.get(), server_options);
   if (!started.ok()) {
     Log("error: listening on " + f.rpc_listen + ": " + started.error.message);
@@ -161,11 +267,34 @@ int Serve(const Flags& f) {
     return 1;
   }
   std::unique_ptr<tw::rpc::Server> server = std::move(started.value);
-  Log("started, listening on " + server->address() + " data_dir=" + f.data_dir +
-      " recovered_tasks=" + std::to_string(engine->RecoveredTasks()) +
+  std::unique_ptr<tw::rpc::aws::Gateway> gateway;
+  if (f.aws_listen != "off") {
+    tw::rpc::aws::GatewayOptions gateway_options;
+    gateway_options.listen_address = f.aws_listen;
+    gateway_options.credentials = credentials;
+    gateway_options.max_poll_seconds = f.max_poll_seconds;
+    gateway_options.server_version = "tokenwheeld";
+    gateway_options.connections_max = f.aws_connections_max;
+    auto gw = tw::rpc::aws::Gateway::Start(engine.get(), gateway_options);
+    if (!gw.ok()) {
+      Log("error: AWS gateway on " + f.aws_listen + ": " + gw.error.message);
+      server->StopAccepting();
+      engine->Stop();
+      return 1;
+    }
+    gateway = std::move(gw.value);
+    if (!credentials) {
+      Log("WARNING: no --aws-credentials: the AWS gateway on " + gateway->address() +
+          " checks no signatures (loopback only)");
+    }
+  }
+  Log("started, listening on " + server->address() +
+      " aws_listen=" + (gateway ? gateway->address() : std::string("off")) +
+      " data_dir=" + f.data_dir + " recovered_tasks=" + std::to_string(engine->RecoveredTasks()) +
       " recovery_ms=" + std::to_string(engine->RecoveryMs()) + " durability=" + f.durability +
       " commit=" + f.commit + " tick_ms=" + std::to_string(f.tick_ms) +
-      " max_poll_seconds=" + std::to_string(f.max_poll_seconds));
+      " max_poll_seconds=" + std::to_string(f.max_poll_seconds) +
+      " open_files=" + std::to_string(open_files.ok() ? open_files.value : 0));
 
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
@@ -179,8 +308,11 @@ int Serve(const Flags& f) {
   // No new connections; the engine finishes and syncs what is queued, answering every call;
   // the answers become replies; then the connections close.
   server->StopAccepting();
+  if (gateway) gateway->StopAccepting();
   engine->Stop();
   server->Shutdown();
+  if (gateway) gateway->Shutdown();
+  gateway.reset();
   server.reset();
   engine.reset();
   const auto stop_ms =
@@ -194,6 +326,8 @@ int Serve(const Flags& f) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Every file and directory the server creates is its own alone (see the header).
+  ::umask(077);
   // Before any thread exists, so that every thread inherits the mask and only sigwait() sees
   // these signals.
   sigset_t stop_signals;
@@ -215,8 +349,20 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--rpc-listen", f.rpc_listen,
                  "HOST:PORT for the Cap'n Proto API; port 0 picks a free port (the start log "
-                 "line says which: 'listening on HOST:PORT')")
+                 "line says which: 'listening on HOST:PORT'). Loopback addresses only: the "
+                 "API has no authentication yet")
       ->capture_default_str();
+  app.add_option("--aws-listen", f.aws_listen,
+                 "HOST:PORT for the AWS JSON 1.0 gateway (AWS CLI, boto3, AWS SDK workers; "
+                 "GET /healthz, GET /metrics), or off; port 0 picks a free port (the start log "
+                 "line says which: 'aws_listen=HOST:PORT'). Without --aws-credentials, loopback "
+                 "addresses only")
+      ->capture_default_str();
+  app.add_option(
+      "--aws-credentials", f.aws_credentials,
+      "JSON file [{\"accessKeyId\": \"...\", \"secretAccessKey\": \"...\"}] (mode 0600): "
+      "the gateway then requires a valid SigV4 signature (service 'states') from one "
+      "of these keys on every request");
   app.add_option("--durability", f.durability,
                  "sync: every acknowledged transition is fsynced (WAL) before its reply. none: "
                  "no fsync -- a power loss can lose acknowledged work (prints a warning)")
@@ -229,18 +375,38 @@ int main(int argc, char** argv) {
                  "pipelined: always the writer thread. Durability is the same in all three")
       ->capture_default_str()
       ->check(CLI::IsMember({"adaptive", "inline", "pipelined"}));
-  app.add_option("--tick-ms", f.tick_ms,
-                 "Timing wheel tick, ms (1..1000): timeouts fire within "
-                 "one tick after their deadline, never before")
+  tw::cli::AddDecimalOption(&app, "--tick-ms", f.tick_ms,
+                            "Timing wheel tick, ms (1..1000): timeouts fire within "
+                            "one tick after their deadline, never before")
       ->capture_default_str();
-  app.add_option("--max-poll-seconds", f.max_poll_seconds,
-                 "Longest wait of a getActivityTask long poll before it answers empty (1..3600)")
+  tw::cli::AddDecimalOption(
+      &app, "--max-poll-seconds", f.max_poll_seconds,
+      "Longest wait of a getActivityTask long poll before it answers empty (1..3600)")
       ->capture_default_str();
   app.add_option("--region", f.region, "Region in activity ARNs")->capture_default_str();
   app.add_option("--account", f.account, "Account id in activity ARNs")->capture_default_str();
-  app.add_option("--retention-seconds", f.retention_seconds,
-                 "How long finished tasks are kept, so that late or duplicate calls get a "
-                 "precise answer")
+  tw::cli::AddDecimalOption(
+      &app, "--retention-seconds", f.retention_seconds,
+      "How long finished tasks are kept, so that late or duplicate calls get a "
+      "precise answer")
+      ->capture_default_str();
+  tw::cli::AddDecimalOption(
+      &app, "--storage-retry-ms", f.storage_retry_ms,
+      "After a storage failure (a full disk, an I/O error), calls are refused with "
+      "ServiceUnavailable and the store is reopened this often until it works again "
+      "(1..3600000)")
+      ->capture_default_str();
+  tw::cli::AddDecimalOption(&app, "--connections-max", f.connections_max,
+                            "Cap'n Proto connections at most; a new one past it is refused with "
+                            "a reason")
+      ->capture_default_str();
+  tw::cli::AddDecimalOption(&app, "--handshake-timeout-ms", f.handshake_timeout_ms,
+                            "A Cap'n Proto connection that sends no call this long after it "
+                            "connects is closed")
+      ->capture_default_str();
+  tw::cli::AddDecimalOption(&app, "--aws-connections-max", f.aws_connections_max,
+                            "AWS gateway connections at most; a new one past it gets a 503 "
+                            "ThrottlingException")
       ->capture_default_str();
   app.add_option("--config", f.config,
                  "JSON file with any of the keys above, without the dashes prefix (e.g. "

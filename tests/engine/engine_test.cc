@@ -1047,7 +1047,7 @@ TEST_F(EngineTest, EventListenerGetsTheNewLastSeq) {
   };
   auto calls = std::make_shared<Calls>();
   Engine* engine = engine_.get();
-  engine_->SetEventListener([calls, engine](uint64_t last_seq) {
+  engine_->AddEventListener([calls, engine](uint64_t last_seq) {
     std::lock_guard<std::mutex> lock(calls->mu);
     calls->seqs.push_back(last_seq);
     calls->visible.push_back(engine->LastEventSeq());

@@ -1,8 +1,8 @@
 // IsJsonValue (engine/json_scan.h) must accept exactly what nlohmann/json's strict parser
-// accepts: payload validation answers with the scanner and explains rejections with nlohmann, so
-// a disagreement would either let through a payload nlohmann-based consumers cannot parse or
-// refuse one with no reason to give. Directed cases first, then a differential test over random
-// values and mutations of them.
+// accepts, but for a NUL (see Reference): payload validation answers with the scanner and
+// explains rejections with nlohmann, so a disagreement would either let through a payload
+// nlohmann-based consumers cannot parse or refuse one with no reason to give. Directed cases first,
+// then a differential test over random values and mutations of them.
 #include "engine/json_scan.h"
 
 #include <gtest/gtest.h>
@@ -19,7 +19,12 @@
 namespace tw {
 namespace {
 
-bool Reference(const std::string& s) { return nlohmann::json::accept(s); }
+// nlohmann/json's strict parser, less one habit from C strings: it takes a NUL between tokens
+// for the end of its input (NlohmannEndsItsInputAtANul). No JSON text holds a raw NUL (it is
+// neither whitespace nor allowed in a string), so refusing every NUL is exact.
+bool Reference(const std::string& s) {
+  return nlohmann::json::accept(s) && s.find('\0') == std::string::npos;
+}
 
 std::string Printable(const std::string& s) {
   std::string out;
@@ -124,7 +129,30 @@ TEST(JsonScanTest, RefusesWhatIsNotExactlyOneValue) {
                                                          "\x7F"}) {
     EXPECT_FALSE(IsJsonValue(bad)) << Printable(bad);
     EXPECT_FALSE(Reference(bad)) << Printable(bad);
+    EXPECT_FALSE(ValidateOutput(bad).ok()) << Printable(bad);
   }
+}
+
+// Issue 18: "{}\0garbage" was accepted. Every byte counts: a raw control character is refused
+// wherever it is, but for the JSON whitespace (tab, LF, CR) between tokens.
+TEST(JsonScanTest, RefusesRawControlCharactersAnywhere) {
+  for (const std::string& bad : std::vector<std::string>{
+           std::string("{}\0garbage", 10), std::string("1\0", 2), std::string("\0", 1),
+           std::string("\0{}", 3), std::string("{} \0", 4), std::string("[1,\0 2]", 7),
+           std::string("{\"a\":1\0}", 8), std::string("\"a\0b\"", 5), "\"a\001b\"", "\"a\037\"",
+           "\"\t\"", "\"\n\"", "{}\001", "\013{}", "{}\014", "[1\037]", "\033[1]"}) {
+    EXPECT_FALSE(IsJsonValue(bad)) << Printable(bad);
+    EXPECT_FALSE(Reference(bad)) << Printable(bad);
+    EXPECT_FALSE(ValidateOutput(bad).ok()) << Printable(bad);
+  }
+}
+
+// Why Reference() refuses NULs itself. Should a new nlohmann/json read every byte, this fails
+// and the NUL clauses (here and in engine/validate.cc's JsonProblem) can go.
+TEST(JsonScanTest, NlohmannEndsItsInputAtANul) {
+  EXPECT_TRUE(nlohmann::json::accept(std::string("{}\0garbage", 10)));
+  EXPECT_TRUE(nlohmann::json::accept(std::string("1\0", 2)));
+  EXPECT_FALSE(nlohmann::json::accept(std::string("\"a\0b\"", 5)));  // inside a string: refused
 }
 
 TEST(JsonScanTest, DeepNestingNeedsNoRecursion) {
@@ -152,7 +180,9 @@ class Generator {
 
   // One random edit: delete, insert, replace, truncate or duplicate a slice.
   std::string Mutate(std::string s) {
-    static const std::string kAlphabet = "{}[],:\"\\/ -+.eE0123456789tfnulrsabux\x01\t\n\r'";
+    // Control characters too, NUL first among them (a string literal cannot hold it).
+    static const std::string kAlphabet =
+        std::string(1, '\0') + "{}[],:\"\\/ -+.eE0123456789tfnulrsabux\001\013\014\037\t\n\r'";
     const size_t n = s.size();
     switch (Rand(5)) {
       case 0:
@@ -269,6 +299,9 @@ TEST(JsonScanTest, AcceptsExactlyWhatNlohmannAccepts) {
     if (!IsValidUtf8(s)) continue;  // the scanner's precondition; payloads are checked first
     const bool expected = Reference(s);
     ASSERT_EQ(IsJsonValue(s), expected) << "case " << i << ": " << Printable(s);
+    // And payload validation answers as the scanner does, with a reason for every refusal.
+    const Error e = ValidateOutput(s);
+    ASSERT_EQ(e.ok(), expected) << "case " << i << ": " << Printable(s) << ": " << e.message;
     accepted += expected ? 1 : 0;
   }
   // Both sides of the boundary are exercised.

@@ -238,6 +238,29 @@ TEST(ValidateOutputTest, NotJsonIsInvalidOutputWithAReason) {
   }
 }
 
+// Issue 18: nlohmann/json stops at a NUL between tokens, and "{}\0garbage" was stored. Every
+// byte counts: a raw control character is refused wherever it is, at its own offset.
+std::vector<std::pair<std::string, std::string>> ControlCharacterCases() {
+  return {
+      {std::string("{}\0garbage", 10), "Invalid JSON at byte 2"},
+      {std::string("1\0", 2), "Invalid JSON at byte 1"},
+      {std::string("{} \0", 4), "Invalid JSON at byte 3"},
+      {std::string("\0", 1), "Invalid JSON at byte 0"},
+      {std::string("[1,\0 2]", 7), "Invalid JSON at byte 3"},
+      {std::string("\"a\0b\"", 5), "Invalid JSON at byte 2"},
+      {"\"a\001b\"", "Invalid JSON at byte 2"},
+      {"{}\037", "Invalid JSON at byte 2"},
+      {"\013[]", "Invalid JSON at byte 0"},
+  };
+}
+
+TEST(ValidateOutputTest, RawControlCharacterAnywhereIsInvalidOutput) {
+  for (const auto& [payload, reason] : ControlCharacterCases()) {
+    ExpectError(ValidateOutput(payload), ErrorCode::kInvalidOutput,
+                "Invalid Output: '" + reason + "'");
+  }
+}
+
 TEST(ValidateOutputTest, InvalidUtf8IsInvalidOutput) {
   ExpectError(ValidateOutput(std::string("\"ab\xFF\"")), ErrorCode::kInvalidOutput,
               "Invalid Output: 'Invalid UTF-8 at byte 3'");
@@ -259,6 +282,13 @@ TEST(ValidateInputTest, SameRulesUnderTheInputName) {
               "Invalid Input: 'Invalid JSON at byte 0'");
   ExpectError(ValidateInput("\xC0\x80"), ErrorCode::kInvalidOutput,
               "Invalid Input: 'Invalid UTF-8 at byte 0'");
+}
+
+TEST(ValidateInputTest, RawControlCharacterAnywhereIsInvalid) {
+  for (const auto& [payload, reason] : ControlCharacterCases()) {
+    ExpectError(ValidateInput(payload), ErrorCode::kInvalidOutput,
+                "Invalid Input: '" + reason + "'");
+  }
 }
 
 // ---- SendTaskFailure ----

@@ -122,7 +122,7 @@ TEST_F(BadInputTest, OversizeMessageIsRefused) {
   req.input = "\"" + std::string(2 * limits::kRequestBytesMax, 'x') + "\"";
   auto r = abuser->IssueTask(req);
   EXPECT_FALSE(r.ok());
-  EXPECT_TRUE(IsTransportError(r.error.code)) << ErrorCodeName(r.error.code);
+  EXPECT_TRUE(IsTransportError(r.error)) << ErrorCodeName(r.error.code);
   ExpectBystanderServed();
 }
 
@@ -132,6 +132,50 @@ TEST_F(BadInputTest, PayloadOverTheApiLimitIsATypedError) {
   req.input = "\"" + std::string(limits::kPayloadBytesMax, 'x') + "\"";  // 2 bytes over
   EXPECT_EQ(c->IssueTask(req).error.code, ErrorCode::kValidation);
   EXPECT_TRUE(c->Ping("same connection").ok());
+}
+
+// Issue 18: nlohmann/json takes a NUL after a complete value for the end of its input, and the
+// native API (Cap'n Proto Text carries NULs) accepted and stored "{}\0garbage". Every byte is
+// validated now: refused, and nothing is written.
+TEST_F(BadInputTest, NulInAnOutputIsInvalidOutputAndNothingIsStored) {
+  auto c = Connect();
+  auto issued = c->IssueTask(IssueTaskRequest{});  // a callback task: STARTED at once
+  ASSERT_TRUE(issued.ok()) << issued.error.message;
+  const std::string& token = issued.value.token;
+  const uint64_t events = c->Stats().value.engine.last_event_seq;
+  for (const std::string& output :
+       {std::string("{}\0garbage", 10), std::string("1\0", 2), std::string("\"a\0b\"", 5)}) {
+    const auto r = c->SendTaskSuccess({token, output});
+    EXPECT_EQ(r.error.code, ErrorCode::kInvalidOutput) << ErrorCodeName(r.error.code);
+    EXPECT_EQ(r.error.message.rfind("Invalid Output: 'Invalid JSON at byte ", 0), 0u)
+        << r.error.message;
+  }
+  auto d = c->DescribeTask(token);
+  ASSERT_TRUE(d.ok()) << d.error.message;
+  EXPECT_EQ(d.value.state, TaskState::kStarted);
+  EXPECT_EQ(d.value.output, "");
+  EXPECT_EQ(c->Stats().value.engine.last_event_seq, events);  // no outcome event either
+  // The task is untouched: it still takes a good output.
+  EXPECT_TRUE(c->SendTaskSuccess({token, "{}"}).ok());
+  EXPECT_EQ(c->DescribeTask(token).value.output, "{}");
+}
+
+TEST_F(BadInputTest, NulInAnInputIsRefusedAndNothingIsStored) {
+  auto c = Connect();
+  const uint64_t live = c->Stats().value.engine.live_tasks;
+  IssueTaskRequest req;
+  req.input = std::string("{}\0garbage", 10);
+  req.idempotency_key = "nul-input";
+  const auto refused = c->IssueTask(req);
+  EXPECT_EQ(refused.error.code, ErrorCode::kInvalidOutput) << ErrorCodeName(refused.error.code);
+  EXPECT_EQ(refused.error.message, "Invalid Input: 'Invalid JSON at byte 2'");
+  EXPECT_EQ(c->Stats().value.engine.live_tasks, live);
+  // Nor was the idempotency key taken: with a good input, the same key issues a new task.
+  req.input = "{}";
+  auto issued = c->IssueTask(req);
+  ASSERT_TRUE(issued.ok()) << issued.error.message;
+  EXPECT_FALSE(issued.value.existing);
+  EXPECT_EQ(c->DescribeTask(issued.value.token).value.input, "{}");
 }
 
 TEST_F(BadInputTest, WrongTypesAndUnknownMethods) {

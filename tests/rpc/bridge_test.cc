@@ -248,7 +248,7 @@ class FakeEngine final : public Engine {
     return Result<std::vector<OutcomeEvent>>::Ok(std::move(out));
   }
   uint64_t LastEventSeq() const override { return last_seq_.load(); }
-  void SetEventListener(std::function<void(uint64_t)> fn) override { listener_ = std::move(fn); }
+  void AddEventListener(std::function<void(uint64_t)> fn) override { listener_ = std::move(fn); }
   void GetStats(Callback<EngineStats> done) override {
     EngineStats s;
     s.waiting_polls = waiting_polls();
@@ -257,6 +257,7 @@ class FakeEngine final : public Engine {
   void Sync(Callback<Empty> done) override { AnswerEmpty(done); }
   uint64_t RecoveredTasks() const override { return 0; }
   int64_t RecoveryMs() const override { return 0; }
+  StorageHealth Health() const override { return {}; }
 
  private:
   void AnswerEmpty(const Callback<Empty>& done) {
@@ -385,7 +386,7 @@ TEST_F(BridgeTest, OverloadIsAnExceptionForSingleCallsAndAValueInBatches) {
   engine_.set_issue_mode(FakeEngine::IssueMode::kOverloaded);
   auto r = c->IssueTask(IssueTaskRequest{});
   EXPECT_EQ(r.error.code, ErrorCode::kOverloaded);
-  EXPECT_TRUE(IsTransportError(r.error.code));
+  EXPECT_TRUE(IsTransportError(r.error));
   auto batch = c->IssueTasks(std::vector<IssueTaskRequest>(3));
   ASSERT_TRUE(batch.ok()) << batch.error.message;
   ASSERT_EQ(batch.value.size(), 3u);

@@ -2,7 +2,9 @@
 //
 // The tokenwheel CLI and tokenwheeld's flags, as a script would use them: JSON on stdout, exit 2
 // for typed errors, 1 for connection / usage trouble.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -11,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/limits.h"
 #include "tests/rpc/test_support.h"
 
 namespace tw::rpc {
@@ -23,6 +26,36 @@ using testing::RunCli;
 using testing::ServerProcess;
 using testing::TempDir;
 using testing::WaitUntil;
+
+// Points this process's stdin at a file while it lives: a CLI started meanwhile inherits it.
+class StdinFrom {
+ public:
+  explicit StdinFrom(const std::string& path) : saved_(fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 0)) {
+    const int fd = open(path.c_str(), O_RDONLY);
+    EXPECT_GE(fd, 0) << path;
+    if (fd > STDIN_FILENO) {  // else there was no stdin, and the file took its place
+      EXPECT_EQ(dup2(fd, STDIN_FILENO), STDIN_FILENO);
+      close(fd);
+    }
+  }
+  ~StdinFrom() {
+    if (saved_ < 0) {
+      close(STDIN_FILENO);  // there was none
+      return;
+    }
+    dup2(saved_, STDIN_FILENO);
+    close(saved_);
+  }
+  StdinFrom(const StdinFrom&) = delete;
+  StdinFrom& operator=(const StdinFrom&) = delete;
+
+ private:
+  const int saved_;
+};
+
+void WriteFile(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary) << bytes;
+}
 
 class CliTest : public ::testing::Test {
  protected:
@@ -73,6 +106,11 @@ TEST_F(CliTest, HelpDocumentsEveryFlag) {
   EXPECT_EQ(t.exit_code, 0);
   for (const char* cmd : {"issue", "poll", "succeed", "fail", "heartbeat", "cancel", "describe"}) {
     EXPECT_NE(t.out.find(cmd), std::string::npos) << cmd;
+  }
+  for (const char* cmd : {"issue", "succeed", "fail"}) {
+    CliResult h = RunCli({"task", cmd, "--help"}, dir_.path() + "/help.out");
+    EXPECT_EQ(h.exit_code, 0);
+    EXPECT_NE(h.out.find("file://PATH reads a file, - reads stdin"), std::string::npos) << h.out;
   }
 }
 
@@ -225,6 +263,117 @@ TEST_F(CliTest, EventsWatchPrintsAndAcknowledges) {
   EXPECT_GE(commits["max"].get<uint64_t>(), 1u);
   EXPECT_GE(stats["submitWakes"].get<uint64_t>(), 1u);
   EXPECT_LE(stats["submitWakes"].get<uint64_t>(), stats["commands"].get<uint64_t>());
+}
+
+// Issue 18: a payload larger than one argument may be (128 KiB) could not be sent. As with the
+// AWS CLI, file://PATH and - (stdin) name the value.
+TEST_F(CliTest, ValuesFromAFileAndFromStdin) {
+  StartServer();
+  const std::string input = R"({"blob":")" + std::string(200 * 1024, 'i') + R"("})";
+  const std::string input_path = dir_.path() + "/input.json";
+  WriteFile(input_path, input);
+  // A relative path is read from the current directory, which the CLI inherits.
+  const std::string relative = std::filesystem::relative(input_path).string();
+  const std::string token =
+      CliJson({"task", "issue", "--callback", "--input", "file://" + relative})["taskToken"];
+  const std::string output = R"({"blob":")" + std::string(200 * 1024, 'o') + R"("})";
+  WriteFile(dir_.path() + "/output.json", output);
+  {
+    StdinFrom stdin_from(dir_.path() + "/output.json");
+    EXPECT_EQ(CliJson({"task", "succeed", token, "--output", "-"}), json::object());
+  }
+  json d = CliJson({"task", "describe", token});
+  EXPECT_EQ(d["state"], "SUCCEEDED");
+  EXPECT_EQ(d["input"], input);
+  EXPECT_EQ(d["output"], output);
+
+  // --error and --cause too, the bytes as they are (newlines kept).
+  const std::string failed = CliJson({"task", "issue", "--callback"})["taskToken"];
+  WriteFile(dir_.path() + "/error.txt", "Disk.Full");
+  WriteFile(dir_.path() + "/cause.txt", "line 1\nline 2\n");
+  {
+    StdinFrom stdin_from(dir_.path() + "/cause.txt");
+    EXPECT_EQ(CliJson({"task", "fail", failed, "--error", "file://" + dir_.path() + "/error.txt",
+                       "--cause", "-"}),
+              json::object());
+  }
+  d = CliJson({"task", "describe", failed});
+  EXPECT_EQ(d["error"], "Disk.Full");
+  EXPECT_EQ(d["cause"], "line 1\nline 2\n");
+
+  // A file can hold what an argument cannot: a NUL, which the server refuses (issue 18).
+  WriteFile(dir_.path() + "/nul.json", std::string("{}\0garbage", 10));
+  json nul =
+      CliJson({"task", "issue", "--callback", "--input", "file://" + dir_.path() + "/nul.json"}, 2);
+  EXPECT_EQ(nul["error"], "InvalidOutput");
+  EXPECT_EQ(nul["message"], "Invalid Input: 'Invalid JSON at byte 2'");
+}
+
+// Unreadable values are usage errors, found before connecting: nothing listens on port 1.
+TEST_F(CliTest, UnreadableValuesAreUsageErrors) {
+  auto usage = [&](const std::vector<std::string>& args) {
+    std::vector<std::string> full = {"--server", "127.0.0.1:1"};
+    full.insert(full.end(), args.begin(), args.end());
+    CliResult r = RunCli(full, dir_.path() + "/cli.out");
+    EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+    json j = json::parse(r.out, nullptr, false);
+    EXPECT_EQ(j["error"], "UsageError") << r.out;
+    return j["message"].is_string() ? j["message"].get<std::string>() : std::string();
+  };
+  const std::string missing = dir_.path() + "/no-such.json";
+  EXPECT_EQ(usage({"task", "issue", "--callback", "--input", "file://" + missing}),
+            "--input: cannot read file://" + missing + ": No such file or directory");
+  EXPECT_EQ(usage({"task", "fail", "T", "--error", "file://" + dir_.path()}),
+            "--error: cannot read file://" + dir_.path() + ": Is a directory");
+  // Past a request's limit, reading stops.
+  const std::string big = dir_.path() + "/big.json";
+  WriteFile(big, std::string(limits::kRequestBytesMax + 1, ' '));
+  EXPECT_EQ(usage({"task", "succeed", "T", "--output", "file://" + big}),
+            "--output: cannot read file://" + big + ": more than " +
+                std::to_string(limits::kRequestBytesMax) + " bytes, a request's limit");
+  {
+    StdinFrom stdin_from(big);
+    EXPECT_EQ(usage({"task", "succeed", "T", "--output", "-"}),
+              "--output: cannot read stdin: more than " + std::to_string(limits::kRequestBytesMax) +
+                  " bytes, a request's limit");
+  }
+  // Stdin can be read once.
+  WriteFile(dir_.path() + "/in.txt", "x");
+  StdinFrom stdin_from(dir_.path() + "/in.txt");
+  EXPECT_EQ(usage({"task", "fail", "T", "--error", "-", "--cause", "-"}),
+            "--error and --cause both read stdin (-); only one option may");
+}
+
+// Issue 18: CLI11 reads integers in C's base 0 ("010" was 8, "0x10" 16). Decimal only now.
+TEST_F(CliTest, IntegersAreDecimal) {
+  StartServer();
+  const std::string token = CliJson(
+      {"task", "issue", "--callback", "--timeout", "010", "--heartbeat", "09"})["taskToken"];
+  const json d = CliJson({"task", "describe", token});
+  EXPECT_EQ(d["timeoutSeconds"], 10);
+  EXPECT_EQ(d["heartbeatSeconds"], 9);  // not even octal
+  for (const char* bad : {"0x10", "1e3", "-1", "+5", " 5", "5s", "", "1_000", "4294967296"}) {
+    json j = CliJson({"task", "issue", "--callback", "--timeout", bad}, 1);
+    EXPECT_EQ(j["error"], "UsageError") << bad;
+    const std::string message = j["message"].is_string() ? j["message"].get<std::string>() : "";
+    EXPECT_EQ(message.rfind("--timeout: ", 0), 0u) << bad << ": " << message;
+  }
+  EXPECT_EQ(CliJson({"task", "issue", "--callback", "--timeout", "0x10"}, 1)["message"],
+            "--timeout: '0x10' is not a decimal number (digits 0-9 only)");
+  EXPECT_EQ(CliJson({"task", "issue", "--callback", "--timeout", "4294967296"}, 1)["message"],
+            "--timeout: '4294967296' is out of range (0..4294967295)");
+  // Every integer option of the CLI, 64-bit ones included.
+  EXPECT_EQ(CliJson({"task", "poll", "arn:x", "--wait", "0x1"}, 1)["error"], "UsageError");
+  EXPECT_EQ(
+      CliJson({"task", "issue", "--activity", "arn:x", "--schedule-to-start", "1e1"}, 1)["error"],
+      "UsageError");
+  EXPECT_EQ(CliJson({"activity", "list", "--max-results", "1e2"}, 1)["error"], "UsageError");
+  EXPECT_EQ(CliJson({"events", "ack", "--consumer", "c", "18446744073709551616"}, 1)["message"],
+            "SEQ: '18446744073709551616' is out of range (0..18446744073709551615)");
+  EXPECT_EQ(CliJson({"events", "watch", "--consumer", "c", "--from", "-1"}, 1)["error"],
+            "UsageError");
+  EXPECT_EQ(CliJson({"events", "watch", "--consumer", "c", "--count", "0x1"}, 1)["error"],
+            "UsageError");
 }
 
 TEST_F(CliTest, ServerFromEnvironment) {

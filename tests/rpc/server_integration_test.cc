@@ -99,7 +99,8 @@ TEST_F(ServerIntegrationTest, PingAndInfo) {
   ASSERT_NE(c, nullptr);
   auto pong = c->Ping("hello");
   ASSERT_TRUE(pong.ok());
-  EXPECT_EQ(pong.value, "hello");
+  EXPECT_EQ(pong.value.payload, "hello");
+  EXPECT_TRUE(pong.value.storage.ok);
   EXPECT_EQ(c->info().api_version, 1u);
   EXPECT_EQ(c->info().max_poll_seconds, limits::kPollSecondsDefault);
   EXPECT_EQ(c->info().request_bytes_max, limits::kRequestBytesMax);

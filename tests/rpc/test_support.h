@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -109,6 +110,10 @@ class ServerProcess {
   [[nodiscard]] bool Start() {
     std::vector<std::string> args = {kDaemonPath, "--data-dir", data_dir_, "--rpc-listen",
                                      "127.0.0.1:0"};
+    // The AWS gateway on a free port too, unless the test chose.
+    if (std::find(extra_.begin(), extra_.end(), "--aws-listen") == extra_.end()) {
+      args.insert(args.end(), {"--aws-listen", "127.0.0.1:0"});
+    }
     args.insert(args.end(), extra_.begin(), extra_.end());
     const size_t log_offset = ReadFile(log_path_).size();  // restarts append to the same log
     pid_ = Spawn(args, log_path_);
@@ -121,6 +126,11 @@ class ServerProcess {
           const size_t end = log.find_first_of(" \n", at + 13);
           if (end == std::string::npos) return false;
           address_ = log.substr(at + 13, end - at - 13);
+          const size_t aws = log.find("aws_listen=", at);
+          if (aws != std::string::npos) {
+            const size_t aws_end = log.find_first_of(" \n", aws + 11);
+            aws_address_ = log.substr(aws + 11, aws_end - aws - 11);
+          }
           return true;
         },
         kStartTimeoutMs);
@@ -149,6 +159,8 @@ class ServerProcess {
   void Kill9() { SignalAndWait(SIGKILL); }
 
   const std::string& address() const { return address_; }
+  // The AWS gateway's HOST:PORT ("off" when the test turned it off).
+  const std::string& aws_address() const { return aws_address_; }
   pid_t pid() const { return pid_; }
   std::string Log() const { return ReadFile(log_path_); }
 
@@ -206,6 +218,7 @@ class ServerProcess {
   pid_t pid_ = -1;
   int exit_status_ = 0;
   std::string address_;
+  std::string aws_address_;
 };
 
 struct CliResult {

@@ -1,0 +1,200 @@
+#include "engine/errors.h"
+
+#include <utility>
+
+#include "engine/assert.h"
+
+namespace tw {
+
+const char* ErrorCodeName(ErrorCode c) {
+  switch (c) {
+    case ErrorCode::kOk:
+      return "";
+    case ErrorCode::kValidation:
+      return "ValidationException";
+    case ErrorCode::kInvalidToken:
+      return "InvalidToken";
+    case ErrorCode::kTaskDoesNotExist:
+      return "TaskDoesNotExist";
+    case ErrorCode::kTaskTimedOut:
+      return "TaskTimedOut";
+    case ErrorCode::kInvalidOutput:
+      return "InvalidOutput";
+    case ErrorCode::kInvalidName:
+      return "InvalidName";
+    case ErrorCode::kInvalidArn:
+      return "InvalidArn";
+    case ErrorCode::kActivityDoesNotExist:
+      return "ActivityDoesNotExist";
+    case ErrorCode::kActivityLimitExceeded:
+      return "ActivityLimitExceeded";
+    case ErrorCode::kActivityWorkerLimitExceeded:
+      return "ActivityWorkerLimitExceeded";
+    case ErrorCode::kOverloaded:
+      return kThrottlingException;
+    case ErrorCode::kUnavailable:
+      return "ServiceUnavailable";
+    case ErrorCode::kInternal:
+      return "InternalFailure";
+  }
+  return "InternalFailure";
+}
+
+std::string AwsErrorType(std::string_view code) {
+  std::string_view ns = "com.amazonaws.swf.service.v2.model";
+  if (code == "ValidationException") {
+    ns = "com.amazon.coral.validate";
+  } else if (code == kThrottlingException || code == "ServiceUnavailable") {
+    ns = "com.amazon.coral.availability";
+  } else if (code == kSerializationException || code == kUnknownOperationException ||
+             code == "InternalFailure" || code.ends_with("Exception") ||
+             code == "IncompleteSignature") {
+    // Coral's own: the protocol and authentication errors (UnrecognizedClientException,
+    // InvalidSignatureException, MissingAuthenticationTokenException, IncompleteSignature).
+    ns = "com.amazon.coral.service";
+  }
+  std::string type(ns);
+  type.push_back('#');
+  type.append(code);
+  return type;
+}
+
+int AwsHttpStatus(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::kUnavailable:
+      return 503;
+    case ErrorCode::kInternal:
+      return 500;
+    default:
+      return 400;
+  }
+}
+
+std::string Constraint(std::string_view field, std::string_view rule) {
+  std::string s = "Value at '";
+  s.append(field);
+  s.append("' failed to satisfy constraint: ");
+  s.append(rule);
+  return s;
+}
+
+std::string ValueConstraint(std::string_view value, std::string_view field, std::string_view rule) {
+  std::string s = "Value '";
+  s.append(value);
+  s.append("' at '");
+  s.append(field);
+  s.append("' failed to satisfy constraint: ");
+  s.append(rule);
+  return s;
+}
+
+std::string ValidationMessage(const std::vector<std::string>& constraints) {
+  TW_ASSERT(!constraints.empty());
+  std::string s = std::to_string(constraints.size());
+  s.append(constraints.size() == 1 ? " validation error detected: "
+                                   : " validation errors detected: ");
+  for (size_t i = 0; i < constraints.size(); ++i) {
+    if (i > 0) s.append("; ");
+    s.append(constraints[i]);
+  }
+  return s;
+}
+
+std::string TooLongRule(size_t n) {
+  return "Member must have length less than or equal to " + std::to_string(n);
+}
+
+std::string ValueAtMostRule(uint64_t n) {
+  return "Member must have value less than or equal to " + std::to_string(n);
+}
+
+std::string MissingMessage(std::string_view field) {
+  return ValidationMessage({Constraint(field, kNullRule)});
+}
+std::string TooShortMessage(std::string_view field) {
+  return ValidationMessage({Constraint(field, kTooShortRule)});
+}
+std::string TooLongMessage(std::string_view field, size_t n) {
+  return ValidationMessage({Constraint(field, TooLongRule(n))});
+}
+std::string InvalidUtf8Message(std::string_view field) {
+  return ValidationMessage({Constraint(field, kUtf8Rule)});
+}
+
+Error ValidationError(std::string message) {
+  return Error::Make(ErrorCode::kValidation, std::move(message));
+}
+
+Error InvalidTokenError() { return Error::Make(ErrorCode::kInvalidToken, kInvalidTokenMessage); }
+
+Error TaskGoneError() { return Error::Make(ErrorCode::kTaskTimedOut, kTaskGoneMessage); }
+
+Error TaskDoesNotExistError() {
+  return Error::Make(ErrorCode::kTaskDoesNotExist, kTaskDoesNotExistMessage);
+}
+
+Error InvalidNameError(std::string_view shown_name) {
+  std::string m = "Invalid Name: '";
+  m.append(shown_name);
+  m.push_back('\'');
+  return Error::Make(ErrorCode::kInvalidName, std::move(m));
+}
+
+Error InvalidArnError(std::string_view arn) {
+  std::string m = "Invalid Arn: 'Invalid ARN prefix: ";
+  m.append(arn);
+  m.push_back('\'');
+  return Error::Make(ErrorCode::kInvalidArn, std::move(m));
+}
+
+Error ActivityDoesNotExistError(std::string_view arn) {
+  std::string m = "Activity Does Not Exist: '";
+  m.append(arn);
+  m.push_back('\'');
+  return Error::Make(ErrorCode::kActivityDoesNotExist, std::move(m));
+}
+
+Error ActivityLimitExceededError(size_t activities_max) {
+  return Error::Make(ErrorCode::kActivityLimitExceeded,
+                     "Activity Limit Exceeded: 'The maximum number of activities (" +
+                         std::to_string(activities_max) + ") has been reached'");
+}
+
+Error ActivityWorkerLimitExceededError(size_t pollers_max) {
+  return Error::Make(ErrorCode::kActivityWorkerLimitExceeded,
+                     "Activity Worker Limit Exceeded: 'The maximum number of concurrent "
+                     "pollers (" +
+                         std::to_string(pollers_max) + ") for this activity has been reached'");
+}
+
+Error InvalidPayloadError(std::string_view label, std::string_view problem) {
+  std::string m = "Invalid ";
+  m.append(label);
+  m.append(": '");
+  m.append(problem);
+  m.push_back('\'');
+  return Error::Make(ErrorCode::kInvalidOutput, std::move(m));
+}
+
+Error ThrottlingError(std::string_view reason) {
+  std::string m = kThrottlingMessage;
+  if (!reason.empty()) {
+    m.append(": ");
+    m.append(reason);
+  }
+  return Error::Make(ErrorCode::kOverloaded, std::move(m));
+}
+
+Error UnavailableError(std::string message) {
+  return Error::Make(ErrorCode::kUnavailable, std::move(message));
+}
+
+Error StorageFailureError(std::string_view detail) {
+  std::string m = "storage failure: ";
+  m.append(detail);
+  return UnavailableError(std::move(m));
+}
+
+Error StoppingError() { return UnavailableError("the engine is stopping"); }
+
+}  // namespace tw

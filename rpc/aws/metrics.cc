@@ -1,0 +1,172 @@
+#include "rpc/aws/metrics.h"
+
+#include <cinttypes>
+#include <cstdio>
+#include <initializer_list>
+#include <string_view>
+
+namespace tw::rpc::aws {
+
+namespace {
+
+// A Prometheus label value: backslash, double quote and newline escaped.
+std::string Label(std::string_view v) {
+  std::string out;
+  out.reserve(v.size());
+  for (char c : v) {
+    if (c == '\\' || c == '"') out.push_back('\\');
+    if (c == '\n') {
+      out.append("\\n");
+      continue;
+    }
+    out.push_back(c);
+  }
+  return out;
+}
+
+class Writer {
+ public:
+  void Header(const char* name, const char* type, const char* help) {
+    out_.append("# HELP ").append(name).append(" ").append(help).append("\n");
+    out_.append("# TYPE ").append(name).append(" ").append(type).append("\n");
+  }
+  void Sample(const std::string& name, const std::string& labels, double value) {
+    out_.append(name);
+    if (!labels.empty()) out_.append("{").append(labels).append("}");
+    char buf[64];
+    std::snprintf(buf, sizeof(buf), " %.17g\n", value);
+    out_.append(buf);
+  }
+  void Sample(const std::string& name, const std::string& labels, uint64_t value) {
+    out_.append(name);
+    if (!labels.empty()) out_.append("{").append(labels).append("}");
+    out_.append(" ").append(std::to_string(value)).append("\n");
+  }
+  // A histogram from LatencyBuckets counts, at Prometheus bounds `le` (in the counts' unit),
+  // reported divided by `scale` (1e6: microseconds as seconds). A bucket is counted under the
+  // first bound its upper end does not exceed, so the histogram errs on the slow side by at
+  // most a bucket's width (25%).
+  void Histogram(const std::string& name, const std::string& labels,
+                 const LatencyBuckets::Counts& counts, std::initializer_list<uint64_t> le,
+                 double scale) {
+    const std::string sep = labels.empty() ? "" : ",";
+    uint64_t total = 0;
+    double sum = 0;
+    for (size_t i = 0; i < counts.size(); ++i) {
+      total += counts[i];
+      sum += static_cast<double>(counts[i]) * static_cast<double>(LatencyBuckets::LowerBound(i));
+    }
+    for (uint64_t bound : le) {
+      uint64_t below = 0;
+      for (size_t i = 0; i < counts.size(); ++i) {
+        if (LatencyBuckets::UpperBound(i) - 1 <= bound) below += counts[i];
+      }
+      char b[32];
+      std::snprintf(b, sizeof(b), "%.17g", static_cast<double>(bound) / scale);
+      Sample(name + "_bucket", labels + sep + "le=\"" + b + "\"", below);
+    }
+    Sample(name + "_bucket", labels + sep + "le=\"+Inf\"", total);
+    Sample(name + "_sum", labels, sum / scale);
+    Sample(name + "_count", labels, total);
+  }
+  std::string Take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+constexpr std::initializer_list<uint64_t> kLatencyBoundsUs = {
+    100,     250,     500,     1'000,     2'500,     5'000,     10'000,     25'000,     50'000,
+    100'000, 250'000, 500'000, 1'000'000, 2'500'000, 5'000'000, 10'000'000, 30'000'000, 60'000'000};
+constexpr std::initializer_list<uint64_t> kBatchBounds = {1,   2,   4,   8,    16,   32,  64,
+                                                          128, 256, 512, 1024, 2048, 4096};
+
+void EngineMetrics(const EngineStats& s, Writer& w) {
+  w.Header("tokenwheel_live_tasks", "gauge", "Tasks SCHEDULED or STARTED.");
+  w.Sample("tokenwheel_live_tasks", "", s.live_tasks);
+  w.Header("tokenwheel_pending_timers", "gauge", "Timers armed in the timing wheel.");
+  w.Sample("tokenwheel_pending_timers", "", s.pending_timers);
+  w.Header("tokenwheel_waiting_polls", "gauge", "GetActivityTask calls waiting in the engine.");
+  w.Sample("tokenwheel_waiting_polls", "", s.waiting_polls);
+  w.Header("tokenwheel_queued_tasks", "gauge", "SCHEDULED tasks waiting, per activity.");
+  for (const auto& [arn, n] : s.queued_per_activity) {
+    w.Sample("tokenwheel_queued_tasks", "activity=\"" + Label(arn) + "\"", n);
+  }
+  w.Header("tokenwheel_timeouts_total", "counter", "Tasks timed out, by the clock that fired.");
+  for (TimeoutKind k :
+       {TimeoutKind::kHeartbeat, TimeoutKind::kOverall, TimeoutKind::kScheduleToStart}) {
+    w.Sample("tokenwheel_timeouts_total", std::string("clock=\"") + TimeoutKindName(k) + "\"",
+             s.timeouts[static_cast<size_t>(k)]);
+  }
+  w.Header("tokenwheel_events_last_sequence", "gauge", "The last durable outcome event.");
+  w.Sample("tokenwheel_events_last_sequence", "", s.last_event_seq);
+  w.Header("tokenwheel_events_not_acked", "gauge",
+           "Outcome events the slowest consumer has not acknowledged.");
+  w.Sample("tokenwheel_events_not_acked", "", s.events_not_acked);
+  w.Header("tokenwheel_engine_commands_total", "counter", "Commands the engine applied.");
+  w.Sample("tokenwheel_engine_commands_total", "", s.commands);
+  w.Header("tokenwheel_engine_batch_commands", "histogram", "Commands per group commit.");
+  w.Histogram("tokenwheel_engine_batch_commands", "", s.batch_commands, kBatchBounds, 1);
+  w.Header("tokenwheel_engine_commit_seconds", "histogram",
+           "Group commit write and WAL sync time.");
+  w.Histogram("tokenwheel_engine_commit_seconds", "", s.commit_latency_us, kLatencyBoundsUs, 1e6);
+  w.Header("tokenwheel_storage_ok", "gauge", "1 while the storage works, 0 after a failure.");
+  w.Sample("tokenwheel_storage_ok", "", uint64_t{s.storage.ok ? 1u : 0u});
+  w.Header("tokenwheel_storage_failures_total", "counter", "Storage failures.");
+  w.Sample("tokenwheel_storage_failures_total", "", s.storage.failures);
+  w.Header("tokenwheel_storage_recoveries_total", "counter", "Reopens after a storage failure.");
+  w.Sample("tokenwheel_storage_recoveries_total", "", s.storage.recoveries);
+}
+
+void GatewayMetrics(const GatewayCounters& g, Writer& w) {
+  w.Header("tokenwheel_gateway_requests_total", "counter",
+           "Requests answered, by operation and AWS error code (code=\"\" for success).");
+  for (const auto& [key, n] : g.requests) {
+    w.Sample(
+        "tokenwheel_gateway_requests_total",
+        std::string("operation=\"") + OpName(key.first) + "\",code=\"" + Label(key.second) + "\"",
+        n);
+  }
+  w.Header("tokenwheel_gateway_rejected_total", "counter",
+           "Requests refused before an operation was known, by code.");
+  for (const auto& [code, n] : g.rejected) {
+    w.Sample("tokenwheel_gateway_rejected_total", "code=\"" + Label(code) + "\"", n);
+  }
+  w.Header("tokenwheel_gateway_request_seconds", "histogram",
+           "Time from a request's last byte to its answer, by operation.");
+  for (size_t i = 0; i < kOpCount; ++i) {
+    if (LatencyCount(g.latency_us[i]) == 0) continue;
+    w.Histogram("tokenwheel_gateway_request_seconds",
+                std::string("operation=\"") + OpName(static_cast<Op>(i)) + "\"", g.latency_us[i],
+                kLatencyBoundsUs, 1e6);
+  }
+  w.Header("tokenwheel_gateway_connections", "gauge", "Open connections.");
+  w.Sample("tokenwheel_gateway_connections", "", g.connections);
+  w.Header("tokenwheel_gateway_connections_total", "counter", "Connections accepted.");
+  w.Sample("tokenwheel_gateway_connections_total", "", g.connections_accepted);
+  w.Header("tokenwheel_gateway_connections_refused_total", "counter",
+           "Connections refused past the connection cap.");
+  w.Sample("tokenwheel_gateway_connections_refused_total", "", g.connections_refused);
+  w.Header("tokenwheel_gateway_waiting_polls", "gauge",
+           "GetActivityTask and GetOutcomes calls waiting.");
+  w.Sample("tokenwheel_gateway_waiting_polls", "", g.waiting_polls);
+  w.Header("tokenwheel_gateway_calls_in_flight", "gauge", "Engine calls not yet answered.");
+  w.Sample("tokenwheel_gateway_calls_in_flight", "", g.calls_in_flight);
+  w.Header("tokenwheel_gateway_tasks_returned_total", "counter",
+           "Tasks put back in their queue because their poll's answer could not be written.");
+  w.Sample("tokenwheel_gateway_tasks_returned_total", "", g.tasks_returned);
+  w.Header("tokenwheel_gateway_accept_backoffs_total", "counter",
+           "Times the accept loop backed off for lack of file descriptors.");
+  w.Sample("tokenwheel_gateway_accept_backoffs_total", "", g.accept_backoffs);
+}
+
+}  // namespace
+
+std::string RenderMetrics(const EngineStats& engine, const GatewayCounters& gateway) {
+  Writer w;
+  EngineMetrics(engine, w);
+  GatewayMetrics(gateway, w);
+  return w.Take();
+}
+
+}  // namespace tw::rpc::aws

@@ -1,0 +1,132 @@
+// tokenwheeld as an operator meets it: who can read its data dir, which addresses it listens
+// on, and how it refuses a bad flag. The storage-failure behaviour of a real server:
+// disk_full_test.cc.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "tests/rpc/test_support.h"
+
+namespace tw::rpc::testing {
+namespace {
+
+mode_t ModeOf(const std::filesystem::path& p) {
+  struct stat st {};
+  EXPECT_EQ(::stat(p.c_str(), &st), 0) << p;
+  return st.st_mode & 07777;
+}
+
+// Runs tokenwheeld with `args` to its exit (bounded); the exit code and its log.
+CliResult RunDaemon(const std::vector<std::string>& args, const std::string& log_path) {
+  return RunCli(args, log_path, kDaemonPath);
+}
+
+// Every file and directory under the data dir is the server's alone.
+void ExpectPrivate(const std::string& data_dir) {
+  EXPECT_EQ(ModeOf(data_dir), 0700u);
+  EXPECT_EQ(ModeOf(data_dir + "/db"), 0700u);
+  EXPECT_EQ(ModeOf(data_dir + "/token.key"), 0600u);
+  size_t files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(data_dir + "/db")) {
+    if (!e.is_regular_file()) continue;
+    ++files;
+    EXPECT_EQ(ModeOf(e.path()) & 077, 0u) << e.path() << " is readable by others";
+  }
+  EXPECT_GT(files, 3u);
+}
+
+TEST(DaemonTest, TheDataDirIsPrivate) {
+  TempDir tmp;
+  const std::string data = tmp.path() + "/data";
+  ServerProcess server(data, tmp.path() + "/log");
+  ASSERT_TRUE(server.Start());
+  ExpectPrivate(data);
+  EXPECT_EQ(server.Terminate(), 0);
+  ExpectPrivate(data);  // what the clean close wrote too
+}
+
+TEST(DaemonTest, AnOlderWorldReadableDataDirIsMadePrivate) {
+  TempDir tmp;
+  const std::string data = tmp.path() + "/data";
+  {
+    ServerProcess server(data, tmp.path() + "/log");
+    ASSERT_TRUE(server.Start());
+    EXPECT_EQ(server.Terminate(), 0);
+  }
+  // As an older build left it.
+  std::filesystem::permissions(data, std::filesystem::perms(0755));
+  std::filesystem::permissions(data + "/db", std::filesystem::perms(0755));
+  std::filesystem::permissions(data + "/token.key", std::filesystem::perms(0644));
+  for (const auto& e : std::filesystem::directory_iterator(data + "/db")) {
+    if (e.is_regular_file()) std::filesystem::permissions(e.path(), std::filesystem::perms(0644));
+  }
+  ServerProcess server(data, tmp.path() + "/log2");
+  ASSERT_TRUE(server.Start());
+  ExpectPrivate(data);
+  EXPECT_NE(server.Log().find("took group and other permissions off"), std::string::npos)
+      << server.Log();
+}
+
+TEST(DaemonTest, ANonLoopbackAddressIsRefused) {
+  TempDir tmp;
+  for (const char* address : {"0.0.0.0:0", "10.1.2.3:7411", "[::]:0", "example.com:7411"}) {
+    const CliResult r = RunDaemon({"--data-dir", tmp.path() + "/data", "--rpc-listen", address},
+                                  tmp.path() + "/out");
+    EXPECT_EQ(r.exit_code, 1) << address;
+    EXPECT_NE(r.err.find("loopback addresses only"), std::string::npos) << address << ": " << r.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(tmp.path() + "/data")) << "refused before touching disk";
+}
+
+TEST(DaemonTest, LoopbackAddressesAreServed) {
+  TempDir tmp;
+  for (const char* address : {"127.0.0.2:0", "localhost:0"}) {
+    const std::string log = tmp.path() + "/log";
+    const pid_t pid = ServerProcess::Spawn(
+        {kDaemonPath, "--data-dir", tmp.path() + "/data", "--rpc-listen", address}, log);
+    ASSERT_GT(pid, 0);
+    const bool up = WaitUntil(
+        [&]() { return ReadFile(log).find("listening on") != std::string::npos; }, kStartTimeoutMs);
+    EXPECT_TRUE(up) << address << ": " << ReadFile(log);
+    kill(pid, SIGTERM);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << address;
+    std::filesystem::remove(log);
+  }
+}
+
+TEST(DaemonTest, ABadStorageRetryIsRefused) {
+  TempDir tmp;
+  const CliResult r = RunDaemon({"--data-dir", tmp.path() + "/data", "--storage-retry-ms", "0"},
+                                tmp.path() + "/out");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--storage-retry-ms must be"), std::string::npos) << r.err;
+}
+
+TEST(DaemonTest, IntegersAreDecimalAndInRange) {
+  TempDir tmp;
+  for (const char* value : {"0x10", "010x", "-1", "1e3"}) {
+    const CliResult r =
+        RunDaemon({"--data-dir", tmp.path() + "/data", "--tick-ms", value}, tmp.path() + "/out");
+    EXPECT_EQ(r.exit_code, 1) << value;
+    EXPECT_NE(r.err.find("--tick-ms"), std::string::npos) << value << ": " << r.err;
+  }
+  // A config file: a negative or too large integer is refused, not wrapped.
+  for (const char* config : {R"({"tick-ms": -1})", R"({"max-poll-seconds": 4294967296})",
+                             R"({"storage-retry-ms": 1.5})"}) {
+    const std::string path = tmp.path() + "/config.json";
+    std::ofstream(path) << config;
+    const CliResult r =
+        RunDaemon({"--data-dir", tmp.path() + "/data", "--config", path}, tmp.path() + "/out");
+    EXPECT_EQ(r.exit_code, 1) << config;
+    EXPECT_NE(r.err.find("must be an integer"), std::string::npos) << config << ": " << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace tw::rpc::testing
