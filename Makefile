@@ -47,9 +47,11 @@ bench: release
 	  $$b --benchmark_out=$(BENCH_OUT)/$$n.json --benchmark_out_format=json $(BENCH_ARGS) || exit 1; \
 	done
 
-# The server in the foreground on ./data and 127.0.0.1:7411 (Ctrl-C stops it cleanly).
+# The server in the foreground on ./data: Cap'n Proto on 127.0.0.1:7411, the AWS gateway on
+# 127.0.0.1:8083 (Ctrl-C stops it cleanly).
 run: release
-	./build/release/tools/tokenwheeld --data-dir ./data --rpc-listen 127.0.0.1:7411
+	./build/release/tools/tokenwheeld --data-dir ./data --rpc-listen 127.0.0.1:7411 \
+	  --aws-listen 127.0.0.1:8083
 
 clean:
 	rm -rf build

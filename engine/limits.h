@@ -137,10 +137,11 @@ static_assert(kRpcCallsInFlightMax <= kCommandQueueMax);
 static_assert(kRpcAcceptBackoffMsMin <= kRpcAcceptBackoffMsMax);
 
 // AWS JSON 1.0 gateway (rpc/aws/). A request body is at most kRequestBytesMax (413 past it).
-inline constexpr size_t kAwsHeaderBytesMax = 16 << 10;          // request line + headers (431)
-inline constexpr size_t kAwsConnectionsMax = 16'384;            // past it: 503, closed
-inline constexpr size_t kAwsCallsInFlightMax = 8192;            // past it: ThrottlingException
-inline constexpr int64_t kAwsIdleTimeoutMsDefault = 60'000;     // keep-alive idle, unread answer
+inline constexpr size_t kAwsHeaderBytesMax = 16 << 10;       // request line + headers (431)
+inline constexpr size_t kAwsConnectionsMax = 16'384;         // past it: 503, closed
+inline constexpr size_t kAwsCallsInFlightMax = 8192;         // past it: ThrottlingException
+inline constexpr size_t kAwsPayloadCallsInFlightMax = 256;   // of them DescribeTask, ListActivities
+inline constexpr int64_t kAwsIdleTimeoutMsDefault = 60'000;  // keep-alive idle, unread answer
 inline constexpr int64_t kAwsRequestTimeoutMsDefault = 10'000;  // first byte to whole request
 inline constexpr int64_t kAwsAcceptBackoffMsMin = 10;           // EMFILE / ENFILE back-off
 inline constexpr int64_t kAwsAcceptBackoffMsMax = 1000;
@@ -150,6 +151,7 @@ inline constexpr size_t kAwsCredentialsFileBytesMax = 64 << 10;
 inline constexpr size_t kAwsAccessKeyIdCharsMax = 128;  // AWS's own maximum
 inline constexpr size_t kAwsSecretKeyCharsMax = 256;    // AWS's are 40
 static_assert(kAwsCallsInFlightMax <= kCommandQueueMax);
+static_assert(kAwsPayloadCallsInFlightMax <= kAwsCallsInFlightMax);
 static_assert(kAwsAcceptBackoffMsMin <= kAwsAcceptBackoffMsMax);
 // Every connection may hold a long poll: the engine must take that many waiting polls.
 static_assert(kAwsConnectionsMax <= kPollWaitersMax);

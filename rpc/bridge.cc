@@ -5,11 +5,12 @@
 namespace tw::rpc {
 
 Bridge::Bridge(Engine* engine, std::shared_ptr<Mailbox> mailbox, AtBurstEnd at_burst_end,
-               size_t calls_max, uint8_t poll_id_tag)
+               size_t calls_max, size_t payload_calls_max, uint8_t poll_id_tag)
     : engine_(engine),
       mailbox_(std::move(mailbox)),
       at_burst_end_(std::move(at_burst_end)),
       calls_max_(calls_max),
+      payload_calls_max_(payload_calls_max),
       poll_id_tag_(uint64_t{poll_id_tag} << 56),
       alive_(std::make_shared<char>()) {
   TW_ASSERT(engine_ != nullptr);

@@ -9,9 +9,14 @@
 //  - Back: each answer is posted to the loop through the Mailbox, which rings once per engine
 //    reply burst.
 //
-// Bounds: at most `calls_max` calls in flight (started, answer not yet delivered) through one
-// bridge; past it Call refuses at once with ErrorCode::kOverloaded, before the engine sees the
-// call. Long polls count separately (the engine bounds waiting polls: limits::kPollWaitersMax).
+// Bounds: single calls in flight (started, answer not yet delivered) are bounded for each bridge:
+// at most `calls_max` in all, and at most `payload_calls_max` of the calls whose answers carry
+// task payloads (describe, list). Past them Admit says no, and a front end refuses the call at
+// once (OVERLOADED, ThrottlingException) before the engine sees it: an overload then costs a
+// small reply instead of memory (the engine's queue only fills when the engine is the
+// bottleneck; when the front end's thread is, answers would pile up in between). Long polls
+// and batch items count separately (the engine bounds waiting polls: limits::kPollWaitersMax;
+// the front ends bound batches).
 //
 // Threads: every method runs on the loop thread, except that the engine runs the callbacks Call
 // and Poll pass it on its own thread; those only post to the mailbox. A `deliver` closure may be
@@ -33,6 +38,13 @@
 
 namespace tw::rpc {
 
+// How a call counts against the bridge's bounds.
+enum class Admission : uint8_t {
+  kBounded,  // refused at calls_max
+  kPayload,  // also at payload_calls_max: its answer carries task payloads (describe, list)
+  kAlways,   // never refused, not counted (stats: an operator must see an overload; batch items)
+};
+
 class Bridge {
  public:
   // Runs `fn` on the loop thread once the events queued so far have run (KJ: kj::evalLast;
@@ -42,7 +54,7 @@ class Bridge {
   // Poll ids name a wait across every front end of one engine: each front end owns the ids with
   // its tag in the top byte.
   Bridge(Engine* engine, std::shared_ptr<Mailbox> mailbox, AtBurstEnd at_burst_end,
-         size_t calls_max, uint8_t poll_id_tag);
+         size_t calls_max, size_t payload_calls_max, uint8_t poll_id_tag);
   ~Bridge();
   Bridge(const Bridge&) = delete;
   Bridge& operator=(const Bridge&) = delete;
@@ -50,27 +62,45 @@ class Bridge {
   Engine* engine() const { return engine_; }
   Mailbox& mailbox() { return *mailbox_; }
   size_t calls_in_flight() const { return calls_in_flight_; }
+  size_t payload_calls_in_flight() const { return payload_calls_in_flight_; }
 
-  // Starts one engine call: start(callback) calls the engine method with `callback`; `deliver`
-  // gets the answer on the loop thread. Past calls_max calls in flight, `deliver` gets
-  // ThrottlingError at once (on this thread, before Call returns) and `start` is not called.
-  template <typename T, typename Start>
-  void Call(Start&& start, std::function<void(Result<T>)> deliver) {
-    if (calls_in_flight_ >= calls_max_) {
-      ++refused_;
+  // Whether a call may start now; false past the bounds (counted in refused()).
+  bool Admit(Admission admission) {
+    if (admission == Admission::kAlways) return true;
+    const bool over =
+        calls_in_flight_ >= calls_max_ ||
+        (admission == Admission::kPayload && payload_calls_in_flight_ >= payload_calls_max_);
+    if (over) ++refused_;
+    return !over;
+  }
+
+  // Starts one engine call (admitted or not: see Admit): start(callback) calls the engine method
+  // with `callback`; `deliver` gets the answer on the loop thread.
+  template <typename T, typename StartFn>
+  void Start(StartFn&& start, std::function<void(Result<T>)> deliver,
+             Admission admission = Admission::kBounded) {
+    CorkUntilBurstEnds();
+    Count(admission, +1);
+    start(Callback<T>([this, mailbox = mailbox_, admission,
+                       deliver = std::move(deliver)](Result<T> r) mutable {
+      // Engine thread: only post.
+      mailbox->Post([this, admission, deliver = std::move(deliver), r = std::move(r)]() mutable {
+        Count(admission, -1);
+        deliver(std::move(r));
+      });
+    }));
+  }
+
+  // Admit, then Start; a refused call's `deliver` gets ThrottlingError at once (on this thread,
+  // before Call returns) and `start` is not called.
+  template <typename T, typename StartFn>
+  void Call(StartFn&& start, std::function<void(Result<T>)> deliver,
+            Admission admission = Admission::kBounded) {
+    if (!Admit(admission)) {
       deliver(Result<T>::Fail(ThrottlingError("too many calls in flight")));
       return;
     }
-    CorkUntilBurstEnds();
-    ++calls_in_flight_;
-    start(
-        Callback<T>([this, mailbox = mailbox_, deliver = std::move(deliver)](Result<T> r) mutable {
-          // Engine thread: only post.
-          mailbox->Post([this, deliver = std::move(deliver), r = std::move(r)]() mutable {
-            --calls_in_flight_;
-            deliver(std::move(r));
-          });
-        }));
+    Start<T>(std::forward<StartFn>(start), std::move(deliver), admission);
   }
 
   // A long poll. `deliver` gets the engine's answer on the loop thread and returns whether its
@@ -89,16 +119,24 @@ class Bridge {
   void CorkUntilBurstEnds();
   void Uncork();
 
-  uint64_t refused() const { return refused_; }  // calls refused past calls_max
+  uint64_t refused() const { return refused_; }  // calls Admit refused
 
  private:
+  void Count(Admission admission, int delta) {
+    if (admission == Admission::kAlways) return;
+    calls_in_flight_ += static_cast<size_t>(delta);
+    if (admission == Admission::kPayload) payload_calls_in_flight_ += static_cast<size_t>(delta);
+  }
+
   Engine* const engine_;
   const std::shared_ptr<Mailbox> mailbox_;
   const AtBurstEnd at_burst_end_;
   const size_t calls_max_;
+  const size_t payload_calls_max_;
   const uint64_t poll_id_tag_;
   // Loop thread only.
   size_t calls_in_flight_ = 0;
+  size_t payload_calls_in_flight_ = 0;
   uint64_t refused_ = 0;
   uint64_t next_poll_seq_ = 1;
   bool corked_ = false;

@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "engine/assert.h"
+#include "rpc/bridge.h"
 #include "rpc/buffered_stream.h"
 #include "rpc/convert.h"
 #include "rpc/mailbox.h"
@@ -54,9 +55,9 @@
 namespace tw::rpc {
 namespace {
 
-// Poll ids name a wait across every front end of one engine; this one owns the ids with this
-// tag in the top byte.
-constexpr uint64_t kPollIdTag = uint64_t{0x01} << 56;
+// Poll ids name a wait across every front end of one engine (rpc/bridge.h); this one owns the
+// ids with this tag in the top byte (the AWS gateway's is 0x02).
+constexpr uint8_t kPollIdTag = 0x01;
 
 // Event-loop turns (of >= 1 ms) that shutdown waits for cancelled calls to unwind.
 constexpr int kShutdownSettleTurns = 1000;
@@ -439,21 +440,20 @@ class PollState {
   std::string held_token_;  // a task handed to this call, not yet put in its results
 };
 
-// How a single call counts against the global bounds (ServerCore::Call).
-enum class Admission {
-  kBounded,  // refused OVERLOADED at calls_in_flight_max
-  kPayload,  // also at kRpcPayloadCallsInFlightMax: describeTask, listActivities
-  kAlways,   // never refused (stats: an operator must see an overload)
-};
-
+// The KJ thread's side of the bridge to the engine (rpc/bridge.h): a call's answer fulfills a
+// promise, which the caller may drop (a cancelled call) before the answer comes.
 class ServerCore {
  public:
   ServerCore(Engine* engine, const ServerOptions& options, kj::Timer& timer,
              std::shared_ptr<Mailbox> mailbox)
-      : engine_(engine),
-        options_(options),
+      : options_(options),
         timer_(timer),
-        mailbox_(std::move(mailbox)),
+        bridge_(
+            engine, std::move(mailbox),
+            [this](std::function<void()> fn) {
+              uncork_ = kj::evalLast(kj::mv(fn)).eagerlyEvaluate(nullptr);
+            },
+            options.calls_in_flight_max, limits::kRpcPayloadCallsInFlightMax, kPollIdTag),
         log_(options),
         reply_backlog_(limits::kRpcReplyBytesGlobalHigh) {
     auto paf = kj::newPromiseAndFulfiller<void>();
@@ -466,10 +466,10 @@ class ServerCore {
     TW_ASSERT(calls_.empty());
     TW_ASSERT(polls_.empty());
     TW_ASSERT(reply_backlog_.bytes() == 0);
-    Uncork();  // never leave this thread corked past the core
   }
 
-  Engine* engine() { return engine_; }
+  Engine* engine() { return bridge_.engine(); }
+  Bridge& bridge() { return bridge_; }
   const ServerOptions& options() const { return options_; }
   kj::Timer& timer() { return timer_; }
   RateLimitedLog& log() { return log_; }
@@ -477,36 +477,32 @@ class ServerCore {
   SharedWriteBacklog& reply_backlog() { return reply_backlog_; }
 
   // Calls the engine: `start(callback)` issues the engine method; the promise resolves with its
-  // answer on this thread. Dropping the promise abandons the answer. Past the global bounds
+  // answer on this thread. Dropping the promise abandons the answer. Past the bridge's bounds
   // (see Admission) it throws OVERLOADED instead, without calling `start`.
   template <typename T, typename StartFn>
   kj::Promise<Result<T>> Call(StartFn&& start, Admission admission = Admission::kBounded) {
     Admit(admission);
-    CorkUntilBurstEnds();
     const uint64_t id = next_call_id_++;
     auto paf = kj::newPromiseAndFulfiller<Result<T>>();
     calls_.emplace(id, kj::heap<Slot<T>>(kj::mv(paf.fulfiller)));
-    const bool payload = admission == Admission::kPayload;
-    ++calls_in_flight_;
-    if (payload) ++payload_calls_in_flight_;
-    start(ReplyTo<T>(id));
-    return paf.promise.attach(kj::defer([this, id, payload]() {
-      calls_.erase(id);
-      TW_ASSERT(calls_in_flight_ > 0);
-      --calls_in_flight_;
-      if (payload) --payload_calls_in_flight_;
-    }));
+    bridge_.Start<T>(
+        std::forward<StartFn>(start), [this, id](Result<T> r) { Deliver<T>(id, std::move(r)); },
+        admission);
+    return paf.promise.attach(kj::defer([this, id]() { calls_.erase(id); }));
   }
 
   // `n` engine calls answered together: start(i, callback) issues item i.
   template <typename T, typename StartFn>
   kj::Promise<std::vector<Result<T>>> CallBatch(size_t n, StartFn&& start) {
     if (n == 0) return std::vector<Result<T>>();
-    CorkUntilBurstEnds();
     const uint64_t id = next_call_id_++;
     auto paf = kj::newPromiseAndFulfiller<std::vector<Result<T>>>();
     calls_.emplace(id, kj::heap<BatchSlot<T>>(kj::mv(paf.fulfiller), n));
-    for (size_t i = 0; i < n; ++i) start(i, ReplyToItem<T>(id, i));
+    for (size_t i = 0; i < n; ++i) {
+      bridge_.Start<T>([&](Callback<T> cb) { start(i, std::move(cb)); },
+                       [this, id, i](Result<T> r) { DeliverItem<T>(id, i, std::move(r)); },
+                       Admission::kAlways);
+    }
     return paf.promise.attach(kj::defer([this, id]() { calls_.erase(id); }));
   }
 
@@ -516,25 +512,13 @@ class ServerCore {
   kj::Promise<Result<GetActivityTaskReply>> Poll(GetActivityTaskRequest req, uint32_t wait_s,
                                                  kj::Own<PollState>* state_out);
 
-  // One engine wake-up per burst of events on this thread, not one per call (DESIGN.md: one
-  // hand-off per batch): the first engine call of a burst corks this thread (Engine::Cork) and
-  // the burst's end uncorks it. kj::evalLast runs once every event queued so far, and every
-  // event those queue, has run (except later evalLasts: the write coalescing of
-  // rpc/buffered_stream.h may write(2) first); the loop looks for new I/O only after that, so
-  // a held command waits for the rest of its burst, never for new input. A long burst still
-  // wakes the engine every limits::kCorkedCommandsPerWake commands, and work that blocks this
+  // Engine wake-ups: the bridge corks this thread for a burst of events, and kj::evalLast ends
+  // the burst (rpc/bridge.h). evalLast runs once every event queued so far, and every event
+  // those queue, has run (except later evalLasts: the write coalescing of
+  // rpc/buffered_stream.h may write(2) first); the loop looks for new I/O only after that, so a
+  // held command waits for the rest of its burst, never for new input. Work that blocks this
   // thread (a subscription's store read) uncorks first.
-  void CorkUntilBurstEnds() {
-    if (corked_) return;
-    corked_ = true;
-    engine_->Cork();
-    uncork_ = kj::evalLast([this]() { Uncork(); }).eagerlyEvaluate(nullptr);
-  }
-  void Uncork() {
-    if (!corked_) return;
-    corked_ = false;
-    engine_->Uncork();
-  }
+  void Uncork() { bridge_.Uncork(); }
 
   // Resolves at the next notice of new durable events.
   kj::Promise<void> WaitForEvents() { return events_fork_.addBranch(); }
@@ -547,7 +531,7 @@ class ServerCore {
 
   void ForgetPoll(uint64_t poll_id) { polls_.erase(poll_id); }
 
-  size_t calls_in_flight() const { return calls_in_flight_; }
+  size_t calls_in_flight() const { return bridge_.calls_in_flight(); }
 
   // Shutdown: every call still waiting for the engine fails (DISCONNECTED).
   void FailAll() {
@@ -565,42 +549,19 @@ class ServerCore {
 
   std::atomic<uint64_t> connections{0};
   std::atomic<uint64_t> subscriptions{0};
-  Mailbox& mailbox() { return *mailbox_; }
+  Mailbox& mailbox() { return bridge_.mailbox(); }
 
  private:
-  // The global bound on single calls: refused at once, before the engine sees them, so that an
-  // overload costs a small reply instead of memory (the engine's queue only fills when the
-  // engine is the bottleneck; when the RPC thread is, answers would pile up in between).
+  // Past the bridge's bounds a single call is refused OVERLOADED at once.
   void Admit(Admission admission) {
-    if (admission == Admission::kAlways) return;
-    const bool over = calls_in_flight_ >= options_.calls_in_flight_max ||
-                      (admission == Admission::kPayload &&
-                       payload_calls_in_flight_ >= limits::kRpcPayloadCallsInFlightMax);
-    if (!over) return;
+    if (bridge_.Admit(admission)) return;
     log_.Log(LogKind::kOverloaded,
-             "overloaded: refusing single calls at " + std::to_string(calls_in_flight_) +
-                 " engine calls in flight (" + std::to_string(payload_calls_in_flight_) +
+             "overloaded: refusing single calls at " + std::to_string(bridge_.calls_in_flight()) +
+                 " engine calls in flight (" + std::to_string(bridge_.payload_calls_in_flight()) +
                  " describeTask / listActivities)");
-    kj::throwFatalException(KJ_EXCEPTION(OVERLOADED,
-                                         "server overloaded: too many calls in flight; retry later",
-                                         calls_in_flight_, payload_calls_in_flight_));
-  }
-
-  template <typename T>
-  Callback<T> ReplyTo(uint64_t id) {
-    // Runs on the engine thread (or synchronously here): only copyable, KJ-free captures.
-    return [mailbox = mailbox_, this, id](Result<T> r) {
-      mailbox->Post([this, id, r = std::move(r)]() mutable { Deliver<T>(id, std::move(r)); });
-    };
-  }
-
-  template <typename T>
-  Callback<T> ReplyToItem(uint64_t id, size_t index) {
-    return [mailbox = mailbox_, this, id, index](Result<T> r) {
-      mailbox->Post([this, id, index, r = std::move(r)]() mutable {
-        DeliverItem<T>(id, index, std::move(r));
-      });
-    };
+    kj::throwFatalException(
+        KJ_EXCEPTION(OVERLOADED, "server overloaded: too many calls in flight; retry later",
+                     bridge_.calls_in_flight(), bridge_.payload_calls_in_flight()));
   }
 
   template <typename T>
@@ -627,31 +588,24 @@ class ServerCore {
     slot->fulfiller->fulfill(kj::mv(slot->results));
   }
 
-  void DeliverPoll(uint64_t poll_id, Result<GetActivityTaskReply> r) {
+  // False when the call is gone (cancelled, disconnected): the bridge then returns a task the
+  // engine handed it to the head of its queue.
+  bool DeliverPoll(uint64_t poll_id, Result<GetActivityTaskReply> r) {
     auto it = polls_.find(poll_id);
-    if (it == polls_.end()) {
-      // The call is gone (cancelled, disconnected) but the engine handed it a task: put the
-      // task back at the head of its queue for the next poller.
-      if (r.ok() && !r.value.token.empty()) engine_->ReturnTask(std::move(r.value.token));
-      return;
-    }
+    if (it == polls_.end()) return false;
     PollState* state = it->second;
     polls_.erase(it);
     state->Answer(std::move(r));
+    return true;
   }
 
-  Engine* const engine_;
   const ServerOptions options_;
   kj::Timer& timer_;
-  const std::shared_ptr<Mailbox> mailbox_;
+  kj::Promise<void> uncork_ = nullptr;  // the evalLast that ends a burst (before bridge_)
+  Bridge bridge_;
   uint64_t next_call_id_ = 1;
-  uint64_t next_poll_seq_ = 1;
   RateLimitedLog log_;
   SharedWriteBacklog reply_backlog_;
-  size_t calls_in_flight_ = 0;          // single engine calls not yet answered (Call)
-  size_t payload_calls_in_flight_ = 0;  // of them Admission::kPayload
-  bool corked_ = false;                 // this thread holds engine wake-ups (Engine::Cork)
-  kj::Promise<void> uncork_ = nullptr;  // the evalLast that ends the hold
   std::unordered_map<uint64_t, kj::Own<SlotBase>> calls_;
   std::unordered_map<uint64_t, PollState*> polls_;  // PollState removes itself
   kj::ForkedPromise<void> events_fork_ = nullptr;
@@ -684,24 +638,20 @@ void PollState::Answer(Result<GetActivityTaskReply> r) {
 kj::Promise<Result<GetActivityTaskReply>> ServerCore::Poll(GetActivityTaskRequest req,
                                                            uint32_t wait_s,
                                                            kj::Own<PollState>* state_out) {
-  const uint64_t poll_id = kPollIdTag | next_poll_seq_++;
-  TW_ASSERT((next_poll_seq_ & kPollIdTag) == 0);
+  const uint64_t poll_id = bridge_.NextPollId();
   auto paf = kj::newPromiseAndFulfiller<Result<GetActivityTaskReply>>();
   auto state = kj::heap<PollState>(*this, poll_id, kj::mv(paf.fulfiller));
   polls_.emplace(poll_id, state.get());
   *state_out = kj::mv(state);
-  CorkUntilBurstEnds();
-  engine_->GetActivityTask(
-      std::move(req), poll_id, [mailbox = mailbox_, this, poll_id](Result<GetActivityTaskReply> r) {
-        mailbox->Post(
-            [this, poll_id, r = std::move(r)]() mutable { DeliverPoll(poll_id, std::move(r)); });
-      });
+  bridge_.Poll(std::move(req), poll_id, [this, poll_id](Result<GetActivityTaskReply> r) {
+    return DeliverPoll(poll_id, std::move(r));
+  });
   // When the wait runs out, withdraw and keep waiting for the engine's answer: empty, or a task
   // that raced with the withdrawal (which this caller then gets, rather than losing it).
   kj::Promise<Result<GetActivityTaskReply>> timeout =
       timer_.afterDelay(wait_s * kj::SECONDS)
           .then([this, poll_id]() -> kj::Promise<Result<GetActivityTaskReply>> {
-            engine_->WithdrawPoll(poll_id);
+            bridge_.Withdraw(poll_id);
             return kj::NEVER_DONE;
           });
   return paf.promise.exclusiveJoin(kj::mv(timeout));

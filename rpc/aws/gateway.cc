@@ -326,24 +326,28 @@ class Session final : public std::enable_shared_from_this<Session> {
   // Calls the engine through the bridge; `on_answer(session, result)` runs on this thread
   // unless the session closed meanwhile.
   template <typename T, typename Start, typename OnAnswer>
-  void Call(Start&& start, OnAnswer on_answer) {
-    gw_.bridge().Call<T>(std::forward<Start>(start),
-                         [weak = weak_from_this(), on_answer](Result<T> r) mutable {
-                           std::shared_ptr<Session> s = weak.lock();
-                           if (s == nullptr || s->closed_) return;
-                           on_answer(*s, std::move(r));
-                         });
+  void Call(Start&& start, OnAnswer on_answer, Admission admission = Admission::kBounded) {
+    gw_.bridge().Call<T>(
+        std::forward<Start>(start),
+        [weak = weak_from_this(), on_answer](Result<T> r) mutable {
+          std::shared_ptr<Session> s = weak.lock();
+          if (s == nullptr || s->closed_) return;
+          on_answer(*s, std::move(r));
+        },
+        admission);
   }
 
   // Answers `r` with `body(value)`, or its error.
   template <typename T, typename ToBody>
-  void CallAndAnswer(std::function<void(Engine*, Callback<T>)> start, ToBody to_body) {
+  void CallAndAnswer(std::function<void(Engine*, Callback<T>)> start, ToBody to_body,
+                     Admission admission = Admission::kBounded) {
     Engine* engine = gw_.engine();
     Call<T>([engine, start](Callback<T> cb) { start(engine, std::move(cb)); },
             [to_body](Session& s, Result<T> r) {
               if (!r.ok()) return s.AnswerEngineError(r.error);
               s.Answer(to_body(r.value));
-            });
+            },
+            admission);
   }
 
   // ---- The operations ----
@@ -531,7 +535,7 @@ void Session::ListActivities(Body& b) {
       [req](Engine* e, Callback<ListActivitiesReply> cb) mutable {
         e->ListActivities(std::move(req), std::move(cb));
       },
-      [](const ListActivitiesReply& r) { return ListActivitiesBody(r); });
+      [](const ListActivitiesReply& r) { return ListActivitiesBody(r); }, Admission::kPayload);
 }
 
 void Session::SendTaskSuccess(Body& b) {
@@ -628,7 +632,7 @@ void Session::DescribeTask(Body& b) {
       [req](Engine* e, Callback<TaskDescription> cb) mutable {
         e->DescribeTask(std::move(req), std::move(cb));
       },
-      [](const TaskDescription& d) { return DescriptionBody(d); });
+      [](const TaskDescription& d) { return DescriptionBody(d); }, Admission::kPayload);
 }
 
 void Session::AckOutcomes(Body& b) {
@@ -659,7 +663,8 @@ void Session::Stats() {
                       s.Answer(StatsBody(r.value, json{{"connections", c.connections},
                                                        {"callsInFlight", c.calls_in_flight},
                                                        {"waitingPolls", c.waiting_polls}}));
-                    });
+                    },
+                    Admission::kAlways);
 }
 
 void Session::Health() {
@@ -676,7 +681,8 @@ void Session::Metrics() {
                       if (!r.ok()) return s.AnswerEngineError(r.error);
                       s.Send(http::status::ok, RenderMetrics(r.value, s.gw_.Snapshot()),
                              kMetricsContentType, {}, nullptr);
-                    });
+                    },
+                    Admission::kAlways);
 }
 
 // ---- GetActivityTask: the long poll ----
@@ -888,7 +894,7 @@ Error GatewayImpl::Launch() {
 
   bridge_ = std::make_unique<Bridge>(
       engine_, mailbox_, [this](std::function<void()> fn) { asio::post(io_, std::move(fn)); },
-      options_.calls_max, kPollIdTag);
+      options_.calls_max, limits::kAwsPayloadCallsInFlightMax, kPollIdTag);
   doorbell_.assign(::dup(mailbox_->doorbell_fd()));
   std::shared_ptr<Mailbox> mailbox = mailbox_;
   // Engine thread, after each batch with new events: only a post, which runs while the mailbox

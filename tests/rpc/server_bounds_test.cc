@@ -39,6 +39,7 @@
 #include "rpc/client.h"
 #include "rpc/server.h"
 #include "rpc/tokenwheel.capnp.h"
+#include "tests/rpc/aws_test_http.h"
 #include "tests/rpc/test_support.h"
 
 namespace tw::rpc {
@@ -1056,6 +1057,39 @@ TEST_F(DaemonBoundsTest, AcceptSurvivesRunningOutOfDescriptors) {
       kWaitMs))
       << server_->Log();
   EXPECT_TRUE(c->Ping("back").ok());
+  EXPECT_TRUE(server_->Running());
+}
+
+// The same for the AWS gateway's accept loop (rpc/aws/gateway.cc).
+TEST_F(DaemonBoundsTest, GatewayAcceptSurvivesRunningOutOfDescriptors) {
+  if (kUbsanNeedsDescriptors) GTEST_SKIP() << "UBSan reports false errors without descriptors";
+  const std::string aws = server_->aws_address();
+  const uint16_t port = static_cast<uint16_t>(std::stoi(aws.substr(aws.rfind(':') + 1)));
+  const pid_t pid = server_->pid();
+  rlimit limit{};
+  limit.rlim_cur = limit.rlim_max = OpenDescriptors(pid) + 16;
+  if (prlimit(pid, RLIMIT_NOFILE, &limit, nullptr) != 0) {
+    GTEST_SKIP() << "prlimit on the child: " << std::strerror(errno);
+  }
+  std::vector<std::unique_ptr<RawConnection>> idle;
+  for (int i = 0; i < 48; ++i) idle.push_back(std::make_unique<RawConnection>(port));
+  ASSERT_TRUE(WaitUntil(
+      [&]() {
+        return server_->Log().find("gateway: accept: Too many open files") != std::string::npos;
+      },
+      kWaitMs))
+      << server_->Log();
+  idle.clear();
+  bool served = false;
+  ASSERT_TRUE(WaitUntil(
+      [&]() {
+        testing::HttpClient c(port);
+        auto r = c.Post("AWSStepFunctions.ListActivities", "{}");
+        served = r.has_value() && r->status == 200;
+        return served;
+      },
+      kWaitMs))
+      << server_->Log();
   EXPECT_TRUE(server_->Running());
 }
 
