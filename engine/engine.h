@@ -317,8 +317,9 @@ class Engine {
   virtual uint64_t RecoveredTasks() const = 0;
   virtual int64_t RecoveryMs() const = 0;
 
-  // Whether the storage works, and since when it does not. Any thread; never waits for the
-  // engine thread.
+  // Whether the engine serves calls: its storage works and Stop() has not begun (then ok is
+  // false and error says "the engine is stopping"); since when the storage fails. Any thread;
+  // never waits for the engine thread.
   virtual StorageHealth Health() const = 0;
 
   // Batched hand-off for a thread that submits commands in bursts (the RPC event loop). Between

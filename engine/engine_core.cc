@@ -1093,12 +1093,10 @@ void EngineCore::Handle(AckCmd& c) {
   if (poisoned_) return ReplyError(c.done, ErrorCode::kUnavailable, poison_status_.ToString());
   auto it = consumers_.find(c.name);
   if (it == consumers_.end()) {
-    return ReplyError(c.done, ErrorCode::kValidation, "unknown consumer '" + c.name + "'");
+    return ReplyFail(c.done, UnknownConsumerError(c.name));
   }
   if (c.seq > durable_last_event_seq_) {
-    return ReplyError(c.done, ErrorCode::kValidation,
-                      "cannot acknowledge event " + std::to_string(c.seq) +
-                          ": the last durable event is " + std::to_string(durable_last_event_seq_));
+    return ReplyFail(c.done, AckBeyondLastEventError(c.seq, durable_last_event_seq_));
   }
   if (c.seq > it->second) {
     it->second = c.seq;

@@ -133,6 +133,13 @@ class EngineImpl final : public Engine {
       std::lock_guard<std::mutex> lock(mu_);
       stopping_ = true;
     }
+    {
+      // Health says so from now on (after stopping_: a reopen that reads stopping_ false sets
+      // health before this overrides it).
+      std::lock_guard<std::mutex> lock(health_mu_);
+      if (health_.ok) health_.error = "the engine is stopping";
+      health_.ok = false;
+    }
     cv_.notify_one();
     if (thread_.joinable()) thread_.join();
     if (writer_.joinable()) writer_.join();
@@ -222,9 +229,8 @@ class EngineImpl final : public Engine {
   // ---- Outcome stream ----
   void RegisterConsumer(std::string name, Callback<ConsumerInfo> done) override {
     if (name.empty() || name.size() > limits::kConsumerNameBytesMax) {
-      return Fail(
-          done, ErrorCode::kValidation,
-          "consumer name must be 1.." + std::to_string(limits::kConsumerNameBytesMax) + " bytes");
+      FailIf(ConsumerNameError(), done);
+      return;
     }
     Enqueue(RegisterConsumerCmd{std::move(name), std::move(done)});
   }
@@ -403,7 +409,9 @@ class EngineImpl final : public Engine {
           if (auto next = core_->NextDeadline()) {
             wait_ms = std::clamp<int64_t>(*next - now, 0, wait_ms);
           }
-          if (core_->poisoned()) wait_ms = std::clamp<int64_t>(next_reopen_ms_ - now, 0, wait_ms);
+          if (core_->poisoned() && options_.reopen_store) {
+            wait_ms = std::clamp<int64_t>(next_reopen_ms_ - now, 0, wait_ms);
+          }
           if (wait_ms > 0) cv_.wait_for(lock, std::chrono::milliseconds(wait_ms));
         }
         const size_t n = std::min(queue_.size(), options_.batch_commands_max);
@@ -527,10 +535,18 @@ class EngineImpl final : public Engine {
       core_->OnDurable(s);
     }
     stats_without_core_ = core_->StatsNow();
-    std::unique_lock<std::shared_mutex> state(state_mu_);
-    last_event_seq_without_core_ = core_->last_event_seq();
-    core_.reset();   // before the store it reads
-    store_.reset();  // closes it
+    std::unique_ptr<EngineCore> core;
+    std::unique_ptr<Store> store;
+    {
+      std::unique_lock<std::shared_mutex> state(state_mu_);
+      last_event_seq_without_core_ = core_->last_event_seq();
+      core = std::move(core_);
+      store = std::move(store_);
+    }
+    // Closing RocksDB can wait for its background work: not under the lock, which the front
+    // ends' threads take for ReadEvents and LastEventSeq.
+    core.reset();   // before the store it reads
+    store.reset();  // closes it
   }
 
   // Engine thread, with the store closed: opens it again and rebuilds the state from it, as at
@@ -567,10 +583,15 @@ class EngineImpl final : public Engine {
     // No batch is in flight and the writer waits for one: the next hand-off (under
     // writer_mu_) publishes this to it.
     write_failed_ = Status::Ok();
+    bool stopping = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping = stopping_;
+    }
     {
       std::lock_guard<std::mutex> lock(health_mu_);
-      health_.ok = true;
-      health_.error.clear();
+      health_.ok = !stopping;
+      health_.error = stopping ? "the engine is stopping" : "";
       health_.failed_since_ms = 0;
       ++health_.recoveries;
     }

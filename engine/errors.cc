@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "engine/assert.h"
+#include "engine/limits.h"
 
 namespace tw {
 
@@ -41,20 +42,8 @@ const char* ErrorCodeName(ErrorCode c) {
 }
 
 std::string AwsErrorType(std::string_view code) {
-  std::string_view ns = "com.amazonaws.swf.service.v2.model";
-  if (code == "ValidationException") {
-    ns = "com.amazon.coral.validate";
-  } else if (code == kThrottlingException || code == "ServiceUnavailable") {
-    ns = "com.amazon.coral.availability";
-  } else if (code == kSerializationException || code == kUnknownOperationException ||
-             code == "InternalFailure" || code.ends_with("Exception") ||
-             code == "IncompleteSignature") {
-    // Coral's own: the protocol and authentication errors (UnrecognizedClientException,
-    // InvalidSignatureException, MissingAuthenticationTokenException, IncompleteSignature).
-    ns = "com.amazon.coral.service";
-  }
-  std::string type(ns);
-  type.push_back('#');
+  std::string type = code == "ValidationException" ? "com.amazon.coral.validate#"
+                                                   : "com.amazonaws.swf.service.v2.model#";
   type.append(code);
   return type;
 }
@@ -108,6 +97,26 @@ std::string ValueAtMostRule(uint64_t n) {
   return "Member must have value less than or equal to " + std::to_string(n);
 }
 
+std::string ValueAtLeastRule(uint64_t n) {
+  return "Member must have value greater than or equal to " + std::to_string(n);
+}
+
+std::string ValueBetweenRule(uint64_t lo, uint64_t hi) {
+  return "Member must have value between " + std::to_string(lo) + " and " + std::to_string(hi);
+}
+
+std::string TypeRule(std::string_view type) {
+  std::string rule = "Member must be of type ";
+  rule.append(type);
+  return rule;
+}
+
+std::string ValidationDetailMessage(std::string_view detail) {
+  std::string m = "1 validation error detected: ";
+  m.append(detail);
+  return m;
+}
+
 std::string MissingMessage(std::string_view field) {
   return ValidationMessage({Constraint(field, kNullRule)});
 }
@@ -119,6 +128,10 @@ std::string TooLongMessage(std::string_view field, size_t n) {
 }
 std::string InvalidUtf8Message(std::string_view field) {
   return ValidationMessage({Constraint(field, kUtf8Rule)});
+}
+
+Error WrongTypeError(std::string_view field, std::string_view type) {
+  return ValidationError(ValidationMessage({Constraint(field, TypeRule(type))}));
 }
 
 Error ValidationError(std::string message) {
@@ -196,5 +209,28 @@ Error StorageFailureError(std::string_view detail) {
 }
 
 Error StoppingError() { return UnavailableError("the engine is stopping"); }
+
+Error ConsumerNameError() {
+  return ValidationError("consumer name must be 1.." +
+                         std::to_string(limits::kConsumerNameBytesMax) + " bytes");
+}
+
+Error UnknownConsumerError(std::string_view name) {
+  std::string m = "unknown consumer '";
+  m.append(name);
+  m.push_back('\'');
+  return ValidationError(std::move(m));
+}
+
+Error AckBeyondLastEventError(uint64_t seq, uint64_t last_durable_seq) {
+  return ValidationError("cannot acknowledge event " + std::to_string(seq) +
+                         ": the last durable event is " + std::to_string(last_durable_seq));
+}
+
+Error EventsTrimmedError(uint64_t from, std::string_view resume_hint) {
+  std::string m = "events from sequence " + std::to_string(from) + " are no longer kept; ";
+  m.append(resume_hint);
+  return ValidationError(std::move(m));
+}
 
 }  // namespace tw

@@ -20,11 +20,9 @@ namespace tw {
 
 // ---- The wire ----
 
-// The `__type` of an AWS JSON 1.0 error body: "<namespace>#<code>". The namespace does not
-// matter to clients (botocore reads what follows '#', the JavaScript SDK the X-Amzn-ErrorType
-// header first); it is the one AWS uses: ValidationException is Coral's, Step Functions' own
-// errors are its service model's, and the protocol's (throttling, authentication, parsing) are
-// Coral's.
+// The `__type` of an AWS JSON 1.0 error body: "<namespace>#<code>", the namespace of Step
+// Functions' service model, or Coral's for ValidationException (SEMANTICS.md). Clients read only
+// what follows '#' (botocore), or the X-Amzn-ErrorType header first (the JavaScript SDK).
 std::string AwsErrorType(std::string_view code);
 // The HTTP status of an engine error on the AWS gateway: 400 for every modeled error and for
 // throttling (which every AWS SDK retries), 503 while unavailable, 500 for a bug.
@@ -34,6 +32,20 @@ int AwsHttpStatus(ErrorCode code);
 inline constexpr char kSerializationException[] = "SerializationException";
 inline constexpr char kUnknownOperationException[] = "UnknownOperationException";
 inline constexpr char kThrottlingException[] = "ThrottlingException";
+
+// SigV4 refusals (rpc/aws/sigv4.h; SEMANTICS.md, "Authentication errors"). The messages that
+// name the part of a malformed Authorization header are built where it is parsed.
+inline constexpr char kMissingAuthenticationTokenException[] =
+    "MissingAuthenticationTokenException";
+inline constexpr char kIncompleteSignature[] = "IncompleteSignature";
+inline constexpr char kUnrecognizedClientException[] = "UnrecognizedClientException";
+inline constexpr char kInvalidSignatureException[] = "InvalidSignatureException";
+inline constexpr char kMissingAuthenticationTokenMessage[] = "Missing Authentication Token";
+inline constexpr char kUnrecognizedClientMessage[] =
+    "The security token included in the request is invalid.";
+inline constexpr char kSignatureMismatchMessage[] =
+    "The request signature we calculated does not match the signature you provided. Check your "
+    "AWS Secret Access Key and signing method. Consult the service documentation for details.";
 
 // ---- Exact AWS texts ----
 
@@ -53,17 +65,31 @@ std::string ValueConstraint(std::string_view value, std::string_view field, std:
 inline constexpr char kNullRule[] = "Member must not be null";
 inline constexpr char kTooShortRule[] = "Member must have length greater than or equal to 1";
 inline constexpr char kUtf8Rule[] = "Member must be valid UTF-8";  // ours: AWS has none
-std::string TooLongRule(size_t n);        // "Member must have length less than or equal to <n>"
-std::string ValueAtMostRule(uint64_t n);  // "Member must have value less than or equal to <n>"
+std::string TooLongRule(size_t n);            // "Member must have length less than or equal to <n>"
+std::string ValueAtMostRule(uint64_t n);      // "Member must have value less than or equal to <n>"
+std::string TypeRule(std::string_view type);  // "Member must be of type <type>" (String, ...)
+std::string ValueAtLeastRule(uint64_t n);  // "Member must have value greater than or equal to <n>"
+std::string ValueBetweenRule(uint64_t lo, uint64_t hi);  // "Member must have value between ..."
+
+// SerializationException: a body that is not one JSON object.
+inline constexpr char kMalformedBodyMessage[] =
+    "Unable to parse the request body: it is not one JSON value";
+inline constexpr char kListWhereStructureMessage[] = "Start of list found where not expected.";
+inline constexpr char kScalarWhereStructureMessage[] =
+    "A structure was expected, found a scalar value.";
 
 std::string MissingMessage(std::string_view field);            // kNullRule
 std::string TooShortMessage(std::string_view field);           // kTooShortRule
 std::string TooLongMessage(std::string_view field, size_t n);  // TooLongRule(n)
-std::string InvalidUtf8Message(std::string_view field);        // kUtf8Rule
+// "1 validation error detected: <detail>", for tokenwheel's own rules in the AWS envelope.
+std::string ValidationDetailMessage(std::string_view detail);
+std::string InvalidUtf8Message(std::string_view field);  // kUtf8Rule
 
 // ---- Errors ----
 
 Error ValidationError(std::string message);
+// A request member of the wrong JSON type: ValidationException, TypeRule(type).
+Error WrongTypeError(std::string_view field, std::string_view type);
 Error InvalidTokenError();
 Error TaskGoneError();  // TaskTimedOut: the task ended; callers add the native Refusal
 Error TaskDoesNotExistError();
@@ -78,6 +104,14 @@ Error InvalidPayloadError(std::string_view label, std::string_view problem);
 // ThrottlingException "Rate exceeded", with tokenwheel's reason after a colon when given.
 Error ThrottlingError(std::string_view reason = {});
 Error UnavailableError(std::string message);
+
+// tokenwheel's outcome stream (ValidationException, its own texts).
+Error ConsumerNameError();  // "consumer name must be 1..80 bytes"
+Error UnknownConsumerError(std::string_view name);
+Error AckBeyondLastEventError(uint64_t seq, uint64_t last_durable_seq);
+// Events from `from` were trimmed (every consumer acknowledged them); `resume_hint` says how to
+// resume from the consumer's cursor in the caller's API.
+Error EventsTrimmedError(uint64_t from, std::string_view resume_hint);
 // ServiceUnavailable "storage failure: <detail>" (engine.h, "Storage failures").
 Error StorageFailureError(std::string_view detail);
 // ServiceUnavailable "the engine is stopping".

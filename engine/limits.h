@@ -50,6 +50,9 @@ inline constexpr size_t kExpiriesPerBatchMax = 16'384;  // wheel expiries handle
 inline constexpr size_t kPrefetchMinLiveTasksDefault = 65'536;
 inline constexpr size_t kPollWaitersMax = 100'000;  // all activities together
 inline constexpr size_t kEventsPerReadMax = 4096;
+// A front end reads events for one subscriber up to about this many payload bytes at a time
+// (rpc/bridge.h, ReadEventRun): a consumer far behind costs a bounded read.
+inline constexpr size_t kEventsReadBytesMax = 4 << 20;
 inline constexpr size_t kRetiredPerBatchMax = 8192;  // retention deletes per batch
 // storage: trimmed events are range-deleted in runs of at least this many (one range tombstone
 // per run, not per trim: memtable reads re-fragment every range tombstone after each new one).
@@ -146,12 +149,25 @@ inline constexpr int64_t kAwsRequestTimeoutMsDefault = 10'000;  // first byte to
 inline constexpr int64_t kAwsAcceptBackoffMsMin = 10;           // EMFILE / ENFILE back-off
 inline constexpr int64_t kAwsAcceptBackoffMsMax = 1000;
 inline constexpr int64_t kAwsLogIntervalMs = 10'000;  // one line per kind of event
+// Request bodies being read, all connections: a body that would pass it gets a 503
+// ThrottlingException (its connection closes).
+inline constexpr size_t kAwsBodyBytesInFlightMax = 64 << 20;
+// Answers not yet written, all connections: past it no connection starts reading a request.
+inline constexpr size_t kAwsReplyBytesGlobalHigh = 64 << 20;
+// A GetOutcomes answer carries events up to about this many bytes (at least one event).
+inline constexpr size_t kAwsOutcomesBytesMax = 1 << 20;
+// Closing after an error answer: how long the client's remaining input is read and dropped.
+inline constexpr int64_t kAwsCloseDrainMs = 1000;
+// Connections refused past the cap that are still being answered and drained; past it a new
+// one is closed without an answer.
+inline constexpr size_t kAwsRefusalsInProgressMax = 64;
 // The credentials file (--aws-credentials): ~500 keys of ~120 bytes.
 inline constexpr size_t kAwsCredentialsFileBytesMax = 64 << 10;
 inline constexpr size_t kAwsAccessKeyIdCharsMax = 128;  // AWS's own maximum
 inline constexpr size_t kAwsSecretKeyCharsMax = 256;    // AWS's are 40
 static_assert(kAwsCallsInFlightMax <= kCommandQueueMax);
 static_assert(kAwsPayloadCallsInFlightMax <= kAwsCallsInFlightMax);
+static_assert(kRequestBytesMax <= kAwsBodyBytesInFlightMax);
 static_assert(kAwsAcceptBackoffMsMin <= kAwsAcceptBackoffMsMax);
 // Every connection may hold a long poll: the engine must take that many waiting polls.
 static_assert(kAwsConnectionsMax <= kPollWaitersMax);

@@ -266,17 +266,17 @@ Error ValidateTimeouts(uint64_t timeout_s, uint64_t heartbeat_s, uint64_t schedu
                        bool activity_task) {
   const uint64_t max = limits::kTimeoutSecondsMax;
   if (timeout_s > max || heartbeat_s > max || schedule_to_start_s > max) {
-    return Validation("1 validation error detected: a timeout exceeds " + std::to_string(max) +
-                      " seconds");
+    return Validation(
+        ValidationDetailMessage("a timeout exceeds " + std::to_string(max) + " seconds"));
   }
   if (timeout_s != 0 && heartbeat_s != 0 && heartbeat_s >= timeout_s) {
-    return Validation("1 validation error detected: HeartbeatSeconds (" +
-                      std::to_string(heartbeat_s) + ") must be less than TimeoutSeconds (" +
-                      std::to_string(timeout_s) + ")");
+    return Validation(ValidationDetailMessage("HeartbeatSeconds (" + std::to_string(heartbeat_s) +
+                                              ") must be less than TimeoutSeconds (" +
+                                              std::to_string(timeout_s) + ")"));
   }
   if (!activity_task && schedule_to_start_s != 0) {
     return Validation(
-        "1 validation error detected: ScheduleToStartSeconds applies to activity tasks only");
+        ValidationDetailMessage("ScheduleToStartSeconds applies to activity tasks only"));
   }
   return Error{};
 }

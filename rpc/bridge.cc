@@ -1,5 +1,7 @@
 #include "rpc/bridge.h"
 
+#include <algorithm>
+
 #include "engine/assert.h"
 
 namespace tw::rpc {
@@ -57,5 +59,41 @@ void Bridge::Poll(GetActivityTaskRequest req, uint64_t poll_id, PollDeliver deli
 void Bridge::Withdraw(uint64_t poll_id) { engine_->WithdrawPoll(poll_id); }
 
 void Bridge::ReturnTask(std::string token) { engine_->ReturnTask(std::move(token)); }
+
+namespace {
+
+constexpr size_t kEventsPerChunk = 64;
+
+size_t PayloadBytes(const OutcomeEvent& e) {
+  return e.output.size() + e.error.size() + e.cause.size() + e.correlation.size() + e.token.size() +
+         e.activity_arn.size() + 64;
+}
+
+}  // namespace
+
+Result<std::vector<OutcomeEvent>> ReadEventRun(Engine* engine, uint64_t from, size_t max_events,
+                                               size_t max_bytes, bool* trimmed) {
+  using R = Result<std::vector<OutcomeEvent>>;
+  // Before the read: an event published during it must not make an empty read look trimmed.
+  const uint64_t last_before = engine->LastEventSeq();
+  std::vector<OutcomeEvent> events;
+  size_t bytes = 0;
+  while (events.size() < max_events && bytes < max_bytes) {
+    const uint64_t next = from + events.size();
+    const size_t want = std::min(kEventsPerChunk, max_events - events.size());
+    R chunk = engine->ReadEvents(next, want);
+    if (!chunk.ok()) return chunk;
+    size_t got = 0;
+    for (OutcomeEvent& e : chunk.value) {
+      if (e.seq != next + got || bytes >= max_bytes) break;  // a gap ends the run
+      bytes += PayloadBytes(e);
+      events.push_back(std::move(e));
+      ++got;
+    }
+    if (got < want) break;
+  }
+  *trimmed = events.empty() && last_before >= from;
+  return R::Ok(std::move(events));
+}
 
 }  // namespace tw::rpc

@@ -144,4 +144,12 @@ class Bridge {
   std::shared_ptr<char> alive_;
 };
 
+// Reads the run of consecutive outcome events from `from` for a front end's loop thread: at
+// most `max_events`, and no more once `max_bytes` of payloads are read (at least one event), in
+// chunks, so that a consumer far behind costs a bounded read. *trimmed is set when nothing is
+// readable although the stream had reached `from` before the read (its events were trimmed);
+// an event made durable during the read never looks trimmed.
+Result<std::vector<OutcomeEvent>> ReadEventRun(Engine* engine, uint64_t from, size_t max_events,
+                                               size_t max_bytes, bool* trimmed);
+
 }  // namespace tw::rpc

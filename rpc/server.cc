@@ -690,18 +690,17 @@ class SubscriptionImpl final : public proto::Subscription::Server {
   kj::Promise<void> Loop() {
     // A store read on this thread follows: commands held for this burst go to the engine first.
     core_.Uncork();
+    bool trimmed = false;
     Result<std::vector<OutcomeEvent>> read =
-        core_.engine()->ReadEvents(next_seq_, limits::kEventsPerReadMax);
+        ReadEventRun(core_.engine(), next_seq_, limits::kEventsPerReadMax,
+                     limits::kEventsReadBytesMax, &trimmed);
     if (!read.ok()) {
-      return KJ_EXCEPTION(DISCONNECTED, "reading events failed", read.error.message.c_str());
+      // Tell the subscriber why (a storage failure, say): it resubscribes from its cursor.
+      return KJ_EXCEPTION(FAILED, "reading events failed", read.error.message.c_str());
     }
     std::vector<OutcomeEvent> events = std::move(read.value);
-    // Keep only the run of consecutive sequences from next_seq_.
-    size_t run = 0;
-    while (run < events.size() && events[run].seq == next_seq_ + run) ++run;
-    events.resize(run);
     if (events.empty()) {
-      if (core_.engine()->LastEventSeq() >= next_seq_) {
+      if (trimmed) {
         // Durable but not readable: trimmed (the consumer was deleted meanwhile).
         return KJ_EXCEPTION(FAILED, "events are no longer kept", next_seq_);
       }
@@ -1032,10 +1031,9 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
           const uint64_t start = from_seq == 0 ? r.value.acked_seq + 1 : from_seq;
           if (!EventsKeptFrom(core->engine(), start)) {
             return AnswerError(
-                Error::Make(ErrorCode::kValidation,
-                            "events from sequence " + std::to_string(start) +
-                                " are no longer kept; subscribe with fromSequence 0 to resume "
-                                "from the consumer's cursor"),
+                EventsTrimmedError(start,
+                                   "subscribe with fromSequence 0 to resume from the consumer's "
+                                   "cursor"),
                 out);
           }
           auto ok = out.initOk();

@@ -35,7 +35,7 @@ FileLogger::~FileLogger() {
 void FileLogger::OpenLocked() {
   std::error_code ec;
   std::filesystem::create_directories(dir_, ec);  // a new database's, before RocksDB makes it
-  fd_ = ::open((dir_ + "/LOG").c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  fd_ = ::open((dir_ + "/LOG").c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
   struct stat st {};
   bytes_ = fd_ >= 0 && ::fstat(fd_, &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
 }

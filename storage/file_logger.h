@@ -25,7 +25,7 @@ namespace tw {
 
 class FileLogger final : public rocksdb::Logger {
  public:
-  // Writes dir + "/LOG" (created, with the process's umask, if missing). A LOG already there is
+  // Writes dir + "/LOG" (created with mode 0600 if missing). A LOG already there is
   // rolled over first: each open of the database starts its own, as RocksDB's logger does.
   FileLogger(std::string dir, uint64_t max_bytes, size_t keep);
   ~FileLogger() override;

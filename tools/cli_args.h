@@ -1,4 +1,4 @@
-// Command-line helpers shared by the mains (tools/tokenwheel.cc; tools/tokenwheeld.cc to follow).
+// Command-line helpers shared by the mains (tools/tokenwheel.cc, tools/tokenwheeld.cc).
 //
 // Integers are decimal. CLI11 converts an integer option with strtoull / strtoll in base 0, so
 // "--timeout 010" was octal 8 s, "0x10" was 16 s, " 5" and "+5" passed, and "-1" wrapped to the

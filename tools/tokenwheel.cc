@@ -97,7 +97,7 @@ int Ping(tw::rpc::Client& client, const std::string& payload) {
   if (!r.ok()) return PrintError(r.error);
   if (!r.value.storage.ok) {
     Print(json{{"error", tw::ErrorCodeName(tw::ErrorCode::kUnavailable)},
-               {"message", "storage failure: " + r.value.storage.error},
+               {"message", r.value.storage.error},
                {"storage", StorageJson(r.value.storage)}});
     return kExitTypedError;
   }

@@ -1,5 +1,6 @@
 // tokenwheeld: the tokenwheel server. Opens the RocksDB store and the engine under --data-dir and
-// serves the Cap'n Proto API on --rpc-listen until SIGTERM / SIGINT.
+// serves the Cap'n Proto API on --rpc-listen and the AWS JSON 1.0 gateway on --aws-listen until
+// SIGTERM / SIGINT.
 //
 // Data directory layout: DIR/db (the RocksDB database), DIR/token.key (the token MAC key).
 // Everything in it is the server's alone: the process runs with umask 077 (new files 0600,
@@ -11,7 +12,8 @@
 // (engine/engine.h, "Storage failures"); no restart is needed.
 //
 // Threads: main() blocks SIGTERM / SIGINT before any thread exists (so every thread inherits the
-// mask) and then waits for them with sigwait(); the engine thread and the RPC thread do the work.
+// mask) and then waits for them with sigwait(); the engine's threads, the Cap'n Proto server's
+// thread and the gateway's thread do the work.
 #include <signal.h>
 #include <sys/stat.h>
 

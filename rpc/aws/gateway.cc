@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
@@ -46,6 +47,8 @@ using nlohmann::json;
 namespace {
 
 constexpr uint8_t kPollIdTag = 0x02;  // the Cap'n Proto server's is 0x01
+// A connection's read buffer keeps at most this much capacity between requests.
+constexpr size_t kBufferBytesKept = 64 << 10;
 constexpr char kJsonContentType[] = "application/x-amz-json-1.0";
 constexpr char kMetricsContentType[] = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -83,6 +86,7 @@ class RateLimitedLog {
 };
 
 class Session;
+class Refusal;
 
 class GatewayImpl final : public Gateway {
  public:
@@ -130,6 +134,29 @@ class GatewayImpl final : public Gateway {
   RateLimitedLog& write_errors_log() { return write_errors_log_; }
 
   void Forget(Session* s);
+  void ForgetRefusal(Refusal* r);
+
+  // ---- Memory bounds, all connections together (gateway thread) ----
+  // Request bodies being read: false when `bytes` more would pass kAwsBodyBytesInFlightMax.
+  bool ReserveBodyBytes(size_t bytes) {
+    if (body_bytes_ + bytes > limits::kAwsBodyBytesInFlightMax) return false;
+    body_bytes_ += bytes;
+    return true;
+  }
+  void ReleaseBodyBytes(size_t bytes) {
+    TW_ASSERT(bytes <= body_bytes_);
+    body_bytes_ -= bytes;
+  }
+  // Answers not yet written to their sockets. Past kAwsReplyBytesGlobalHigh no connection starts
+  // reading a new request (PauseReading); below it again, the paused ones resume.
+  void AddReplyBytes(int64_t delta) {
+    reply_bytes_ = static_cast<size_t>(static_cast<int64_t>(reply_bytes_) + delta);
+    if (!ReplyBacklogHigh() && !paused_.empty()) ResumeReading();
+  }
+  bool ReplyBacklogHigh() const { return reply_bytes_ > limits::kAwsReplyBytesGlobalHigh; }
+  void PauseReading(const std::shared_ptr<Session>& s) { paused_.push_back(s); }
+  void ResumeReading();
+  RateLimitedLog& auth_log() { return auth_log_; }
   // GetOutcomes calls waiting for new events.
   void AddOutcomeWaiter(const std::shared_ptr<Session>& s) { outcome_waiters_.push_back(s); }
   std::string NextRequestId() {
@@ -191,6 +218,8 @@ class GatewayImpl final : public Gateway {
 
   // Gateway thread only.
   std::unordered_map<Session*, std::shared_ptr<Session>> sessions_;
+  std::unordered_map<Refusal*, std::shared_ptr<Refusal>> refusals_;
+  std::shared_ptr<const std::string> refusal_response_;  // built once
   std::vector<std::weak_ptr<Session>> outcome_waiters_;
   GatewayCounters counters_;
   int64_t accept_backoff_ms_ = limits::kAwsAcceptBackoffMsMin;
@@ -199,8 +228,12 @@ class GatewayImpl final : public Gateway {
   uint64_t request_seq_ = 0;
   int64_t http_date_second_ = -1;
   std::string http_date_;
+  size_t body_bytes_ = 0;                       // reserved by sessions reading a body
+  size_t reply_bytes_ = 0;                      // of answers being written
+  std::vector<std::weak_ptr<Session>> paused_;  // waiting for the reply backlog to drain
   RateLimitedLog accept_log_;
   RateLimitedLog refuse_log_;
+  RateLimitedLog auth_log_;
   RateLimitedLog write_errors_log_;
 };
 
@@ -218,6 +251,7 @@ class Session final : public std::enable_shared_from_this<Session> {
     if (closed_) return;
     closed_ = true;
     EndPoll();
+    ReleaseBodyBytes();
     beast::error_code ignored;
     timer_.cancel();
     socket_.shutdown(tcp::socket::shutdown_both, ignored);
@@ -229,27 +263,56 @@ class Session final : public std::enable_shared_from_this<Session> {
   void OnEvents() {
     if (!closed_ && outcomes_) ReadOutcomes();
   }
+  bool WaitingForOutcomes() const { return !closed_ && outcomes_.has_value(); }
 
  private:
   // ---- Reading ----
 
-  // Between requests: waits (up to the idle timeout) for the first byte of the next one.
+  // Between requests: waits (up to the idle timeout) for the first byte of the next one. While
+  // every connection together has more than kAwsReplyBytesGlobalHigh of answers unwritten, no
+  // new request is read: the gateway resumes this one when the backlog drains.
   void WaitForRequest() {
     if (closed_) return;
-    if (buffer_.size() > 0) return ReadRequest();  // already here (pipelined)
+    if (gw_.ReplyBacklogHigh()) return gw_.PauseReading(shared_from_this());
+    if (buffer_.size() > 0) return ReadHeader();  // already here (pipelined)
     ArmTimer(gw_.options().idle_timeout_ms);
     socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
       if (ec || self->closed_) return self->Close();
-      self->ReadRequest();
+      self->ReadHeader();
     });
   }
 
-  // A request has begun: all of it must arrive within the request timeout.
-  void ReadRequest() {
+ public:
+  // The reply backlog drained: read again (GatewayImpl::PauseReading).
+  void Resume() { WaitForRequest(); }
+
+ private:
+  // A request has begun: all of it must arrive within the request timeout. The header first:
+  // its body is read only once the gateway can take its bytes (kAwsBodyBytesInFlightMax, all
+  // connections together), so that many connections sending large bodies at once cannot grow
+  // memory without bound.
+  void ReadHeader() {
     parser_.emplace();
     parser_->header_limit(limits::kAwsHeaderBytesMax);
     parser_->body_limit(limits::kRequestBytesMax);
     ArmTimer(gw_.options().request_timeout_ms);
+    http::async_read_header(socket_, buffer_, *parser_,
+                            [self = shared_from_this()](beast::error_code ec, size_t) {
+                              if (ec) return self->OnRead(ec);
+                              self->ReadBody();
+                            });
+  }
+
+  void ReadBody() {
+    if (closed_) return;
+    const size_t bytes = parser_->content_length().value_or(limits::kRequestBytesMax);
+    if (bytes > limits::kRequestBytesMax) return OnRead(http::error::body_limit);
+    if (!gw_.ReserveBodyBytes(bytes)) {
+      return SendPlain(http::status::service_unavailable,
+                       std::string(kThrottlingMessage) + ": too many request bytes in flight",
+                       kThrottlingException);
+    }
+    body_bytes_ = bytes;
     http::async_read(
         socket_, buffer_, *parser_,
         [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
@@ -275,9 +338,19 @@ class Session final : public std::enable_shared_from_this<Session> {
     if (ec) return SendPlain(http::status::bad_request, "malformed HTTP request");
     request_ = parser_->release();
     parser_.reset();
+    // A large request's buffer goes back, not kept for a connection that may idle for long.
+    if (buffer_.capacity() > kBufferBytesKept && buffer_.size() == 0) buffer_.shrink_to_fit();
     received_ = Clock::now();
     keep_alive_ = request_.keep_alive();
     Route();
+    // Everything a request needs is copied out of it by now.
+    request_ = {};
+    ReleaseBodyBytes();
+  }
+
+  void ReleaseBodyBytes() {
+    gw_.ReleaseBodyBytes(body_bytes_);
+    body_bytes_ = 0;
   }
 
   void ArmTimer(int64_t ms) {
@@ -304,6 +377,9 @@ class Session final : public std::enable_shared_from_this<Session> {
       for (const auto& f : request_) headers.push_back({View(f.name_string()), View(f.value())});
       Request r{View(request_.method_string()), target, headers, request_.body()};
       VerifyResult v = Verify(r, *credentials, gw_.clock().NowMs());
+      if (!v.ok() && !v.error->log_detail.empty()) {
+        gw_.auth_log().Log(std::string(v.error->code) + ": " + v.error->log_detail);
+      }
       if (!v.ok()) {
         return Reject(
             ErrorReply{std::string(v.error->code), v.error->message, v.error->http_status});
@@ -383,6 +459,7 @@ class Session final : public std::enable_shared_from_this<Session> {
   void StartPollWait(uint32_t wait_s);
   bool OnPollAnswer(uint64_t poll_id, Result<GetActivityTaskReply> r);
   void WatchForHangUp();
+  bool PeerClosed();
   // Ends a waiting poll (GetActivityTask: withdrawn; GetOutcomes: forgotten).
   void EndPoll() {
     if (poll_id_ != 0) {
@@ -421,16 +498,36 @@ class Session final : public std::enable_shared_from_this<Session> {
     op_.reset();
     Answer(e);
   }
-  // A protocol-level refusal (413, 431: ValidationException; 400: SerializationException):
-  // answered, then the connection closes.
-  void SendPlain(http::status status, std::string message) {
+  // A protocol-level refusal (413, 431: ValidationException; 400: SerializationException; 503
+  // ThrottlingException): answered, then the connection closes, once the client has sent what
+  // it was sending (the rest of a body too large to read) or a moment has passed.
+  void SendPlain(http::status status, std::string message, std::string code = {}) {
     keep_alive_ = false;
     op_.reset();
-    const std::string code = status == http::status::bad_request
-                                 ? std::string(kSerializationException)
-                                 : std::string(ErrorCodeName(ErrorCode::kValidation));
+    if (code.empty()) {
+      code = status == http::status::bad_request
+                 ? std::string(kSerializationException)
+                 : std::string(ErrorCodeName(ErrorCode::kValidation));
+    }
     Send(status, ErrorBody(ErrorReply{code, std::move(message), static_cast<int>(status)}),
          kJsonContentType, code, nullptr);
+  }
+
+  // Half-closes, then reads and drops what the client still sends until it closes too (or
+  // kAwsCloseDrainMs passed): closing with unread input would reset the connection, and the
+  // client could lose the answer just written.
+  void CloseAfterDraining() {
+    beast::error_code ignored;
+    socket_.shutdown(tcp::socket::shutdown_send, ignored);
+    ArmTimer(limits::kAwsCloseDrainMs);
+    Drain();
+  }
+  void Drain() {
+    socket_.async_read_some(asio::buffer(scratch_),
+                            [self = shared_from_this()](beast::error_code ec, size_t) {
+                              if (ec || self->closed_) return self->Close();
+                              self->Drain();
+                            });
   }
 
   void Send(http::status status, std::string body, const char* content_type,
@@ -447,6 +544,9 @@ class Session final : public std::enable_shared_from_this<Session> {
   std::optional<Op> op_;
   bool keep_alive_ = true;
   bool closed_ = false;
+  size_t body_bytes_ = 0;             // reserved with GatewayImpl::ReserveBodyBytes
+  size_t reply_bytes_ = 0;            // counted in GatewayImpl::AddReplyBytes while being written
+  std::array<char, 4096> scratch_{};  // what CloseAfterDraining drops
   // A waiting GetActivityTask: its poll id (0: none).
   uint64_t poll_id_ = 0;
   // A waiting GetOutcomes.
@@ -456,6 +556,54 @@ class Session final : public std::enable_shared_from_this<Session> {
     Clock::time_point deadline;
   };
   std::optional<Outcomes> outcomes_;
+};
+
+// A connection past connections_max: one short 503 answer, then its input read and dropped
+// until it closes or kAwsCloseDrainMs passed (closing with unread input would reset the
+// connection, and the client could lose the answer). At most kAwsRefusalsInProgressMax at once.
+class Refusal final : public std::enable_shared_from_this<Refusal> {
+ public:
+  Refusal(GatewayImpl& gw, tcp::socket socket, std::shared_ptr<const std::string> response)
+      : gw_(gw), socket_(std::move(socket)), timer_(gw.io()), response_(std::move(response)) {}
+
+  void Start() {
+    timer_.expires_after(std::chrono::milliseconds(limits::kAwsCloseDrainMs));
+    timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (!ec) self->Done();
+    });
+    asio::async_write(socket_, asio::buffer(*response_),
+                      [self = shared_from_this()](beast::error_code ec, size_t) {
+                        if (ec) return self->Done();
+                        beast::error_code ignored;
+                        self->socket_.shutdown(tcp::socket::shutdown_send, ignored);
+                        self->Drain();
+                      });
+  }
+
+  void Done() {
+    if (done_) return;
+    done_ = true;
+    beast::error_code ignored;
+    timer_.cancel();
+    socket_.close(ignored);
+    gw_.ForgetRefusal(this);
+  }
+
+ private:
+  void Drain() {
+    socket_.async_read_some(asio::buffer(scratch_),
+                            [self = shared_from_this()](beast::error_code ec, size_t) {
+                              if (ec) return self->Done();
+                              self->Drain();
+                            });
+  }
+
+  GatewayImpl& gw_;
+  tcp::socket socket_;
+  asio::steady_timer timer_;
+  const std::shared_ptr<const std::string> response_;
+  std::array<char, 4096> scratch_{};
+  bool done_ = false;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -611,7 +759,10 @@ void Session::IssueTasks(Body& b) {
           if (--collect->remaining == 0) {
             s.Answer(IssueTasksBody(collect->results, *item_errors));
           }
-        });
+        },
+        // Bounded by the batch (kRpcBatchItemsMax) and the engine's queue, whose overload an
+        // item answers: as the Cap'n Proto server's batch items.
+        Admission::kAlways);
   }
 }
 
@@ -669,7 +820,13 @@ void Session::Stats() {
 
 void Session::Health() {
   const StorageHealth h = gw_.engine()->Health();
-  json body{{"status", h.ok ? "ok" : "unavailable"}, {"storage", StorageJson(h)}};
+  const GatewayCounters c = gw_.Snapshot();
+  json body{{"status", h.ok ? "ok" : "unavailable"},
+            {"storage", StorageJson(h)},
+            {"gateway",
+             {{"connections", c.connections},
+              {"callsInFlight", c.calls_in_flight},
+              {"waitingPolls", c.waiting_polls}}}};
   Send(h.ok ? http::status::ok : http::status::service_unavailable, Dump(body), "application/json",
        {}, nullptr);
 }
@@ -713,17 +870,24 @@ void Session::StartPollWait(uint32_t wait_s) {
   WatchForHangUp();
 }
 
+// Whether the client has closed its side (EOF) or the connection is gone; false when it is
+// open, or sent bytes (a pipelined request, which waits in the socket).
+bool Session::PeerClosed() {
+  char byte;
+  const ssize_t n = ::recv(socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 // While a long poll waits, a readable socket means the client hung up (or pipelined a request,
 // which waits in the buffer until this one is answered).
 void Session::WatchForHangUp() {
   socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
     if (ec || self->closed_ || (self->poll_id_ == 0 && !self->outcomes_)) return;
+    if (self->PeerClosed()) return self->Close();  // withdraws the poll
     char byte;
-    const ssize_t n = ::recv(self->socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
-      return self->Close();  // withdraws the poll
+    if (::recv(self->socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT) < 0) {
+      self->WatchForHangUp();  // spurious
     }
-    if (n < 0) self->WatchForHangUp();  // spurious
   });
 }
 
@@ -743,6 +907,12 @@ bool Session::OnPollAnswer(uint64_t poll_id, Result<GetActivityTaskReply> r) {
     return true;
   }
   if (gw_.options().before_task_write) gw_.options().before_task_write();
+  if (PeerClosed()) {
+    // The worker hung up in the same turn: a write would still succeed into the socket's
+    // buffer and the task would go to nobody. Not taken: the bridge returns it.
+    Close();
+    return false;
+  }
   std::string token = r.value.token;
   GatewayImpl* gw = &gw_;
   Answer(ActivityTaskBody(r.value), [gw, token = std::move(token)](bool written) mutable {
@@ -785,21 +955,19 @@ void Session::ReadOutcomes() {
   Outcomes& o = *outcomes_;
   Engine* engine = gw_.engine();
   gw_.bridge().Uncork();  // a store read on this thread follows
-  Result<std::vector<OutcomeEvent>> read = engine->ReadEvents(o.req.from_seq, o.req.max_events);
+  bool trimmed = false;
+  Result<std::vector<OutcomeEvent>> read = ReadEventRun(engine, o.req.from_seq, o.req.max_events,
+                                                        limits::kAwsOutcomesBytesMax, &trimmed);
   if (!read.ok()) {
     EndPoll();
     return AnswerEngineError(read.error);
   }
   std::vector<OutcomeEvent>& events = read.value;
-  size_t run = 0;  // the run of consecutive sequences from the cursor
-  while (run < events.size() && events[run].seq == o.req.from_seq + run) ++run;
-  events.resize(run);
-  if (events.empty() && engine->LastEventSeq() >= o.req.from_seq) {
+  if (trimmed) {
     const uint64_t from = o.req.from_seq;
     EndPoll();
-    return AnswerEngineError(ValidationError(
-        "events from sequence " + std::to_string(from) +
-        " are no longer kept; omit fromSequence to resume from the consumer's cursor"));
+    return AnswerEngineError(
+        EventsTrimmedError(from, "omit fromSequence to resume from the consumer's cursor"));
   }
   if (events.empty() && Clock::now() < o.deadline) return;  // wait for events or the timer
   const uint64_t acked = o.acked_seq;
@@ -832,6 +1000,7 @@ void Session::Send(http::status status, std::string body, const char* content_ty
   response_ = {};
   response_.version(11);
   response_.result(status);
+  response_.set(http::field::server, gw_.options().server_version);
   response_.set(http::field::content_type, content_type);
   response_.set("x-amzn-RequestId", gw_.NextRequestId());
   // Clients correct a skewed clock from it (the JavaScript SDK does, then re-signs).
@@ -840,14 +1009,20 @@ void Session::Send(http::status status, std::string body, const char* content_ty
   response_.body() = std::move(body);
   response_.keep_alive(keep_alive_);
   response_.prepare_payload();
+  reply_bytes_ = response_.body().size();
+  gw_.AddReplyBytes(reply_bytes_);
   // A client that does not read its answer is given the idle timeout, then dropped.
   ArmTimer(gw_.options().idle_timeout_ms);
   http::async_write(socket_, response_,
                     [self = shared_from_this(), on_written = std::move(on_written)](
                         beast::error_code ec, size_t) {
                       self->timer_.cancel();
+                      self->response_ = {};  // an idle connection keeps no answer
+                      self->gw_.AddReplyBytes(-static_cast<int64_t>(self->reply_bytes_));
+                      self->reply_bytes_ = 0;
                       if (on_written) on_written(!ec && !self->closed_);
-                      if (ec || self->closed_ || !self->keep_alive_) return self->Close();
+                      if (ec || self->closed_) return self->Close();
+                      if (!self->keep_alive_) return self->CloseAfterDraining();
                       self->op_.reset();
                       self->WaitForRequest();
                     });
@@ -932,15 +1107,25 @@ void GatewayImpl::PumpMailbox() {
 }
 
 void GatewayImpl::OnEvents() {
+  // Each waiting GetOutcomes reads again; those still waiting stay on the list, once each.
   std::vector<std::weak_ptr<Session>> waiters;
   waiters.swap(outcome_waiters_);
   for (auto& weak : waiters) {
+    std::shared_ptr<Session> s = weak.lock();
+    if (s == nullptr) continue;
+    s->OnEvents();
+    if (s->WaitingForOutcomes()) outcome_waiters_.push_back(s);
+  }
+}
+
+void GatewayImpl::ResumeReading() {
+  std::vector<std::weak_ptr<Session>> paused;
+  paused.swap(paused_);
+  for (auto& weak : paused) {
     if (std::shared_ptr<Session> s = weak.lock()) {
-      s->OnEvents();
-      outcome_waiters_.push_back(s);  // still waiting, or done: pruned at the next notice
+      asio::post(io_, [s]() { s->Resume(); });
     }
   }
-  std::erase_if(outcome_waiters_, [](const std::weak_ptr<Session>& w) { return w.expired(); });
 }
 
 void GatewayImpl::Accept() {
@@ -984,19 +1169,33 @@ void GatewayImpl::Refuse(tcp::socket& socket) {
   --counters_.connections_accepted;
   refuse_log_.Log("connection limit (" + std::to_string(options_.connections_max) +
                   ") reached; refusing new connections");
-  const std::string body =
-      ErrorBody(ErrorReply{kThrottlingException,
-                           std::string(kThrottlingMessage) + ": too many connections (" +
-                               std::to_string(options_.connections_max) + ")",
-                           503});
-  const std::string response =
-      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: " + std::string(kJsonContentType) +
-      "\r\nX-Amzn-ErrorType: " + kThrottlingException +
-      "\r\nConnection: close\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
-  ::send(socket.native_handle(), response.data(), response.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-  beast::error_code ignored;
-  socket.shutdown(tcp::socket::shutdown_send, ignored);
-  socket.close(ignored);
+  if (refusals_.size() >= limits::kAwsRefusalsInProgressMax) {
+    beast::error_code ignored;
+    socket.close(ignored);  // too many at once: closed without an answer
+    return;
+  }
+  if (refusal_response_ == nullptr) {
+    const std::string body =
+        ErrorBody(ErrorReply{kThrottlingException,
+                             std::string(kThrottlingMessage) + ": too many connections (" +
+                                 std::to_string(options_.connections_max) + ")",
+                             503});
+    refusal_response_ = std::make_shared<const std::string>(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: " + std::string(kJsonContentType) +
+        "\r\nX-Amzn-ErrorType: " + kThrottlingException +
+        "\r\nConnection: close\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" +
+        body);
+  }
+  auto r = std::make_shared<Refusal>(*this, std::move(socket), refusal_response_);
+  refusals_.emplace(r.get(), r);
+  r->Start();
+}
+
+void GatewayImpl::ForgetRefusal(Refusal* r) {
+  auto it = refusals_.find(r);
+  if (it == refusals_.end()) return;
+  std::shared_ptr<Refusal> keep = std::move(it->second);
+  refusals_.erase(it);
 }
 
 void GatewayImpl::Forget(Session* s) {
@@ -1019,6 +1218,9 @@ void GatewayImpl::BeginShutdown() {
     std::vector<std::shared_ptr<Session>> all;
     for (auto& [ptr, s] : sessions_) all.push_back(s);
     for (auto& s : all) s->Close();
+    std::vector<std::shared_ptr<Refusal>> refusing;
+    for (auto& [ptr, r] : refusals_) refusing.push_back(r);
+    for (auto& r : refusing) r->Done();
     outcome_waiters_.clear();
     // The run loop ends once the handlers of the closed sessions have run.
   });

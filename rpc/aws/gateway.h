@@ -9,15 +9,18 @@
 // engine once; a batch of answers comes back in one hand-off) and writes the answers. No thread
 // per connection or per waiting poll.
 //
-// Bounds (engine/limits.h, "AWS gateway"): a request body of at most limits::kRequestBytesMax
-// (413 past it) and headers of at most kAwsHeaderBytesMax (431); one request at a time per
-// connection (the next is read once the answer is written: a client that does not read its
-// answers stops being read, and holds one answer); a connection idle for idle_timeout_ms, or
-// taking longer than request_timeout_ms to send one request, is closed (slow-loris clients);
-// at most connections_max connections (past it a new one gets a 503 ThrottlingException and
-// is closed); at most calls_max engine calls in flight (past it ThrottlingException at once,
-// which every AWS SDK retries with back-off); an accept loop that backs off on EMFILE/ENFILE
-// and accepts again when descriptors free up.
+// Bounds (engine/limits.h, "AWS JSON 1.0 gateway"; docs/AWS_GATEWAY.md lists them): a request
+// body of at most limits::kRequestBytesMax (413 past it) and headers of at most
+// kAwsHeaderBytesMax (431); one request at a time per connection (the next is read once the
+// answer is written: a client that does not read its answers stops being read, and holds one
+// answer), and neither kept once done; request bodies being read, all connections together, at
+// most kAwsBodyBytesInFlightMax (503 ThrottlingException past it); no request read while
+// kAwsReplyBytesGlobalHigh of answers wait to be written; a connection idle for
+// idle_timeout_ms, or taking longer than request_timeout_ms to send one request, is closed
+// (slow-loris clients); at most connections_max connections (past it a new one gets a 503
+// ThrottlingException and is closed once it read it); at most calls_max engine calls in flight
+// (past it ThrottlingException at once, which every AWS SDK retries with back-off); an accept
+// loop that backs off on EMFILE/ENFILE and accepts again when descriptors free up.
 //
 // Long polls. GetActivityTask waits up to max_poll_seconds, then answers {}. A poll whose
 // connection closes is withdrawn and never gets a task. A task whose answer could not be

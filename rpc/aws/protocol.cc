@@ -43,14 +43,10 @@ constexpr std::array<OpInfo, kOpCount> kOps = {{
     {Op::kStats, "Stats", false},
 }};
 
-// Coral's name for the JSON token where a member of another type was expected.
-std::string WrongType(const json& value, const char* expected) {
-  if (value.is_object()) return "Start of structure or map found where not expected.";
-  if (value.is_array()) return "Start of list found where not expected.";
-  const char* token = "NUMBER_VALUE";
-  if (value.is_string()) token = "STRING_VALUE";
-  if (value.is_boolean()) token = value.get<bool>() ? "TRUE_VALUE" : "FALSE_VALUE";
-  return std::string(token) + " cannot be converted to " + expected;
+// A body or batch item that is not a JSON object: Coral's words for what it found instead.
+ErrorReply NotAStructure(const json& value) {
+  if (value.is_array()) return SerializationError(kListWhereStructureMessage);
+  return SerializationError(std::string(kScalarWhereStructureMessage));
 }
 
 // The member `name`, or nullptr when absent or null (AWS reads a null member as absent).
@@ -114,13 +110,11 @@ std::optional<ErrorReply> Body::Parse(std::string_view text, Body* out) {
   }
   // The scanner first: nlohmann/json stops at a NUL and would accept what follows it.
   if (!IsValidUtf8(text) || !IsJsonValue(text)) {
-    return SerializationError("Unable to parse the request body: it is not one JSON value");
+    return SerializationError(kMalformedBodyMessage);
   }
   out->json_ = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (out->json_.is_discarded()) {
-    return SerializationError("Unable to parse the request body: it is not one JSON value");
-  }
-  if (!out->json_.is_object()) return SerializationError(WrongType(out->json_, "a structure"));
+  if (out->json_.is_discarded()) return SerializationError(kMalformedBodyMessage);
+  if (!out->json_.is_object()) return NotAStructure(out->json_);
   return std::nullopt;
 }
 
@@ -134,7 +128,7 @@ std::optional<ErrorReply> Body::String(const char* name, std::optional<std::stri
   out->reset();
   const json* v = Member(json_, name);
   if (v == nullptr) return std::nullopt;
-  if (!v->is_string()) return SerializationError(WrongType(*v, "String"));
+  if (!v->is_string()) return FromEngineError(WrongTypeError(name, "String"));
   *out = v->get<std::string>();
   return std::nullopt;
 }
@@ -144,14 +138,14 @@ std::optional<ErrorReply> Body::Integer(const char* name, std::optional<uint64_t
   const json* v = Member(json_, name);
   if (v == nullptr) return std::nullopt;
   if (v->is_number_integer() && !v->is_number_unsigned()) return NotNegative(*v, name);
-  if (!v->is_number_unsigned()) return SerializationError(WrongType(*v, "Integer"));
+  if (!v->is_number_unsigned()) return FromEngineError(WrongTypeError(name, "Integer"));
   *out = v->get<uint64_t>();
   return std::nullopt;
 }
 
 std::optional<ErrorReply> Body::Array(const char* name, const json** out) const {
   *out = Member(json_, name);
-  if (*out != nullptr && !(*out)->is_array()) return SerializationError(WrongType(**out, "List"));
+  if (*out != nullptr && !(*out)->is_array()) return FromEngineError(WrongTypeError(name, "List"));
   return std::nullopt;
 }
 
@@ -279,15 +273,14 @@ std::optional<ErrorReply> ReadIssueTasks(Body& b, std::vector<IssueTaskRequest>*
   }
   if (tasks->size() > limits::kRpcBatchItemsMax) {
     return FromEngineError(ValidationError(
-        ValidationMessage({Constraint("tasks", "Member must have length less than or equal to " +
-                                                   std::to_string(limits::kRpcBatchItemsMax))})));
+        ValidationMessage({Constraint("tasks", TooLongRule(limits::kRpcBatchItemsMax))})));
   }
   out->assign(tasks->size(), IssueTaskRequest{});
   item_errors->assign(tasks->size(), std::nullopt);
   for (size_t i = 0; i < tasks->size(); ++i) {
     const json& item = (*tasks)[i];
     if (!item.is_object()) {
-      (*item_errors)[i] = SerializationError(WrongType(item, "a structure"));
+      (*item_errors)[i] = NotAStructure(item);
       continue;
     }
     Body body = Body::Of(item);
@@ -305,8 +298,7 @@ std::optional<ErrorReply> ReadGetOutcomes(Body& b, uint32_t max_poll_s, GetOutco
   if (auto e = b.Missing()) return e;
   if (max && (*max == 0 || *max > limits::kEventsPerReadMax)) {
     return FromEngineError(ValidationError(ValidationMessage({ValueConstraint(
-        std::to_string(*max), "maxEvents",
-        "Member must have value between 1 and " + std::to_string(limits::kEventsPerReadMax))})));
+        std::to_string(*max), "maxEvents", ValueBetweenRule(1, limits::kEventsPerReadMax))})));
   }
   out->from_seq = from.value_or(0);
   out->max_events = static_cast<uint32_t>(max.value_or(limits::kListActivitiesDefault));

@@ -6,9 +6,10 @@
 // Wire rules (SEMANTICS.md, "AWS wire protocol"):
 //  - The body is one JSON object; anything else is SerializationException. An empty body reads
 //    as {}. Unknown members are ignored, a member whose value is null is absent, as AWS does.
-//  - A member of the wrong JSON type is SerializationException in Coral's words ("NUMBER_VALUE
-//    cannot be converted to String"), as AWS JSON services answer it; a missing required member
-//    is ValidationException "Member must not be null", all missing members in one message.
+//  - A member of the wrong JSON type is ValidationException ("... Member must be of type
+//    String"); a missing required member is ValidationException "Member must not be null", all
+//    missing members in one message. A body (or batch item) that is not an object, or not JSON,
+//    is SerializationException.
 //  - Lengths and contents are checked by the engine's validators (engine/validate.h), so both
 //    front ends answer the same texts (engine/errors.h).
 //  - Success: 200 and a JSON body, {} when empty. Times are epoch seconds (JSON numbers with a

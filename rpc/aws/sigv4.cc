@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/assert.h"
+#include "engine/errors.h"
 
 namespace tw::rpc::aws {
 namespace {
@@ -44,12 +45,9 @@ namespace {
 // SEMANTICS.md fixes "Missing Authentication Token" and the code "IncompleteSignature"; DynamoDB
 // answers "Request is missing Authentication Token" and "IncompleteSignatureException". Clients
 // key on neither (botocore retries none of these), so SEMANTICS.md wins until recorded otherwise.
-constexpr std::string_view kMissingTokenText = "Missing Authentication Token";
-constexpr std::string_view kUnknownKeyText =
-    "The security token included in the request is invalid.";
-constexpr std::string_view kMismatchText =
-    "The request signature we calculated does not match the signature you provided. Check your "
-    "AWS Secret Access Key and signing method. Consult the service documentation for details.";
+constexpr std::string_view kMissingTokenText = kMissingAuthenticationTokenMessage;
+constexpr std::string_view kUnknownKeyText = kUnrecognizedClientMessage;
+constexpr std::string_view kMismatchText = kSignatureMismatchMessage;
 constexpr std::string_view kAlgorithm = "AWS4-HMAC-SHA256";
 constexpr std::string_view kTerminator = "aws4_request";
 

@@ -37,6 +37,7 @@
 #include <utility>
 #include <vector>
 
+#include "engine/errors.h"
 #include "engine/limits.h"
 #include "engine/status.h"
 
@@ -49,12 +50,13 @@ using limits::kAwsSecretKeyCharsMax;
 // AWS allows a request time this far from its own clock, in either direction.
 inline constexpr int64_t kClockSkewSecondsMax = 15 * 60;
 
-// The AWS error codes Verify answers with (the `__type` after '#', and X-Amzn-ErrorType).
+// The AWS error codes Verify answers with (the `__type` after '#', and X-Amzn-ErrorType); their
+// home is engine/errors.h.
 inline constexpr std::string_view kMissingAuthenticationToken =
-    "MissingAuthenticationTokenException";
-inline constexpr std::string_view kIncompleteSignature = "IncompleteSignature";
-inline constexpr std::string_view kUnrecognizedClient = "UnrecognizedClientException";
-inline constexpr std::string_view kInvalidSignature = "InvalidSignatureException";
+    ::tw::kMissingAuthenticationTokenException;
+inline constexpr std::string_view kIncompleteSignature = ::tw::kIncompleteSignature;
+inline constexpr std::string_view kUnrecognizedClient = ::tw::kUnrecognizedClientException;
+inline constexpr std::string_view kInvalidSignature = ::tw::kInvalidSignatureException;
 
 // One header line as received. Names compare case-insensitively; a name may repeat.
 struct Header {

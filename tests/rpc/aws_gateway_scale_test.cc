@@ -7,10 +7,14 @@
 #include <poll.h>
 #include <sys/resource.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tests/rpc/aws_test_http.h"
@@ -94,6 +98,61 @@ TEST(GatewayScaleTest, TenThousandPollsWaitAndEachTaskGoesToOne) {
   EXPECT_TRUE(WaitUntil(
       [&]() { return Call(port, "TokenWheel.Stats", json::object())["waitingPolls"] == 0; },
       60'000));
+  EXPECT_EQ(server.Terminate(), 0) << server.Log();
+}
+
+uint64_t RssKb(pid_t pid) {
+  const std::string status = ReadFile("/proc/" + std::to_string(pid) + "/status");
+  const size_t at = status.find("VmRSS:");
+  return at == std::string::npos ? 0 : std::stoull(status.substr(at + 6));
+}
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;  // RSS is then mostly the sanitizer's
+#else
+constexpr bool kSanitized = false;
+#endif
+
+// Issue 18's abuse, on the gateway: many connections ask for a ~256 KiB task description and
+// never read the answers. Each connection holds at most one answer, describes in flight are
+// bounded (kAwsPayloadCallsInFlightMax: the rest are throttled at once), and no connection
+// starts reading a request while kAwsReplyBytesGlobalHigh of answers wait: the server's RSS
+// stays within a budget, and a well-behaved client is served meanwhile.
+TEST(GatewayScaleTest, ClientsThatNeverReadHoldABoundedAmountOfMemory) {
+  constexpr size_t kGreedy = 1000;
+  constexpr uint64_t kBudgetKb = 384 << 10;
+  TempDir dir;
+  ServerProcess server(dir.path() + "/data", dir.path() + "/log");
+  ASSERT_TRUE(server.Start());
+  const uint16_t port = PortOf(server.aws_address());
+  const std::string token = Call(port, "TokenWheel.IssueTask",
+                                 {{"input", "\"" + std::string(250'000, 'x') + "\""}})["taskToken"];
+  const uint64_t before_kb = RssKb(server.pid());
+  std::vector<std::unique_ptr<HttpClient>> greedy;
+  const std::string describe =
+      HttpClient::PostRequest("TokenWheel.DescribeTask", json{{"taskToken", token}}.dump());
+  uint64_t peak_kb = before_kb;
+  for (size_t i = 0; i < kGreedy; ++i) {
+    greedy.push_back(std::make_unique<HttpClient>(port));
+    ASSERT_TRUE(greedy.back()->SendRaw(describe));
+    if (i % 100 == 0) peak_kb = std::max(peak_kb, RssKb(server.pid()));
+  }
+  for (int i = 0; i < 20; ++i) {  // while the server works through them
+    peak_kb = std::max(peak_kb, RssKb(server.pid()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  // A bystander is served.
+  HttpClient bystander(port);
+  auto r = bystander.Post("AWSStepFunctions.ListActivities", "{}");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->status, 200);
+  std::printf("gateway RSS: before %llu KiB, peak %llu KiB (+%llu KiB) with %zu greedy clients\n",
+              static_cast<unsigned long long>(before_kb), static_cast<unsigned long long>(peak_kb),
+              static_cast<unsigned long long>(peak_kb - before_kb), kGreedy);
+  if (!kSanitized) {
+    EXPECT_LT(peak_kb - before_kb, kBudgetKb);
+  }
+  greedy.clear();
   EXPECT_EQ(server.Terminate(), 0) << server.Log();
 }
 

@@ -6,7 +6,9 @@
 // The real AWS clients (AWS CLI, boto3, the JavaScript SDK) run against tokenwheeld in
 // tests/clients/. Long polls use real time, kept to about a second.
 #include <gtest/gtest.h>
+#include <poll.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <future>
@@ -33,6 +35,7 @@ using testing::HttpResponse;
 
 constexpr char kArnPrefix[] = "arn:aws:states:us-east-1:000000000000:activity:";
 constexpr char kValidationType[] = "com.amazon.coral.validate#ValidationException";
+constexpr int64_t kStorageRetryMs = 500;
 
 std::string Sfn(const char* op) { return std::string("AWSStepFunctions.") + op; }
 std::string Tw(const char* op) { return std::string("TokenWheel.") + op; }
@@ -45,6 +48,14 @@ class GatewayTest : public ::testing::Test {
     dir_ = tmpl;
     EngineOptions eo;
     eo.token_key_file = dir_ + "/token.key";
+    eo.pollers_per_activity_max = pollers_max_;
+    eo.storage_retry_ms = kStorageRetryMs;
+    eo.reopen_store = [this](std::unique_ptr<Store>* out) {
+      auto store = std::make_unique<MemoryStore>(disk_);
+      store_ = store.get();
+      *out = std::move(store);
+      return Status::Ok();
+    };
     auto store = std::make_unique<MemoryStore>(disk_);
     store_ = store.get();
     auto engine = Engine::Open(eo, std::move(store), &clock_);
@@ -108,6 +119,7 @@ class GatewayTest : public ::testing::Test {
     const int64_t deadline = HttpClient::NowMs() + 10'000;
     while (CallOk(Tw("Stats"), json::object())["waitingPolls"] != n &&
            HttpClient::NowMs() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     EXPECT_EQ(CallOk(Tw("Stats"), json::object())["waitingPolls"], n);
   }
@@ -131,6 +143,7 @@ class GatewayTest : public ::testing::Test {
   std::unique_ptr<Engine> engine_;
   GatewayOptions options_;
   std::unique_ptr<Gateway> gateway_;
+  uint32_t pollers_max_ = limits::kPollersPerActivityDefault;
 };
 
 // ---- The AWS operations, byte for byte ----
@@ -267,12 +280,25 @@ TEST_F(GatewayTest, MalformedBodiesAreSerializationExceptions) {
     EXPECT_EQ(r.status, 400) << body;
     EXPECT_EQ(r.header("x-amzn-errortype"), "SerializationException") << body;
   }
-  ExpectError(Call(Sfn("CreateActivity"), R"({"name":7})"), 400, "SerializationException",
-              "NUMBER_VALUE cannot be converted to String");
+  ExpectError(Call(Sfn("CreateActivity"), "[]"), 400, "SerializationException",
+              kListWhereStructureMessage);
+}
+
+TEST_F(GatewayTest, MembersOfTheWrongTypeAreValidationExceptions) {
+  StartGateway();
+  ExpectError(Call(Sfn("CreateActivity"), R"({"name":7})"), 400, "ValidationException",
+              "1 validation error detected: Value at 'name' failed to satisfy constraint: Member "
+              "must be of type String");
   ExpectError(Call(Sfn("SendTaskHeartbeat"), R"({"taskToken":{"a":1}})"), 400,
-              "SerializationException", "Start of structure or map found where not expected.");
-  ExpectError(Call(Sfn("ListActivities"), R"({"maxResults":"2"})"), 400, "SerializationException",
-              "STRING_VALUE cannot be converted to Integer");
+              "ValidationException",
+              "1 validation error detected: Value at 'taskToken' failed to satisfy constraint: "
+              "Member must be of type String");
+  ExpectError(Call(Sfn("ListActivities"), R"({"maxResults":"2"})"), 400, "ValidationException",
+              "1 validation error detected: Value at 'maxResults' failed to satisfy constraint: "
+              "Member must be of type Integer");
+  ExpectError(Call(Sfn("ListActivities"), R"({"maxResults":-1})"), 400, "ValidationException",
+              "1 validation error detected: Value '-1' at 'maxResults' failed to satisfy "
+              "constraint: Member must have value greater than or equal to 0");
 }
 
 TEST_F(GatewayTest, UnknownTargetsPathsAndMethods) {
@@ -322,11 +348,12 @@ TEST_F(GatewayTest, APollWhoseClientHangsUpIsWithdrawnAndGetsNoTask) {
 }
 
 TEST_F(GatewayTest, ATaskWhoseAnswerCannotBeWrittenGoesBackToItsQueue) {
-  HttpClient* victim = nullptr;
+  // Set by the test thread before the poll is sent, taken by the gateway thread in the hook.
+  std::atomic<HttpClient*> victim{nullptr};
   options_.before_task_write = [&victim]() {
-    if (victim != nullptr) {
-      victim->Reset();  // the worker's connection dies between hand-out and write
-      victim = nullptr;
+    if (HttpClient* c = victim.load()) {
+      c->Reset();             // the worker's connection dies
+      victim.store(nullptr);  // after: the test thread then owns the client again
     }
   };
   StartGateway();
@@ -334,14 +361,14 @@ TEST_F(GatewayTest, ATaskWhoseAnswerCannotBeWrittenGoesBackToItsQueue) {
   const std::string token = CallOk(Tw("IssueTask"), {{"activityArn", arn}})["taskToken"];
   {
     auto poller = Connect();
-    victim = poller.get();
+    victim.store(poller.get());
     ASSERT_TRUE(poller->SendRaw(
         HttpClient::PostRequest(Sfn("GetActivityTask"), json{{"activityArn", arn}}.dump())));
     const int64_t deadline = HttpClient::NowMs() + 10'000;
-    while (victim != nullptr && HttpClient::NowMs() < deadline) {
+    while (victim.load() != nullptr && HttpClient::NowMs() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
-    ASSERT_EQ(victim, nullptr) << "the hook did not run";
+    ASSERT_EQ(victim.load(), nullptr) << "the hook did not run";
   }
   // Back at the head of its queue: the next worker gets it.
   json task = CallOk(Sfn("GetActivityTask"), {{"activityArn", arn}});
@@ -386,6 +413,7 @@ TEST_F(GatewayTest, IssueTasksAnswersEachItem) {
   EXPECT_TRUE(r["results"][0].contains("taskToken"));
   EXPECT_EQ(r["results"][1]["error"]["code"], "InvalidOutput");
   EXPECT_EQ(r["results"][2]["error"]["code"], "SerializationException");
+  EXPECT_EQ(r["results"][2]["error"]["message"], kScalarWhereStructureMessage);
   ExpectError(Call(Tw("IssueTasks"), "{}"), 400, "ValidationException",
               "1 validation error detected: Value at 'tasks' failed to satisfy constraint: "
               "Member must not be null");
@@ -403,6 +431,7 @@ TEST_F(GatewayTest, OutcomesAreReadFromTheCursorWaitedForAndAcked) {
   const int64_t deadline = HttpClient::NowMs() + 10'000;
   while (CallOk(Tw("Stats"), json::object())["gateway"]["waitingPolls"] != 1 &&
          HttpClient::NowMs() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   const std::string b = IssueCallback();
   CallOk(Sfn("SendTaskFailure"), {{"taskToken", b}, {"error", "E"}});
@@ -453,7 +482,7 @@ TEST_F(GatewayTest, HealthAndMetrics) {
   }
 }
 
-TEST_F(GatewayTest, HealthSaysWhenTheStorageFailed) {
+TEST_F(GatewayTest, HealthSaysWhenTheStorageFailedAndWhenItWorksAgain) {
   StartGateway();
   IssueCallback();
   // Armed on the engine thread, like the write it fails: the next one, the issue's.
@@ -471,6 +500,22 @@ TEST_F(GatewayTest, HealthSaysWhenTheStorageFailed) {
   ASSERT_TRUE(health.has_value());
   EXPECT_EQ(health->status, 503);
   EXPECT_EQ(json::parse(health->body)["status"], "unavailable");
+  auto metrics = c->Get("/metrics");
+  ASSERT_TRUE(metrics.has_value());
+  EXPECT_NE(metrics->body.find("tokenwheel_storage_ok 0"), std::string::npos);
+  // The engine's clock reaches the reopen; the store opens again and health says so.
+  clock_.Advance(kStorageRetryMs);
+  const int64_t deadline = HttpClient::NowMs() + 30'000;
+  while (HttpClient::NowMs() < deadline) {
+    auto h = Connect()->Get("/healthz");
+    if (h && h->status == 200) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  auto again = Connect()->Get("/healthz");
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->status, 200);
+  EXPECT_EQ(json::parse(again->body)["storage"]["recoveries"], 1);
+  EXPECT_EQ(Call(Tw("IssueTask"), "{}").status, 200);
 }
 
 // ---- Bounds ----
@@ -530,6 +575,7 @@ TEST_F(GatewayTest, PastTheConnectionCapANewConnectionIsRefusedClearly) {
     auto again = Connect();
     auto a = again->Post(Sfn("ListActivities"), "{}");
     served = a.has_value() && a->status == 200;
+    if (!served) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_TRUE(served);
 }
@@ -551,12 +597,14 @@ TEST_F(GatewayTest, PastTheCallsInFlightBoundCallsAreThrottled) {
     clients.push_back(Connect());
     ASSERT_TRUE(clients.back()->SendRaw(HttpClient::PostRequest(Tw("IssueTask"), "{}")));
   }
+  // /healthz answers without the engine: wait until both calls are in flight.
   const int64_t deadline = HttpClient::NowMs() + 10'000;
-  HttpResponse third;
   while (HttpClient::NowMs() < deadline) {
-    third = Call(Tw("IssueTask"), "{}");
-    if (third.status == 400) break;  // once the first two are in flight
+    auto h = Connect()->Get("/healthz");
+    if (h && json::parse(h->body)["gateway"]["callsInFlight"] == 2) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
+  HttpResponse third = Call(Tw("IssueTask"), "{}");
   ExpectError(third, 400, "ThrottlingException", "Rate exceeded: too many calls in flight");
   release.set_value();
   for (auto& c : clients) {
@@ -564,6 +612,106 @@ TEST_F(GatewayTest, PastTheCallsInFlightBoundCallsAreThrottled) {
     ASSERT_TRUE(r.has_value());
     EXPECT_EQ(r->status, 200);
   }
+}
+
+TEST_F(GatewayTest, AClientThatNeverReadsItsAnswersStopsBeingRead) {
+  StartGateway();
+  // A task whose description is ~256 KiB: the sockets' buffers (a few MiB on loopback) hold a
+  // few dozen answers.
+  const std::string token =
+      CallOk(Tw("IssueTask"), {{"input", "\"" + std::string(250'000, 'x') + "\""}})["taskToken"];
+  const uint64_t commands_before = CallOk(Tw("Stats"), json::object())["commands"];
+  constexpr int kRequests = 400;
+  auto greedy = Connect();
+  std::string pipeline;
+  for (int i = 0; i < kRequests; ++i) {
+    pipeline += HttpClient::PostRequest(Tw("DescribeTask"), json{{"taskToken", token}}.dump());
+  }
+  ASSERT_TRUE(greedy->SendRaw(pipeline));
+  // It is served until its unread answers fill the buffers, then not read: the engine sees
+  // some of its describes, far from all, however long we wait (a settle time, not a timeout).
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const uint64_t seen = CallOk(Tw("Stats"), json::object())["commands"].get<uint64_t>() -
+                        commands_before - 1;  // minus this Stats
+  EXPECT_GE(seen, 1u);
+  EXPECT_LT(seen, kRequests / 2) << "describes answered for a client that reads nothing";
+  // Others are served meanwhile; and once it reads, all are answered.
+  EXPECT_EQ(Call(Sfn("ListActivities"), "{}").status, 200);
+  for (int i = 0; i < kRequests; ++i) {
+    auto r = greedy->Read();
+    ASSERT_TRUE(r.has_value()) << i;
+    ASSERT_EQ(r->status, 200) << i;
+  }
+}
+
+TEST_F(GatewayTest, AnAnswerNotReadWithinTheIdleTimeoutClosesTheConnection) {
+  options_.idle_timeout_ms = 300;
+  StartGateway();
+  const std::string token =
+      CallOk(Tw("IssueTask"), {{"input", "\"" + std::string(250'000, 'x') + "\""}})["taskToken"];
+  auto stuck = Connect();
+  std::string pipeline;
+  for (int i = 0; i < 100; ++i) {
+    pipeline += HttpClient::PostRequest(Tw("DescribeTask"), json{{"taskToken", token}}.dump());
+  }
+  ASSERT_TRUE(stuck->SendRaw(pipeline));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // > the idle timeout, unread
+  EXPECT_TRUE(stuck->WaitClosed(30'000));
+  EXPECT_EQ(Call(Sfn("ListActivities"), "{}").status, 200);
+}
+
+TEST_F(GatewayTest, BodiesBeingReadAreBoundedForAllConnectionsTogether) {
+  options_.request_timeout_ms = 30'000;
+  StartGateway();
+  // Each connection announces a body of almost 1 MiB and sends little of it: the gateway
+  // takes kAwsBodyBytesInFlightMax of them and refuses the rest with a 503 at once.
+  const size_t announced = limits::kRequestBytesMax - 1;
+  const size_t fit = limits::kAwsBodyBytesInFlightMax / announced;
+  std::vector<std::unique_ptr<HttpClient>> slow;
+  size_t refused = 0;
+  for (size_t i = 0; i < fit + 8; ++i) {
+    slow.push_back(Connect());
+    ASSERT_TRUE(slow.back()->SendRaw(
+        "POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: " + Sfn("CreateActivity") +
+        "\r\nContent-Length: " + std::to_string(announced) + "\r\n\r\n{\"name\":\""));
+  }
+  // The refusals come at once; the others wait for the rest of their bodies.
+  std::vector<pollfd> fds;
+  for (auto& c : slow) fds.push_back(pollfd{c->fd(), POLLIN, 0});
+  const int64_t deadline = HttpClient::NowMs() + 3000;
+  while (HttpClient::NowMs() < deadline) {
+    if (::poll(fds.data(), fds.size(), 100) <= 0) continue;
+    for (size_t i = 0; i < fds.size(); ++i) {
+      if ((fds[i].revents & POLLIN) == 0) continue;
+      fds[i].events = 0;
+      auto r = slow[i]->Read(1000);
+      ASSERT_TRUE(r.has_value());
+      EXPECT_EQ(r->status, 503);
+      EXPECT_EQ(r->header("x-amzn-errortype"), "ThrottlingException");
+      ++refused;
+    }
+  }
+  EXPECT_GE(refused, 8u);
+  EXPECT_LE(refused, 8u + 1);
+  EXPECT_EQ(Call(Sfn("ListActivities"), "{}").status, 200) << "small requests still pass";
+}
+
+class GatewayPollersTest : public GatewayTest {
+ protected:
+  void SetUp() override {
+    pollers_max_ = 2;
+    GatewayTest::SetUp();
+  }
+};
+
+TEST_F(GatewayPollersTest, PastThePollersOfAnActivityAPollIsRefused) {
+  options_.max_poll_seconds = 30;
+  StartGateway();
+  const std::string arn = CreateActivity("crowded");
+  auto first = StartPoll(arn, 1);
+  auto second = StartPoll(arn, 2);
+  ExpectError(Call(Sfn("GetActivityTask"), json{{"activityArn", arn}}.dump()), 400,
+              "ActivityWorkerLimitExceeded", ActivityWorkerLimitExceededError(2).message);
 }
 
 }  // namespace

@@ -86,8 +86,9 @@ TEST(DaemonTest, LoopbackAddressesAreServed) {
   TempDir tmp;
   for (const char* address : {"127.0.0.2:0", "localhost:0"}) {
     const std::string log = tmp.path() + "/log";
-    const pid_t pid = ServerProcess::Spawn(
-        {kDaemonPath, "--data-dir", tmp.path() + "/data", "--rpc-listen", address}, log);
+    const pid_t pid = ServerProcess::Spawn({kDaemonPath, "--data-dir", tmp.path() + "/data",
+                                            "--rpc-listen", address, "--aws-listen", address},
+                                           log);
     ASSERT_GT(pid, 0);
     const bool up = WaitUntil(
         [&]() { return ReadFile(log).find("listening on") != std::string::npos; }, kStartTimeoutMs);
@@ -98,6 +99,32 @@ TEST(DaemonTest, LoopbackAddressesAreServed) {
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << address;
     std::filesystem::remove(log);
   }
+}
+
+TEST(DaemonTest, ABadCredentialsFileStopsTheStart) {
+  TempDir tmp;
+  const std::string keys = tmp.path() + "/keys.json";
+  std::ofstream(keys) << R"([{"accessKeyId": "AKIDTEST", "secretAccessKey": "not-a-real-secret"}])";
+  std::filesystem::permissions(keys, std::filesystem::perms(0644));
+  CliResult r = RunDaemon({"--data-dir", tmp.path() + "/data", "--aws-listen", "127.0.0.1:0",
+                           "--aws-credentials", keys},
+                          tmp.path() + "/out");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--aws-credentials"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(keys), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("not-a-real-secret"), std::string::npos) << "never a secret in a log";
+  std::ofstream(keys, std::ios::trunc) << "not json";
+  std::filesystem::permissions(keys, std::filesystem::perms(0600));
+  r = RunDaemon({"--data-dir", tmp.path() + "/data", "--aws-listen", "127.0.0.1:0",
+                 "--aws-credentials", keys},
+                tmp.path() + "/out");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find(keys), std::string::npos) << r.err;
+  // Without credentials the gateway stays on loopback.
+  r = RunDaemon({"--data-dir", tmp.path() + "/data", "--aws-listen", "0.0.0.0:0"},
+                tmp.path() + "/out");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("checks no signatures"), std::string::npos) << r.err;
 }
 
 TEST(DaemonTest, ABadStorageRetryIsRefused) {
