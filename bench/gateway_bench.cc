@@ -47,12 +47,12 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_engine.h"
 #include "engine/clock.h"
 #include "engine/engine.h"
 #include "rpc/aws/gateway.h"
 #include "rpc/client.h"
 #include "rpc/server.h"
-#include "storage/rocksdb_store.h"
 
 namespace tw::rpc {
 namespace {
@@ -81,29 +81,11 @@ struct Env {
 Env* env = nullptr;
 
 bool SetUp(Env* e) {
-  std::random_device rd;
-  const char* base = std::getenv("TW_BENCH_DIR");
-  e->dir =
-      (base != nullptr ? std::filesystem::path(base) : std::filesystem::temp_directory_path()) /
-      ("tw-gateway-bench-" + std::to_string(rd()));
-  std::filesystem::create_directories(e->dir);
-  const char* durability = std::getenv("TW_BENCH_DURABILITY");
-  const bool sync = durability == nullptr || std::string(durability) != "none";
-  RocksStoreOptions store_options;
-  store_options.path = e->dir + "/db";
-  store_options.sync_default = sync;
-  std::unique_ptr<Store> store;
-  Status s = OpenRocksStore(store_options, &store);
-  if (!s.ok()) {
-    std::fprintf(stderr, "store: %s\n", s.ToString().c_str());
-    return false;
-  }
-  EngineOptions eo;
-  eo.durability = sync ? Durability::kSync : Durability::kNone;
-  eo.token_key_file = e->dir + "/token.key";
-  auto engine = Engine::Open(eo, std::move(store), &e->clock);
-  if (!engine.ok()) return false;
-  e->engine = std::move(engine.value);
+  bench::BenchEngine opened;
+  if (!bench::OpenBenchEngine("tw-gateway-bench", &e->clock, &opened)) return false;
+  e->dir = opened.dir;
+  e->engine = std::move(opened.engine);
+  const bool sync = opened.sync;
   ServerOptions so;
   so.listen_address = "127.0.0.1:0";
   auto server = Server::Start(e->engine.get(), so);

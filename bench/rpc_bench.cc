@@ -43,6 +43,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_engine.h"
 #include "engine/clock.h"
 #include "engine/engine.h"
 #include "rpc/client.h"
@@ -70,37 +71,10 @@ struct Env {
 Env* env = nullptr;
 
 bool SetUp(Env* e) {
-  std::random_device rd;
-  const char* base = std::getenv("TW_BENCH_DIR");
-  e->dir =
-      (base != nullptr ? std::filesystem::path(base) : std::filesystem::temp_directory_path()) /
-      ("tw-rpc-bench-" + std::to_string(rd()));
-  std::filesystem::create_directories(e->dir);
-  const char* durability = std::getenv("TW_BENCH_DURABILITY");
-  const bool sync = durability == nullptr || std::string(durability) != "none";
-  RocksStoreOptions store_options;
-  store_options.path = e->dir + "/db";
-  store_options.sync_default = sync;
-  std::unique_ptr<Store> store;
-  Status s = OpenRocksStore(store_options, &store);
-  if (!s.ok()) {
-    std::fprintf(stderr, "store: %s\n", s.ToString().c_str());
-    return false;
-  }
-  EngineOptions engine_options;
-  engine_options.durability = sync ? Durability::kSync : Durability::kNone;
-  const char* commit = std::getenv("TW_BENCH_COMMIT");
-  if (commit != nullptr && !ParseCommitMode(commit, &engine_options.commit)) {
-    std::fprintf(stderr, "TW_BENCH_COMMIT must be adaptive, inline or pipelined\n");
-    return false;
-  }
-  engine_options.token_key_file = e->dir + "/token.key";
-  auto engine = Engine::Open(engine_options, std::move(store), &e->clock);
-  if (!engine.ok()) {
-    std::fprintf(stderr, "engine: %s\n", engine.error.message.c_str());
-    return false;
-  }
-  e->engine = std::move(engine.value);
+  bench::BenchEngine opened;
+  if (!bench::OpenBenchEngine("tw-rpc-bench", &e->clock, &opened)) return false;
+  e->dir = opened.dir;
+  e->engine = std::move(opened.engine);
   ServerOptions server_options;
   server_options.listen_address = "127.0.0.1:0";
   auto server = Server::Start(e->engine.get(), server_options);
@@ -116,7 +90,7 @@ bool SetUp(Env* e) {
   }
   e->client = std::move(client.value);
   std::fprintf(stderr, "tw_bench_rpc: durability=%s commit=%s data=%s server=%s\n",
-               sync ? "sync" : "none", CommitModeName(engine_options.commit), e->dir.c_str(),
+               opened.sync ? "sync" : "none", CommitModeName(opened.commit), e->dir.c_str(),
                e->server->address().c_str());
   return true;
 }

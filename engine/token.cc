@@ -17,6 +17,7 @@
 
 #include "engine/assert.h"
 #include "engine/limits.h"
+#include "engine/scoped_fd.h"
 
 namespace tw {
 
@@ -141,21 +142,6 @@ constexpr char kKeyFileHeader[] =
     "# To rotate, append a line with a new key id and key, then restart.\n";
 
 using RawKeys = std::vector<std::pair<uint8_t, std::array<uint8_t, 32>>>;
-
-class ScopedFd {
- public:
-  explicit ScopedFd(int fd) : fd_(fd) {}
-  ~ScopedFd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  ScopedFd(const ScopedFd&) = delete;
-  ScopedFd& operator=(const ScopedFd&) = delete;
-  int get() const { return fd_; }
-  int Release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_;
-};
 
 Status Errno(const std::string& what, const std::string& path, int err) {
   return Status::IoError(what + " " + path + ": " + std::strerror(err));

@@ -17,6 +17,7 @@
 
 #include "engine/assert.h"
 #include "engine/errors.h"
+#include "engine/scoped_fd.h"
 
 namespace tw::rpc::aws {
 namespace {
@@ -626,20 +627,6 @@ bool ValidSecret(std::string_view secret) {
          std::none_of(secret.begin(), secret.end(),
                       [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
 }
-
-class ScopedFd {
- public:
-  explicit ScopedFd(int fd) : fd_(fd) {}
-  ~ScopedFd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  ScopedFd(const ScopedFd&) = delete;
-  ScopedFd& operator=(const ScopedFd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 std::string Describe(const std::string& path) { return "AWS credentials file " + path; }
 

@@ -19,6 +19,7 @@
 #include "engine/engine.h"
 #include "rpc/client.h"
 #include "rpc/server.h"
+#include "tests/rpc/job_thread.h"
 
 namespace tw::rpc {
 namespace {
@@ -31,45 +32,7 @@ int64_t NowMs() {
       .count();
 }
 
-// A thread that runs jobs in order: the fake's engine thread.
-class JobThread {
- public:
-  JobThread() : thread_([this]() { Run(); }) {}
-  ~JobThread() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      done_ = true;
-    }
-    cv_.notify_one();
-    thread_.join();
-  }
-  void Post(std::function<void()> job) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      jobs_.push_back(std::move(job));
-    }
-    cv_.notify_one();
-  }
-
- private:
-  void Run() {
-    std::unique_lock<std::mutex> lock(mu_);
-    while (true) {
-      cv_.wait(lock, [&]() { return done_ || !jobs_.empty(); });
-      if (jobs_.empty()) return;
-      auto job = std::move(jobs_.front());
-      jobs_.pop_front();
-      lock.unlock();
-      job();
-      lock.lock();
-    }
-  }
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> jobs_;
-  bool done_ = false;
-  std::thread thread_;
-};
+using testing::JobThread;
 
 class FakeEngine final : public Engine {
  public:

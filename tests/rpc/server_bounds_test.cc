@@ -40,6 +40,7 @@
 #include "rpc/server.h"
 #include "rpc/tokenwheel.capnp.h"
 #include "tests/rpc/aws_test_http.h"
+#include "tests/rpc/job_thread.h"
 #include "tests/rpc/test_support.h"
 
 namespace tw::rpc {
@@ -69,45 +70,7 @@ constexpr int64_t kSettleMs = 500;
 
 // ---- A scripted engine --------------------------------------------------------------------
 
-// A thread that runs jobs in order: the fake's engine thread.
-class JobThread {
- public:
-  JobThread() : thread_([this]() { Run(); }) {}
-  ~JobThread() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      done_ = true;
-    }
-    cv_.notify_one();
-    thread_.join();
-  }
-  void Post(std::function<void()> job) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      jobs_.push_back(std::move(job));
-    }
-    cv_.notify_one();
-  }
-
- private:
-  void Run() {
-    std::unique_lock<std::mutex> lock(mu_);
-    while (true) {
-      cv_.wait(lock, [&]() { return done_ || !jobs_.empty(); });
-      if (jobs_.empty()) return;
-      auto job = std::move(jobs_.front());
-      jobs_.pop_front();
-      lock.unlock();
-      job();
-      lock.lock();
-    }
-  }
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> jobs_;
-  bool done_ = false;
-  std::thread thread_;
-};
+using testing::JobThread;
 
 // Answers every call from its thread; issues and describes can be held until released, and
 // describes answer with an input of describe_input_bytes.

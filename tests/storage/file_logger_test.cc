@@ -13,25 +13,12 @@
 #include <sstream>
 #include <string>
 
+#include "tests/storage/store_test_util.h"
+
 namespace tw {
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string t = (std::filesystem::temp_directory_path() / "tw-logger-XXXXXX").string();
-    EXPECT_NE(::mkdtemp(t.data()), nullptr);
-    path_ = t;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using testing_util::TempDir;
 
 std::string Read(const std::string& path) {
   std::ifstream in(path);

@@ -33,6 +33,7 @@
 #include "engine/types.h"
 #include "storage/fault_fs.h"
 #include "storage/rocksdb_store.h"
+#include "tests/storage/store_test_util.h"
 
 namespace tw {
 namespace {
@@ -43,23 +44,12 @@ constexpr int kTasks = 6;                         // issues per case; every othe
 constexpr uint64_t kPointsMax = 400;              // more appends or syncs than the workload makes
 constexpr auto kWait = std::chrono::seconds(60);  // a hang guard for replies and recovery
 
-class TempDir {
- public:
-  TempDir() {
-    const char* base = ::access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-    std::string templ = std::string(base) + "/tw-storage-failure-XXXXXX";
-    EXPECT_NE(::mkdtemp(templ.data()), nullptr);
-    path_ = templ;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+// On tmpfs when there is one: FaultFs decides what fails, and the real disk's fsyncs would only
+// cost run time.
+std::unique_ptr<testing_util::TempDir> NewDir() {
+  return std::make_unique<testing_util::TempDir>(
+      "tw-storage-failure", ::access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
+}
 
 template <typename T>
 Result<T> Await(const std::function<void(Callback<T>)>& start) {
@@ -223,7 +213,7 @@ class StorageFailureTest : public ::testing::Test {
   // reached the failure point.
   bool RunCase(const Case& c) {
     SCOPED_TRACE(Name(c));
-    dir_ = std::make_unique<TempDir>();
+    dir_ = NewDir();
     fs_ = std::make_shared<FaultFs>();
     Open();
     if (::testing::Test::HasFatalFailure()) return false;
@@ -257,7 +247,7 @@ class StorageFailureTest : public ::testing::Test {
     return failed;
   }
 
-  std::unique_ptr<TempDir> dir_;  // a fresh one per case
+  std::unique_ptr<testing_util::TempDir> dir_;  // a fresh one per case
   std::shared_ptr<FaultFs> fs_;
   ManualClock clock_{kStartMs};
   std::unique_ptr<Engine> engine_;

@@ -55,11 +55,12 @@ inline void PrintTo(const Status& s, std::ostream* os) { *os << s.ToString(); }
 
 namespace testing_util {
 
-// A fresh directory under /tmp, removed with everything in it at destruction.
+// A fresh directory under `base` (/tmp by default), removed with everything in it at
+// destruction.
 class TempDir {
  public:
-  explicit TempDir(const char* prefix = "tw-storage") {
-    std::string templ = std::string("/tmp/") + prefix + "-XXXXXX";
+  explicit TempDir(const char* prefix = "tw-storage", const std::string& base = "/tmp") {
+    std::string templ = base + "/" + prefix + "-XXXXXX";
     char* p = mkdtemp(templ.data());
     EXPECT_NE(p, nullptr);
     path_ = templ;
