@@ -18,7 +18,7 @@
 // - kInline: one engine thread, which writes and syncs each batch itself after applying it.
 //   Commands that arrive meanwhile wait in the queue and form the next batch. No hand-off to a
 //   writer and back: fewer thread switches per batch, which is what a small machine runs out
-//   of first (docs/BENCHMARKS.md, seventh session).
+//   of first (docs/BENCHMARKS.md, "Commit modes").
 // - kAdaptive: both threads. At the end of a round of commands the engine thread writes the
 //   batch itself when no command is waiting, no due timer is left over and no batch is in
 //   flight, and hands it to the writer otherwise: inline under light load, pipelined under
@@ -86,7 +86,7 @@ struct EngineOptions {
   size_t prefetch_min_live_tasks = limits::kPrefetchMinLiveTasksDefault;
   std::string token_key_file;  // created at first open with mode 0600 (required)
   uint16_t shard = 0;
-  CommitMode commit = CommitMode::kAdaptive;  // docs/BENCHMARKS.md, seventh session
+  CommitMode commit = CommitMode::kAdaptive;  // docs/BENCHMARKS.md, "Commit modes"
   // Opens the store again after a storage failure (see "Storage failures" above); called on the
   // engine thread once the failed store is closed. Unset: a failure lasts until a restart.
   std::function<Status(std::unique_ptr<Store>*)> reopen_store;
@@ -173,9 +173,7 @@ struct CompletionReply {
 struct DescribeTaskRequest {
   std::string token;
 };
-struct TaskDescription {
-  TaskState state = TaskState::kScheduled;
-  TimeoutKind timeout_kind = TimeoutKind::kNone;
+struct TaskDescription : Outcome {
   std::string activity_arn;  // empty for callback tasks
   int64_t issued_ms = 0;
   int64_t started_ms = 0;
@@ -188,27 +186,15 @@ struct TaskDescription {
   uint32_t schedule_to_start_s = 0;
   std::string worker;
   std::string input;
-  std::string output;
-  bool has_error = false;
-  bool has_cause = false;
-  std::string error;
-  std::string cause;
   std::string correlation;
 };
 
-struct OutcomeEvent {
+struct OutcomeEvent : Outcome {  // state is terminal
   uint64_t seq = 0;
   std::string token;
   std::string activity_arn;  // empty for callback tasks, and for an activity deleted before
                              // the last restart (its name is gone from the store)
-  TaskState state = TaskState::kSucceeded;
-  TimeoutKind timeout_kind = TimeoutKind::kNone;
   int64_t time_ms = 0;
-  std::string output;
-  bool has_error = false;
-  bool has_cause = false;
-  std::string error;
-  std::string cause;
   std::string correlation;
 };
 

@@ -3,203 +3,58 @@
 // WriteBatch per group commit; replies are held until that batch is durable. The runtime
 // (engine_impl.cc) wraps it in a thread and a bounded queue; the simulation drives it directly.
 //
-// Invariants:
-//  1. A task is in TaskTable iff it is live (SCHEDULED or STARTED), and then it has exactly one
-//     armed timer iff it has any deadline.
-//  2. A SCHEDULED task is linked in exactly one activity FIFO; a STARTED one in none.
+// The state it owns, each part in its own unit:
+//   tasks_     TaskTable (engine/task_table.h): the live tasks by id, in slots
+//   wheel_     TimingWheel (engine/timing_wheel.h): one timer per live task with a deadline;
+//              the deadlines themselves are set and judged in engine/task_clocks.h
+//   registry_  ActivityRegistry (engine/activity_registry.h): activities, FIFOs, waiting polls
+//   events_    EventLog (engine/event_log.h): event sequence numbers, consumers, trimming
+//   pending_   PendingRecords (engine/pending_records.h): records not durable yet
+// The commands it applies are in engine/commands.h; the task transitions are this unit's.
+//
+// Invariants (CheckInvariants asserts 1, 2, 5, 6 and 7 after walking the whole state, and the
+// parts' own; 3 and 4 are properties of the code paths, shown by the crash and pipeline tests):
+//  1. A task is in TaskTable iff it is live (SCHEDULED or STARTED); it has an armed timer iff
+//     it has a deadline (clocks::ArmedDeadline != 0), and the wheel holds no other timer.
+//  2. A SCHEDULED task is linked in exactly one activity FIFO, its own; a STARTED one in none
+//     (ActivityRegistry A3).
 //  3. Every terminal transition writes its end record (without reading the start record),
 //     deletes its live record, appends one event and one retention entry, all in the same batch.
 //  4. No reply or event leaves before the batch it depends on is durable (Commit returned Ok).
 //     A heartbeat OK on a task whose start is durable depends on none: it leaves during Apply.
-//  5. After a failed Commit the core is poisoned: it answers every command kUnavailable (Stats
-//     at once, without a batch) and writes nothing more. The runtime stops firing its timers
-//     and replaces it with a core recovered from the reopened store (engine.h, "Storage
-//     failures").
+//  5. After a failed Commit or read the core is poisoned, for good: Apply answers every command
+//     kUnavailable at the door (Stats at once, without a batch), and nothing more is written
+//     (Seal marks the batch poisoned). The runtime stops firing its timers and replaces it with
+//     a core recovered from the reopened store (engine.h, "Storage failures").
+//  6. At most limits::kBatchesInFlightMax batches are sealed and not yet durable.
+//  7. A timer never lies after its task's earliest deadline: a heartbeat only moves deadlines
+//     later, and the firing re-arms (lazy re-arm), so no timeout fires late for a wrong timer.
 // Thread: one thread at a time (the engine thread).
 #pragma once
 
-#include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdint>
-#include <deque>
 #include <functional>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
-#include <unordered_map>
-#include <utility>
 #include <variant>
 #include <vector>
 
+#include "engine/activity_registry.h"
 #include "engine/clock.h"
+#include "engine/commands.h"
 #include "engine/engine.h"
+#include "engine/errors.h"
+#include "engine/event_log.h"
+#include "engine/pending_records.h"
 #include "engine/store.h"
 #include "engine/task_table.h"
 #include "engine/timing_wheel.h"
 #include "engine/token.h"
 
 namespace tw {
-
-// ---- Commands: requests already validated on the caller's thread ----
-struct CreateActivityCmd {
-  CreateActivityRequest req;
-  Callback<ActivityInfo> done;
-};
-struct DeleteActivityCmd {
-  DeleteActivityRequest req;
-  Callback<Empty> done;
-};
-struct DescribeActivityCmd {
-  DescribeActivityRequest req;
-  Callback<ActivityInfo> done;
-};
-struct ListActivitiesCmd {
-  ListActivitiesRequest req;
-  Callback<ListActivitiesReply> done;
-};
-struct IssueCmd {
-  IssueTaskRequest req;
-  Callback<IssueTaskReply> done;
-};
-struct PollCmd {
-  GetActivityTaskRequest req;
-  uint64_t poll_id = 0;
-  Callback<GetActivityTaskReply> done;
-};
-struct WithdrawCmd {
-  uint64_t poll_id = 0;
-};
-struct ReturnCmd {
-  TaskId id;
-};
-struct SuccessCmd {
-  TaskId id;
-  std::string output;
-  Callback<CompletionReply> done;
-};
-struct FailureCmd {
-  TaskId id;
-  std::optional<std::string> error;
-  std::optional<std::string> cause;
-  Callback<CompletionReply> done;
-};
-struct HeartbeatCmd {
-  TaskId id;
-  Callback<Empty> done;
-};
-struct CancelCmd {
-  TaskId id;
-  Callback<CompletionReply> done;
-};
-struct DescribeCmd {
-  TaskId id;
-  Callback<TaskDescription> done;
-};
-struct RegisterConsumerCmd {
-  std::string name;
-  Callback<ConsumerInfo> done;
-};
-struct DeleteConsumerCmd {
-  std::string name;
-  Callback<Empty> done;
-};
-struct AckCmd {
-  std::string name;
-  uint64_t seq = 0;
-  Callback<Empty> done;
-};
-struct StatsCmd {
-  Callback<EngineStats> done;
-};
-struct SyncCmd {
-  Callback<Empty> done;
-};
-
-using Command = std::variant<CreateActivityCmd, DeleteActivityCmd, DescribeActivityCmd,
-                             ListActivitiesCmd, IssueCmd, PollCmd, WithdrawCmd, ReturnCmd,
-                             SuccessCmd, FailureCmd, HeartbeatCmd, CancelCmd, DescribeCmd,
-                             RegisterConsumerCmd, DeleteConsumerCmd, AckCmd, StatsCmd, SyncCmd>;
-
-// Copies a terminal outcome (state, timeout kind, output, error, cause) between the records and
-// replies that carry one; from an rvalue the strings are moved. The time field is named
-// differently in each, so callers set it.
-template <typename From, typename To>
-void AssignOutcome(From&& from, To* to) {
-  to->state = from.state;
-  to->timeout_kind = from.timeout_kind;
-  to->output = std::forward<From>(from).output;
-  to->has_error = from.has_error;
-  to->has_cause = from.has_cause;
-  to->error = std::forward<From>(from).error;
-  to->cause = std::forward<From>(from).cause;
-}
-
-// Task id -> V for one batch's overlay: the entries in a flat vector, found through an
-// open-addressing index of their positions. clear() keeps both allocations, so an overlay that
-// is reused costs no allocation per entry (a node-based map cost one malloc and free each).
-// Invariant: index_ is empty or a power of two more than twice items_.size(); each entry of
-// items_ is referenced by exactly one index slot (value = position + 1; 0 = empty).
-template <typename V>
-class TaskOverlayMap {
- public:
-  // The entry for id, appended default-constructed if absent.
-  V& operator[](const TaskId& id) {
-    if (2 * (items_.size() + 1) >= index_.size()) Grow();
-    size_t i = Home(id);
-    for (; index_[i] != 0; i = (i + 1) & (index_.size() - 1)) {
-      auto& item = items_[index_[i] - 1];
-      if (item.first == id) return item.second;
-    }
-    items_.emplace_back(id, V());
-    index_[i] = static_cast<uint32_t>(items_.size());
-    return items_.back().second;
-  }
-  const V* find(const TaskId& id) const {
-    if (items_.empty()) return nullptr;
-    for (size_t i = Home(id); index_[i] != 0; i = (i + 1) & (index_.size() - 1)) {
-      const auto& item = items_[index_[i] - 1];
-      if (item.first == id) return &item.second;
-    }
-    return nullptr;
-  }
-  void clear() {
-    if (items_.empty()) return;
-    items_.clear();
-    std::fill(index_.begin(), index_.end(), 0);
-  }
-  size_t size() const { return items_.size(); }
-
- private:
-  size_t Home(const TaskId& id) const { return TaskIdHash()(id) & (index_.size() - 1); }
-  void Grow() {
-    index_.assign(std::max<size_t>(64, 2 * index_.size()), 0);
-    for (size_t k = 0; k < items_.size(); ++k) {
-      size_t i = Home(items_[k].first);
-      while (index_[i] != 0) i = (i + 1) & (index_.size() - 1);
-      index_[i] = static_cast<uint32_t>(k + 1);
-    }
-  }
-
-  std::vector<std::pair<TaskId, V>> items_;
-  std::vector<uint32_t> index_;
-};
-
-// Records written by a batch that is not durable yet; the engine reads its own writes here.
-struct Overlay {
-  TaskOverlayMap<TaskIssueRecord> issue;
-  TaskOverlayMap<TaskStateRecord> state;
-  TaskOverlayMap<TaskStateRecord> end;
-  std::unordered_map<std::string, TaskId> idempotency;  // rare: only issues with a key
-
-  void clear() {
-    issue.clear();
-    state.clear();
-    end.clear();
-    idempotency.clear();
-  }
-};
 
 // A reply held back until its batch is durable: the caller's callback and its result.
 template <typename T>
@@ -217,11 +72,9 @@ using Held = std::variant<HeldReply<Empty>, HeldReply<IssueTaskReply>,
 // A batch taken off the core by Seal(): its mutations and its held-back replies.
 struct SealedBatch {
   std::unique_ptr<WriteBatch> batch;
-  std::vector<Held> replies;    // in the order the commands were applied
-  uint64_t last_event_seq = 0;  // the durable range once this batch is written
-  uint64_t first_event_seq = 1;
-  bool new_events = false;
-  Status poisoned;  // not ok: the core was poisoned when sealed, so nothing is written
+  std::vector<Held> replies;  // in the order the commands were applied
+  EventLog::Range events;     // the durable range once this batch is written
+  Status poisoned;            // not ok: the core was poisoned when sealed, so nothing is written
 };
 
 class EngineCore {
@@ -270,7 +123,7 @@ class EngineCore {
                       const std::function<void()>& every_few = nullptr);
   // Engine thread: the oldest sealed batch is done; forget its overlay, poison on failure.
   void OnDurable(const Status& write_status);
-  size_t batches_in_flight() const { return inflight_.size(); }
+  size_t batches_in_flight() const { return pending_.batches_in_flight(); }
   // Frees the buffers kept for reuse across batches (reply vectors, emptied overlays), which
   // grow to the largest batch seen. For an engine going idle. REQUIRES: nothing in flight.
   void ReleaseBatchBuffers();
@@ -306,34 +159,25 @@ class EngineCore {
   std::optional<int64_t> NextDeadline() const { return wheel_.NextDeadline(); }
   // Durable event range, published after each successful Commit and before its replies run.
   // Thread-safe.
-  uint64_t last_event_seq() const { return published_last_seq_.load(std::memory_order_acquire); }
-  uint64_t first_event_seq() const { return published_first_seq_.load(std::memory_order_acquire); }
+  uint64_t last_event_seq() const { return events_.published_last(); }
+  uint64_t first_event_seq() const { return events_.published_first(); }
   size_t live_tasks() const { return tasks_.size(); }
   size_t bytes_allocated() const { return tasks_.bytes_allocated() + wheel_.bytes_allocated(); }
   uint64_t recovered_tasks() const { return recovered_tasks_; }
   // The event listener runs after each Commit that made new events durable.
   void set_event_listener(std::function<void(uint64_t)> fn) { event_listener_ = std::move(fn); }
   // Event ARNs for ReadEvents on other threads: activity id -> ARN. Thread-safe.
-  std::string ArnForActivityId(uint64_t activity_id) const;
+  std::string ArnForActivityId(uint64_t activity_id) const {
+    return registry_.ArnForActivityId(activity_id);
+  }
+
+  // Asserts the invariants above and those of every part (the simulation calls it after each
+  // step). O(live tasks + activities): for tests.
+  void CheckInvariants();
 
  private:
-  struct Waiter {
-    uint64_t poll_id;
-    std::string worker;
-    Callback<GetActivityTaskReply> done;
-  };
-  struct Activity {
-    uint64_t id = 0;
-    std::string name;
-    std::string arn;
-    int64_t creation_ms = 0;
-    bool deleted = false;
-    uint32_t head = kNilSlot;  // FIFO of SCHEDULED task slots
-    uint32_t tail = kNilSlot;
-    uint64_t queued = 0;
-    uint64_t live_refs = 0;  // live tasks pointing at this slot (keeps a deleted slot alive)
-    std::deque<Waiter> waiters;
-  };
+  // The door: a poisoned core answers here, so no handler checks. True: `cmd` was answered.
+  bool RefusedWhilePoisoned(Command& cmd);
 
   void Handle(CreateActivityCmd& c);
   void Handle(DeleteActivityCmd& c);
@@ -357,56 +201,48 @@ class EngineCore {
   template <typename T>
   void Reply(Callback<T>& done, Result<T> r);
   template <typename T>
-  void ReplyError(Callback<T>& done, ErrorCode code, std::string message) {
-    Reply(done, Result<T>::Fail(Error::Make(code, std::move(message))));
-  }
-  template <typename T>
   void ReplyFail(Callback<T>& done, Error e) {
     Reply(done, Result<T>::Fail(std::move(e)));
   }
+  // A read of the store failed: poison, and answer kUnavailable.
+  template <typename T>
+  void ReplyReadFailure(Callback<T>& done, const Status& s) {
+    Poison(s);
+    ReplyFail(done, UnavailableError(s.ToString()));
+  }
 
-  // Activities.
-  uint32_t FindActivityByArn(const std::string& arn) const;  // kNilSlot if none / deleted
-  ActivityInfo InfoOf(const Activity& a) const;
-  std::string MakeArn(const std::string& name) const;
-  uint32_t AllocateActivitySlot();
-  void ReleaseActivityRef(uint32_t activity_slot);
-
-  // Tasks.
-  void StartTask(uint32_t slot, const std::string& worker, int64_t now_ms);
-  void Enqueue(uint32_t activity_slot, uint32_t slot, bool at_head);
-  void Unlink(uint32_t slot);
+  // Task transitions.
+  uint32_t NewTask(const IssueTaskRequest& req, uint32_t activity_slot);
+  void StartTask(uint32_t slot, const std::string& worker);
   void ArmTimer(uint32_t slot);
   LiveRecord LiveRecordOf(const LiveTask& t) const;
-  // Ends a live task: writes state, deletes live, appends event and retention entry, frees it.
+  // Ends a live task: writes the end, deletes live, appends event and retention entry, frees it.
   void Finish(uint32_t slot, TaskStateRecord end);
   // Success, failure and cancel: the first terminal transition wins; an identical retry of it
   // answers duplicate; any other call on a finished task is refused with the reason.
   void Complete(const TaskId& id, TaskStateRecord end, bool require_started,
                 Callback<CompletionReply>& done);
-  void OnTimer(uint32_t slot, int64_t now_ms);
-  // Which clock of a live task has run out at now_ms_ (kNone if none).
-  TimeoutKind DueTimeout(const LiveTask& t) const;
+  void OnTimer(uint32_t slot);
   // Times the task out if a deadline passed, even if the wheel has not reached it yet, so a
   // late call never beats its own timeout. Returns true if the task ended.
   bool TimeOutIfDue(uint32_t slot);
   // The slot of a live task, after timing it out if it is overdue (then kNilSlot).
   uint32_t FindLive(const TaskId& id);
-  bool HandOutToWaiter(uint32_t activity_slot, int64_t now_ms);
+  // Hands the activity's first queued task to its first waiting poll, if both exist.
+  void HandOutToWaiter(uint32_t activity_slot);
   // The refusal or duplicate answer for a completion on a task that is not live.
   // Returns true and sets *duplicate when `matches` says the recorded outcome is this one.
-  Error NotLiveError(const TaskId& id, const std::function<bool(const TaskStateRecord&)>& matches,
-                     bool* duplicate);
+  Error NotLiveError(const TaskId& id, const Outcome* matches, bool* duplicate);
+  // Fills the parts of a description the records hold; false (poisoned) on a failed read.
+  bool DescribeFromRecords(const TaskId& id, bool live, TaskDescription* d, Status* failure);
+
+  // Reads: pending records first, then the store.
   Status ReadIssue(const TaskId& id, TaskIssueRecord* out);
   Status ReadState(const TaskId& id, TaskStateRecord* out);
-  // Whether the task's issue and its latest state record are durable: no open or in-flight
-  // batch holds either.
-  bool StateIsDurable(const TaskId& id) const;
-  // The task's end record; NotFound while it has none. Falls back to a terminal state record,
-  // which is where format version 1 kept the end.
-  Status ReadEnd(const TaskId& id, TaskStateRecord* out);
+  // The task's end record; NotFound while it has none. With `v1_fallback`, a terminal state
+  // record, which is where format version 1 kept the end.
+  Status ReadEnd(const TaskId& id, TaskStateRecord* out, bool v1_fallback = true);
   Status FindIdempotencyKey(const std::string& key, TaskId* out);
-  void MaybeTrimEvents();
   void Poison(const Status& s);
 
   EngineOptions options_;
@@ -418,21 +254,14 @@ class EngineCore {
 
   TaskTable tasks_;
   TimingWheel wheel_;
-  std::vector<Activity> activities_;
-  std::vector<uint32_t> free_activity_slots_;
-  // Live activities only, sorted for listing; transparent, so an ARN's name looks up in place.
-  std::map<std::string, uint32_t, std::less<>> activity_by_name_;
-  const std::string arn_prefix_;                          // MakeArn(""), for FindActivityByArn
-  std::unordered_map<uint64_t, uint32_t> poll_activity_;  // waiting poll id -> activity slot
-  size_t waiting_polls_ = 0;
+  ActivityRegistry registry_;
+  EventLog events_;
+  PendingRecords pending_;
 
-  // Counters persisted with PutCounters.
-  uint64_t next_event_seq_ = 1;
-  uint64_t first_event_seq_ = 1;
+  // Counters persisted with PutCounters (the event sequence is the EventLog's).
   uint64_t next_activity_id_ = 1;
   uint64_t next_queue_seq_ = 1;
   bool counters_dirty_ = false;
-  std::map<std::string, uint64_t> consumers_;
 
   // The batch being built.
   std::unique_ptr<WriteBatch> batch_;
@@ -440,32 +269,40 @@ class EngineCore {
   // to commit. spare_replies_: a finished batch's emptied vector, reused by the next Seal.
   std::vector<Held> replies_;
   std::vector<Held> spare_replies_;
-  // Read-your-writes: records of the batch being built, and of the sealed batches in flight
-  // (oldest first; at most limits::kBatchesInFlightMax). Reads look newest first.
-  Overlay overlay_;
-  std::deque<Overlay> inflight_;
-  std::vector<Overlay> spare_overlays_;  // emptied by OnDurable, reused by Seal
 
   // Sync barriers wait here until Expire has caught up with every due timer.
   std::vector<Callback<Empty>> sync_waiters_;
-  std::atomic<uint64_t> published_last_seq_{0};
-  std::atomic<uint64_t> published_first_seq_{1};
 
   bool poisoned_ = false;
   Status poison_status_;
-  uint64_t durable_last_event_seq_ = 0;
   uint64_t recovered_tasks_ = 0;
   uint64_t batches_ = 0;
   uint64_t commands_ = 0;
   uint64_t commands_at_seal_ = 0;
-  uint64_t expiries_ = 0;               // wheel firings (a firing may re-arm instead of timing out)
-  std::array<uint64_t, 4> timeouts_{};  // EngineStats::timeouts
-  LatencyBuckets::Counts batch_commands_{};  // EngineStats::batch_commands
+  uint64_t expiries_ = 0;  // wheel firings (a firing may re-arm instead of timing out)
   uint64_t expiries_at_seal_ = 0;
+  std::array<uint64_t, 4> timeouts_{};       // EngineStats::timeouts
+  LatencyBuckets::Counts batch_commands_{};  // EngineStats::batch_commands
   std::function<void(uint64_t)> event_listener_;
-
-  mutable std::mutex arn_mu_;
-  std::unordered_map<uint64_t, std::string> arn_by_activity_id_;  // guarded by arn_mu_
 };
+
+// A held reply whose batch failed: the answer is the storage failure.
+template <typename T>
+Result<T> FailedBatchResult(const Status& failure) {
+  return Result<T>::Fail(StorageFailureError(failure.ToString()));
+}
+
+template <typename T>
+inline void EngineCore::Reply(Callback<T>& done, Result<T> r) {
+  if (!done) return;
+  if constexpr (std::is_constructible_v<Held, HeldReply<T>>) {
+    replies_.emplace_back(std::in_place_type<HeldReply<T>>, std::move(done), std::move(r));
+  } else {
+    replies_.emplace_back(std::in_place_type<HeldClosure>,
+                          [cb = std::move(done), r = std::move(r)](const Status* failure) mutable {
+                            cb(failure == nullptr ? std::move(r) : FailedBatchResult<T>(*failure));
+                          });
+  }
+}
 
 }  // namespace tw

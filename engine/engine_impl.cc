@@ -266,7 +266,7 @@ class EngineImpl final : public Engine {
       if (r.activity_id != 0) e.activity_arn = core_->ArnForActivityId(r.activity_id);
       e.time_ms = r.time_ms;
       e.correlation = std::move(r.correlation);
-      AssignOutcome(std::move(r), &e);  // last: r is moved from
+      e.outcome() = std::move(r.outcome());
       out.push_back(std::move(e));
     }
     return Result<std::vector<OutcomeEvent>>::Ok(std::move(out));

@@ -140,6 +140,13 @@ Error ValidationError(std::string message) {
 
 Error InvalidTokenError() { return Error::Make(ErrorCode::kInvalidToken, kInvalidTokenMessage); }
 
+std::string ActivityDeletedCause(std::string_view arn) {
+  std::string m = "The activity ";
+  m.append(arn);
+  m.append(" does not exist.");
+  return m;
+}
+
 Error TaskGoneError() { return Error::Make(ErrorCode::kTaskTimedOut, kTaskGoneMessage); }
 
 Error TaskDoesNotExistError() {
@@ -214,6 +221,12 @@ Error ConsumerNameError() {
   return ValidationError("consumer name must be 1.." +
                          std::to_string(limits::kConsumerNameBytesMax) + " bytes");
 }
+
+Error TooManyConsumersError(size_t consumers_max) {
+  return ValidationError("too many consumers (" + std::to_string(consumers_max) + ")");
+}
+
+Error PollIdWaitingError() { return ValidationError("poll id already waiting"); }
 
 Error UnknownConsumerError(std::string_view name) {
   std::string m = "unknown consumer '";

@@ -55,6 +55,12 @@ inline constexpr char kTaskDoesNotExistMessage[] =
     "Task Does Not Exist: 'Provided task does not exist'";
 inline constexpr char kThrottlingMessage[] = "Rate exceeded";
 
+// The error names Step Functions records on outcomes the service itself decides: a task that
+// timed out, and a queued task whose activity was deleted (with ActivityDeletedCause).
+inline constexpr char kStatesTimeout[] = "States.Timeout";
+inline constexpr char kStatesRuntime[] = "States.Runtime";
+std::string ActivityDeletedCause(std::string_view arn);  // "The activity <arn> does not exist."
+
 // ValidationException, the Coral envelope: "1 validation error detected: Value at '<field>'
 // failed to satisfy constraint: <rule>", or "N validation errors detected: a; b" for several.
 std::string ValidationMessage(const std::vector<std::string>& constraints);
@@ -98,6 +104,8 @@ Error InvalidArnError(std::string_view arn);          // "Invalid Arn: 'Invalid 
 Error ActivityDoesNotExistError(std::string_view arn);  // "Activity Does Not Exist: '<arn>'"
 Error ActivityLimitExceededError(size_t activities_max);
 Error ActivityWorkerLimitExceededError(size_t pollers_max);
+// The native API's poll id is already waiting (ValidationException).
+Error PollIdWaitingError();
 // "Invalid Output: '<problem>'" (label "Output") or "Invalid Input: ..." (label "Input"): both
 // InvalidOutput, SEMANTICS.md has no InvalidInput.
 Error InvalidPayloadError(std::string_view label, std::string_view problem);
@@ -108,6 +116,7 @@ Error UnavailableError(std::string message);
 // tokenwheel's outcome stream (ValidationException, its own texts).
 Error ConsumerNameError();  // "consumer name must be 1..80 bytes"
 Error UnknownConsumerError(std::string_view name);
+Error TooManyConsumersError(size_t consumers_max);  // "too many consumers (<max>)"
 Error AckBeyondLastEventError(uint64_t seq, uint64_t last_durable_seq);
 // Events from `from` were trimmed (every consumer acknowledged them); `resume_hint` says how to
 // resume from the consumer's cursor in the caller's API.

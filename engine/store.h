@@ -53,17 +53,10 @@ struct TaskIssueRecord {
 // is handed back (SCHEDULED). Its end record, the same struct, is written once at the terminal
 // transition under its own key (state, timeout_kind, ended_ms, output / error / cause; not
 // worker or started_ms), so ending a task never reads the start back.
-struct TaskStateRecord {
-  TaskState state = TaskState::kScheduled;
-  TimeoutKind timeout_kind = TimeoutKind::kNone;
+struct TaskStateRecord : Outcome {
   int64_t started_ms = 0;  // 0 = never started
   int64_t ended_ms = 0;    // 0 = not terminal
   std::string worker;
-  std::string output;  // SUCCEEDED
-  bool has_error = false;
-  bool has_cause = false;
-  std::string error;  // FAILED (or States.Timeout / States.Runtime, see SEMANTICS.md)
-  std::string cause;
 };
 
 // The compact entry recovery rebuilds the in-memory index from; present while the task is live.
@@ -86,18 +79,11 @@ inline constexpr uint8_t kLiveHasCorrelation = 2;
 inline constexpr uint8_t kLiveFlagsUnknown = kLiveHasIdempotencyKey | kLiveHasCorrelation;
 
 // One entry of the outcome stream: a terminal transition.
-struct EventRecord {
-  uint64_t seq = 0;  // gapless, from 1
+struct EventRecord : Outcome {  // state is terminal
+  uint64_t seq = 0;             // gapless, from 1
   TaskId task_id;
   uint64_t activity_id = 0;
-  TaskState state = TaskState::kSucceeded;
-  TimeoutKind timeout_kind = TimeoutKind::kNone;
   int64_t time_ms = 0;
-  std::string output;
-  bool has_error = false;
-  bool has_cause = false;
-  std::string error;
-  std::string cause;
   std::string correlation;
 };
 

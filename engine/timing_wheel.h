@@ -99,6 +99,15 @@ class TimingWheel {
   // same handle, still valid, or an invalid handle if h was stale (nothing changes then). O(1).
   Handle Reschedule(Handle h, int64_t deadline_ms);
 
+  // The pending timer's id and deadline; false if the handle is stale or invalid. For checks
+  // (EngineCore::CheckInvariants), not for the hot path.
+  bool Inspect(Handle h, uint64_t* id, int64_t* deadline_ms) const {
+    if (!IsPending(h)) return false;
+    *id = At(h.index).id;
+    *deadline_ms = At(h.index).deadline_ms;
+    return true;
+  }
+
   // Moves the wheel's time to max(now_ms(), now_ms) (an earlier now_ms, e.g. a wall clock that
   // stepped back, fires nothing new) and fires, tick by tick in due-time order (within one tick
   // in no particular order), the timers that are due, calling fn(uint64_t id, int64_t

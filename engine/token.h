@@ -48,7 +48,7 @@ namespace tw {
 //        needed to exceed the previous id's hi: strictly increasing within one generator
 //   lo = 64 random bits
 //
-// Why not 128 random bits (as DESIGN.md first had it): task ids are the keys of the `tasks`
+// Why not 128 random bits (as the first design had it): task ids are the keys of the `tasks`
 // column family, and a random key lands anywhere in the memtable's skiplist, so every insert
 // walked it through cache misses; that walk was ~30% of the writer thread's CPU, and it grew
 // with batch size just when a backlog had to be written after a slow sync. Ids in issue order

@@ -42,6 +42,28 @@ const char* TaskStateName(TaskState s);  // "SCHEDULED", "STARTED", ...
 enum class TimeoutKind : uint8_t { kNone = 0, kHeartbeat = 1, kOverall = 2, kScheduleToStart = 3 };
 const char* TimeoutKindName(TimeoutKind k);  // "", "heartbeat", "overall", "scheduleToStart"
 
+// How a task stands: its state and, once terminal, how it ended. The one value type behind the
+// end record, the stream's event, the outcome a client reads and a task's description, which
+// all derive from it (a state record before the end carries only `state`).
+struct Outcome {
+  TaskState state = TaskState::kScheduled;
+  TimeoutKind timeout_kind = TimeoutKind::kNone;  // kTimedOut: the clock that ran out
+  std::string output;                             // SUCCEEDED
+  bool has_error = false;
+  bool has_cause = false;
+  std::string error;  // FAILED, or States.Timeout / States.Runtime (docs/SEMANTICS.md)
+  std::string cause;
+
+  Outcome& outcome() { return *this; }
+  const Outcome& outcome() const { return *this; }
+  // Same state and payload: a completion retried with these is a duplicate of the one that
+  // won, not a second transition.
+  bool SameResult(const Outcome& o) const {
+    return state == o.state && output == o.output && has_error == o.has_error && error == o.error &&
+           has_cause == o.has_cause && cause == o.cause;
+  }
+};
+
 enum class ErrorCode : uint8_t {
   kOk = 0,
   kValidation,                   // ValidationException

@@ -5,7 +5,7 @@
 # version keeps working; a new field a server does not know reads as its default. `apiVersion`
 # below and `getInfo()` let a client check what it talks to.
 #
-# Semantics are those of /SEMANTICS.md (the AWS Step Functions task-token / activity API), with
+# Semantics are those of docs/SEMANTICS.md (the AWS Step Functions task-token / activity API), with
 # the "Better than AWS" extensions. Conventions used throughout:
 #  - Expected outcomes are VALUES, not exceptions. Every operation returns a result struct whose
 #    union is either `ok` (the answer) or `error` (an `Error`: the AWS error code, the exact AWS

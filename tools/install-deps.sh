@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config git
-  jq                      # the README's CLI session pipes JSON through it
+  jq                      # the README's CLI walkthrough pipes JSON through it
   clang-format clang-tidy
   librocksdb-dev          # storage engine
   capnproto libcapnp-dev  # RPC schema compiler and runtime

@@ -77,7 +77,8 @@ class Body {
   // Parses `text` (an empty text is {}). On failure returns the SerializationException.
   static std::optional<ErrorReply> Parse(std::string_view text, Body* out);
 
-  // Optional members: absent or null -> nullopt. Wrong JSON type -> SerializationException.
+  // Optional members: absent or null -> nullopt. Wrong JSON type -> ValidationException
+  // ("Member must be of type ...").
   std::optional<ErrorReply> String(const char* name, std::optional<std::string>* out) const;
   std::optional<ErrorReply> Integer(const char* name, std::optional<uint64_t>* out) const;
   std::optional<ErrorReply> Array(const char* name, const nlohmann::json** out) const;

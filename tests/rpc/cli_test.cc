@@ -421,7 +421,7 @@ TEST_F(CliTest, DaemonConfigFileAndBadFlags) {
   EXPECT_EQ(r.exit_code, 1);
 }
 
-// Every commit mode serves the same session, on the same data: the mode is not part of the
+// Every commit mode serves the same data dir, one after another: the mode is not part of the
 // format. The flag, the config key and the default are in the start log line.
 TEST_F(CliTest, DaemonCommitModes) {
   StartServer();

@@ -98,10 +98,12 @@ class Sim {
       } else {
         Batch();
       }
+      core_->CheckInvariants();  // aborts, naming the invariant, if a step broke one
     }
     // Drain: run the clock far ahead; every task with a deadline must end.
     clock_.Advance(400'000);
     ExpireAndCommit();
+    core_->CheckInvariants();
     for (const ModelTask& t : tasks_) {
       ASSERT_LE(t.events, 1) << "task with more than one outcome event";
       if (IsTerminal(t.state)) {
