@@ -1,6 +1,6 @@
 // The durable engine (Engine over the RocksDB store, --durability sync: every batch's WAL synced
 // before its replies) against the disk it writes to. Each Engine/<workload> records the exact
-// RocksDB WriteBatches the engine committed (RocksStoreOptions::on_batch_committed: serialized
+// RocksDB WriteBatches the engine committed (RocksStoreTestHooks::on_batch_committed: serialized
 // rocksdb::WriteBatch data, batch boundaries kept); Baseline/<workload> replays them into a fresh
 // store with the same options and column families through raw DB::Write with sync = true, timing
 // only the writes. So the baseline writes the same keys and bytes in the same group commits, and
@@ -24,7 +24,7 @@
 //                       store_open_s and engine_open_s split it.
 //   Recovery/LiveTasks/after_crash
 //                       the same after a close that left everything only in the WAL, as kill -9
-//                       does (RocksStoreOptions::flush_on_close = false at the build): the open
+//                       does (RocksStoreTestHooks::flush_on_close = false at the build): the open
 //                       replays the WAL. Rebuilds the database first (untimed).
 //   AtScale/prefetch:on|off/run:i
 //                       --live_tasks live callback tasks (1 h timeout) that a client completes
@@ -86,6 +86,7 @@
 #include "engine/limits.h"
 #include "engine/reply_burst.h"
 #include "storage/rocksdb_store.h"
+#include "storage/rocksdb_store_testing.h"
 
 namespace tw {
 namespace {
@@ -236,11 +237,12 @@ bool Open(const TempDir& dir, Durability durability, Clock* clock, Recorder* rec
           bool flush_on_close = true) {
   RocksStoreOptions so;
   so.path = dir.db();
-  so.flush_on_close = flush_on_close;
-  if (recorder != nullptr) so.on_batch_committed = recorder->Hook();
+  RocksStoreTestHooks hooks;
+  hooks.flush_on_close = flush_on_close;
+  if (recorder != nullptr) hooks.on_batch_committed = recorder->Hook();
   std::unique_ptr<Store> store;
   const auto t0 = Steady::now();
-  Status s = OpenRocksStore(so, &store);
+  Status s = OpenRocksStoreForTesting(so, hooks, &store);
   out->store_open_s = SecondsSince(t0);
   if (!s.ok()) {
     *error = OpenError("OpenRocksStore", s.ToString());

@@ -7,7 +7,9 @@
 // Encoders append to a caller-owned buffer so that one buffer serves a whole group commit
 // (no allocation per mutation once it has grown). Encoders assert (release) the invariants the
 // decoders check, so that a bad record is refused at write time by the engine's own process
-// instead of being found as "corruption" at the next recovery.
+// instead of being found as "corruption" at the next recovery. In pairs, debug builds also
+// assert the shape of what an encoder appended (version byte, lengths, field sizes) and of what
+// a decoder accepted.
 //
 // Decoders are total: any input, including truncated or random bytes, yields either the record
 // or Status::Corruption, never a crash or a read out of bounds. A value must be consumed

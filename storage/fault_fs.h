@@ -5,7 +5,8 @@
 // truncates every file to its durable size and deletes files that were never synced. It can also
 // make appends and syncs fail, to test poisoning through the real RocksDB write path.
 //
-// Use: auto fs = std::make_shared<FaultFs>(); RocksStoreOptions{.file_system = fs, ...}.
+// Use: auto fs = std::make_shared<FaultFs>(); RocksStoreTestHooks hooks; hooks.file_system = fs
+// (storage/rocksdb_store_testing.h).
 // A crash test: write; fs->SetActive(false) (the machine is off: nothing more reaches a file);
 // destroy the store; fs->DropUnsyncedData(); fs->SetActive(true); reopen and check.
 //

@@ -1,24 +1,19 @@
 // The RocksDB implementation of tw::Store: the narrow public header of storage/ for the real
 // store. Layout, encodings and the format-version check: docs/FORMAT.md.
 //
-// Everything RocksDB-specific stays behind this header; the only RocksDB name it mentions is a
-// forward-declared rocksdb::FileSystem, so that tests can inject faults (storage/fault_fs.h)
-// without the rest of the tree including RocksDB.
+// Everything RocksDB-specific stays behind this header: it names no RocksDB type. What only
+// tests and benchmarks may ask of the store (a fault-injecting file system, the committed
+// batches, the rocksdb::DB underneath, a close that leaves the WAL) is in
+// storage/rocksdb_store_testing.h, which tools/, rpc/ and engine/ do not include.
 #pragma once
 
 #include <cstddef>
-#include <functional>
+#include <cstdint>
 #include <memory>
 #include <string>
-#include <string_view>
 
 #include "engine/status.h"
 #include "engine/store.h"
-
-namespace rocksdb {
-class DB;
-class FileSystem;
-}  // namespace rocksdb
 
 namespace tw {
 
@@ -36,21 +31,6 @@ struct RocksStoreOptions {
   // outputs) go to BlobDB blob files instead of the LSM, so compactions do not rewrite them.
   bool use_blob_files = true;
   size_t blob_min_bytes = 4096;
-
-  // The file system RocksDB runs on; nullptr = the default (POSIX) one. Tests pass a FaultFs.
-  std::shared_ptr<rocksdb::FileSystem> file_system;
-
-  // Benchmarks only (bench/engine_bench.cc records what the engine commits, then replays it
-  // through raw RocksDB as its baseline). When set, Write calls it after every successful
-  // non-empty write, on the writing thread, with the committed rocksdb::WriteBatch's serialized
-  // form (rocksdb::WriteBatch::Data(); rebuild with rocksdb::WriteBatch(std::string)). The view
-  // is valid only during the call. Unset in production.
-  std::function<void(std::string_view batch_rep)> on_batch_committed;
-
-  // A clean close flushes every memtable, so the next open replays no WAL. Benchmarks set false
-  // to leave a closed store as a kill -9 would (everything only in the WAL) and time the
-  // replay. Production leaves it true.
-  bool flush_on_close = true;
 
   // After a crash, an open first replays the WAL into memtables. When the WAL holds at least
   // this many bytes, that replay runs in a separate, preliminary open whose `tasks` memtable is
@@ -83,11 +63,5 @@ struct RocksStoreOptions {
 //
 // Thread: any; the returned store then follows engine/store.h's threading rules.
 Status OpenRocksStore(const RocksStoreOptions& options, std::unique_ptr<Store>* out);
-
-// The rocksdb::DB under a store that OpenRocksStore returned; nullptr for any other Store. For
-// benchmarks that write raw batches with the store's exact options and column families (same
-// ids, so batches recorded by on_batch_committed replay as is). Valid while `store` lives; the
-// caller must not write through it while an engine owns the store.
-rocksdb::DB* RocksDbOf(Store* store);
 
 }  // namespace tw

@@ -66,6 +66,7 @@
 #include "storage/fault_fs.h"
 #include "storage/memory_store.h"
 #include "storage/rocksdb_store.h"
+#include "storage/rocksdb_store_testing.h"
 #include "tests/storage/store_test_util.h"
 
 namespace tw {
@@ -893,14 +894,15 @@ class CrashHarness {
     fs_ = std::make_shared<FaultFs>();
     RocksStoreOptions o;
     o.path = dir_.path() + "/db";
-    o.file_system = std::make_shared<NoPreallocationFs>(fs_);
     // Half the opens replay through the preliminary open, and half the stores flush their side
     // column families every few KiB (RocksStoreOptions), so crashes land around both. A
     // separate stream, so that the workload's decisions stay those of earlier builds.
     if (store_rng_() % 2 == 0) o.replay_open_min_wal_bytes = 0;
     if (store_rng_() % 2 == 0) o.side_flush_every_bytes = 1 + store_rng_() % (16 << 10);
     std::unique_ptr<Store> real;
-    Status s = OpenRocksStore(o, &real);
+    RocksStoreTestHooks hooks;
+    hooks.file_system = std::make_shared<NoPreallocationFs>(fs_);
+    Status s = OpenRocksStoreForTesting(o, hooks, &real);
     ASSERT_TRUE(s.ok()) << s.ToString();
     store_ = std::make_unique<RecordingStore>(std::move(real), shadow_.get(), &catalog_);
   }

@@ -21,6 +21,7 @@
 
 #include "engine/limits.h"
 #include "storage/codec.h"
+#include "storage/rocksdb_store_testing.h"
 #include "tests/storage/store_test_util.h"
 
 namespace tw {
@@ -111,10 +112,11 @@ class RocksStoreTest : public ::testing::Test {
               bool sync_default = true) {
     RocksStoreOptions o;
     o.path = path();
-    o.file_system = std::move(fs);
     o.sync_default = sync_default;
     o.blob_min_bytes = 1024;
-    return OpenRocksStore(o, store);
+    RocksStoreTestHooks hooks;
+    hooks.file_system = std::move(fs);
+    return OpenRocksStoreForTesting(o, hooks, store);
   }
 
   std::unique_ptr<Store> OpenOk(std::shared_ptr<FaultFs> fs = nullptr, bool sync_default = true) {
@@ -340,16 +342,17 @@ TEST_F(RocksStoreTest, LargeValuesGoToBlobFiles) {
   EXPECT_EQ(events[19], Event(20, 8 << 10));
 }
 
-// flush_on_close = false (the benchmarks' stand-in for kill -9) leaves the data only in the WAL,
-// and the next open replays it. Proof: without the WAL files it would be gone; with them it
-// is all there.
+// RocksStoreTestHooks::flush_on_close = false (the benchmarks' stand-in for kill -9) leaves the
+// data only in the WAL, and the next open replays it. Proof: without the WAL files it would be
+// gone; with them it is all there.
 TEST_F(RocksStoreTest, WithoutFlushOnCloseTheNextOpenReplaysTheWal) {
   auto write_and_close = [&] {
     RocksStoreOptions o;
     o.path = path();
-    o.flush_on_close = false;
+    RocksStoreTestHooks hooks;
+    hooks.flush_on_close = false;
     std::unique_ptr<Store> store;
-    ASSERT_TRUE(OpenRocksStore(o, &store).ok());
+    ASSERT_TRUE(OpenRocksStoreForTesting(o, hooks, &store).ok());
     auto b = store->NewBatch();
     for (uint64_t i = 1; i <= 50; ++i) b->PutTaskIssue(Id(i), Issue(i));
     ASSERT_TRUE(store->Write(b.get(), /*sync=*/true).ok());
@@ -382,9 +385,10 @@ TEST_F(RocksStoreTest, APreliminaryReplayOpenKeepsEverythingTheWalHeld) {
   {
     RocksStoreOptions o;
     o.path = path();
-    o.flush_on_close = false;
+    RocksStoreTestHooks hooks;
+    hooks.flush_on_close = false;
     std::unique_ptr<Store> store;
-    ASSERT_TRUE(OpenRocksStore(o, &store).ok());
+    ASSERT_TRUE(OpenRocksStoreForTesting(o, hooks, &store).ok());
     for (uint64_t round = 0; round < 4; ++round) {
       auto b = store->NewBatch();
       for (uint64_t i = 1 + round * 200; i <= 200 + round * 200; ++i) {

@@ -33,6 +33,7 @@
 #include "engine/types.h"
 #include "storage/fault_fs.h"
 #include "storage/rocksdb_store.h"
+#include "storage/rocksdb_store_testing.h"
 #include "tests/storage/store_test_util.h"
 
 namespace tw {
@@ -89,20 +90,24 @@ class StorageFailureTest : public ::testing::Test {
   RocksStoreOptions StoreOptions() const {
     RocksStoreOptions o;
     o.path = dir_->path() + "/db";
-    o.file_system = fs_;
     o.side_flush_every_bytes = 1;  // a background flush after every write: more failure points
     o.block_cache_bytes = 1 << 20;
     return o;
   }
+  RocksStoreTestHooks StoreHooks() const {
+    RocksStoreTestHooks hooks;
+    hooks.file_system = fs_;
+    return hooks;
+  }
 
   void Open() {
     std::unique_ptr<Store> store;
-    ASSERT_TRUE(OpenRocksStore(StoreOptions(), &store).ok());
+    ASSERT_TRUE(OpenRocksStoreForTesting(StoreOptions(), StoreHooks(), &store).ok());
     EngineOptions eo;
     eo.token_key_file = dir_->path() + "/token.key";
     eo.storage_retry_ms = kRetryMs;
-    eo.reopen_store = [o = StoreOptions()](std::unique_ptr<Store>* out) {
-      return OpenRocksStore(o, out);
+    eo.reopen_store = [o = StoreOptions(), hooks = StoreHooks()](std::unique_ptr<Store>* out) {
+      return OpenRocksStoreForTesting(o, hooks, out);
     };
     Result<std::unique_ptr<Engine>> r = Engine::Open(eo, std::move(store), &clock_);
     ASSERT_TRUE(r.ok()) << r.error.message;

@@ -18,6 +18,7 @@
 #include "storage/fault_fs.h"
 #include "storage/memory_store.h"
 #include "storage/rocksdb_store.h"
+#include "storage/rocksdb_store_testing.h"
 
 namespace tw {
 
@@ -155,14 +156,15 @@ class RocksHarness {
   std::unique_ptr<Store> Open() {
     RocksStoreOptions o;
     o.path = dir_.path() + "/db";
-    o.file_system = fs_;
     o.blob_min_bytes = 1024;
     // Exercise what big stores do only now and then: replays through the preliminary open,
     // and side column family flushes (every 8 KiB written).
     o.replay_open_min_wal_bytes = 0;
     o.side_flush_every_bytes = 8 << 10;
+    RocksStoreTestHooks hooks;
+    hooks.file_system = fs_;
     std::unique_ptr<Store> store;
-    Status s = OpenRocksStore(o, &store);
+    Status s = OpenRocksStoreForTesting(o, hooks, &store);
     EXPECT_TRUE(s.ok()) << s.ToString();
     return store;
   }
