@@ -1,6 +1,6 @@
 // The bridge between one front end's event-loop thread and the engine: the one way both front
-// ends (rpc/server.cc on KJ, rpc/aws/gateway.cc on Asio) submit commands and get answers back on
-// their own thread. Private to rpc/.
+// ends (rpc/server_core.h on KJ, rpc/aws/gateway.cc on Asio) submit commands and get answers
+// back on their own thread. Private to rpc/.
 //
 // Batched both ways (docs/ARCHITECTURE.md, "rpc/ and tools/"):
 //  - To the engine: the first call of a burst of events on the loop thread corks it

@@ -1,11 +1,11 @@
 // The AWS JSON 1.0 gateway (rpc/aws/gateway.h). Layout:
-//   GatewayImpl  the gateway thread's state: the acceptor, the sessions, the bridge to the
+//   GatewayImpl  the gateway thread's state: the acceptor, the connections, the bridge to the
 //                engine (rpc/bridge.h) and its mailbox, the outcome-stream waiters, counters.
-//   Session      one connection: reads one request at a time, answers it, and holds at most one
-//                long poll (GetActivityTask or GetOutcomes).
+//   Connection   one HTTP connection: reads one request at a time, answers it, and holds at most
+//                one long poll (GetActivityTask or GetOutcomes).
 // Everything runs on the gateway thread. The engine's answers arrive through the bridge, whose
-// closures hold only weak references to sessions: a session lives in GatewayImpl::sessions_
-// until it closes.
+// closures hold only weak references to connections: a connection lives in
+// GatewayImpl::connections_ until it closes.
 #include "rpc/aws/gateway.h"
 
 #include <arpa/inet.h>
@@ -85,7 +85,7 @@ class RateLimitedLog {
   uint64_t suppressed_ = 0;
 };
 
-class Session;
+class Connection;
 class Refusal;
 
 class GatewayImpl final : public Gateway {
@@ -133,7 +133,7 @@ class GatewayImpl final : public Gateway {
   GatewayCounters& counters() { return counters_; }
   RateLimitedLog& write_errors_log() { return write_errors_log_; }
 
-  void Forget(Session* s);
+  void Forget(Connection* s);
   void ForgetRefusal(Refusal* r);
 
   // ---- Memory bounds, all connections together (gateway thread) ----
@@ -154,11 +154,11 @@ class GatewayImpl final : public Gateway {
     if (!ReplyBacklogHigh() && !paused_.empty()) ResumeReading();
   }
   bool ReplyBacklogHigh() const { return reply_bytes_ > limits::kAwsReplyBytesGlobalHigh; }
-  void PauseReading(const std::shared_ptr<Session>& s) { paused_.push_back(s); }
+  void PauseReading(const std::shared_ptr<Connection>& s) { paused_.push_back(s); }
   void ResumeReading();
   RateLimitedLog& auth_log() { return auth_log_; }
   // GetOutcomes calls waiting for new events.
-  void AddOutcomeWaiter(const std::shared_ptr<Session>& s) { outcome_waiters_.push_back(s); }
+  void AddOutcomeWaiter(const std::shared_ptr<Connection>& s) { outcome_waiters_.push_back(s); }
   std::string NextRequestId() {
     char buf[48];
     std::snprintf(buf, sizeof(buf), "%016llx-%016llx",
@@ -182,7 +182,7 @@ class GatewayImpl final : public Gateway {
     return http_date_;
   }
   GatewayCounters Snapshot() {
-    counters_.connections = sessions_.size();
+    counters_.connections = connections_.size();
     counters_.calls_in_flight = bridge_->calls_in_flight();
     return counters_;
   }
@@ -217,10 +217,10 @@ class GatewayImpl final : public Gateway {
   std::atomic<uint16_t> port_{0};
 
   // Gateway thread only.
-  std::unordered_map<Session*, std::shared_ptr<Session>> sessions_;
+  std::unordered_map<Connection*, std::shared_ptr<Connection>> connections_;
   std::unordered_map<Refusal*, std::shared_ptr<Refusal>> refusals_;
   std::shared_ptr<const std::string> refusal_response_;  // built once
-  std::vector<std::weak_ptr<Session>> outcome_waiters_;
+  std::vector<std::weak_ptr<Connection>> outcome_waiters_;
   GatewayCounters counters_;
   int64_t accept_backoff_ms_ = limits::kAwsAcceptBackoffMsMin;
   bool shutting_down_ = false;
@@ -228,9 +228,9 @@ class GatewayImpl final : public Gateway {
   uint64_t request_seq_ = 0;
   int64_t http_date_second_ = -1;
   std::string http_date_;
-  size_t body_bytes_ = 0;                       // reserved by sessions reading a body
-  size_t reply_bytes_ = 0;                      // of answers being written
-  std::vector<std::weak_ptr<Session>> paused_;  // waiting for the reply backlog to drain
+  size_t body_bytes_ = 0;                          // reserved by connections reading a body
+  size_t reply_bytes_ = 0;                         // of answers being written
+  std::vector<std::weak_ptr<Connection>> paused_;  // waiting for the reply backlog to drain
   RateLimitedLog accept_log_;
   RateLimitedLog refuse_log_;
   RateLimitedLog auth_log_;
@@ -239,9 +239,9 @@ class GatewayImpl final : public Gateway {
 
 // ---------------------------------------------------------------------------------------------
 
-class Session final : public std::enable_shared_from_this<Session> {
+class Connection final : public std::enable_shared_from_this<Connection> {
  public:
-  Session(GatewayImpl& gw, tcp::socket socket)
+  Connection(GatewayImpl& gw, tcp::socket socket)
       : gw_(gw), socket_(std::move(socket)), timer_(gw.io()) {}
 
   void Start() { WaitForRequest(); }
@@ -399,27 +399,28 @@ class Session final : public std::enable_shared_from_this<Session> {
 
   // ---- Engine calls ----
 
-  // Calls the engine through the bridge; `on_answer(session, result)` runs on this thread
-  // unless the session closed meanwhile.
+  // Calls the engine through the bridge; `on_answer(connection, result)` runs on this thread
+  // unless the connection closed meanwhile.
   template <typename T, typename Start, typename OnAnswer>
   void Call(Start&& start, OnAnswer on_answer, Admission admission = Admission::kBounded) {
     gw_.bridge().Call<T>(
         std::forward<Start>(start),
         [weak = weak_from_this(), on_answer](Result<T> r) mutable {
-          std::shared_ptr<Session> s = weak.lock();
+          std::shared_ptr<Connection> s = weak.lock();
           if (s == nullptr || s->closed_) return;
           on_answer(*s, std::move(r));
         },
         admission);
   }
 
-  // Answers `r` with `body(value)`, or its error.
+  // Answers `r` with `body(value)`, or its error. The Cap'n Proto server's unary calls go
+  // through the same shape of helper: TokenWheelImpl::CallAndAnswer (rpc/service.cc).
   template <typename T, typename ToBody>
   void CallAndAnswer(std::function<void(Engine*, Callback<T>)> start, ToBody to_body,
                      Admission admission = Admission::kBounded) {
     Engine* engine = gw_.engine();
     Call<T>([engine, start](Callback<T> cb) { start(engine, std::move(cb)); },
-            [to_body](Session& s, Result<T> r) {
+            [to_body](Connection& s, Result<T> r) {
               if (!r.ok()) return s.AnswerEngineError(r.error);
               s.Answer(to_body(r.value));
             },
@@ -607,9 +608,9 @@ class Refusal final : public std::enable_shared_from_this<Refusal> {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Session: operations
+// Connection: operations
 
-void Session::Dispatch(Body& b) {
+void Connection::Dispatch(Body& b) {
   switch (*op_) {
     case Op::kCreateActivity:
       return CreateActivity(b);
@@ -646,7 +647,7 @@ void Session::Dispatch(Body& b) {
   }
 }
 
-void Session::CreateActivity(Body& b) {
+void Connection::CreateActivity(Body& b) {
   CreateActivityRequest req;
   if (auto e = ReadCreateActivity(b, &req)) return Answer(*e);
   CallAndAnswer<ActivityInfo>(
@@ -656,7 +657,7 @@ void Session::CreateActivity(Body& b) {
       [](const ActivityInfo& a) { return ActivityBody(a, /*with_name=*/false); });
 }
 
-void Session::DeleteActivity(Body& b) {
+void Connection::DeleteActivity(Body& b) {
   DeleteActivityRequest req;
   if (auto e = ReadActivityArn(b, &req.arn)) return Answer(*e);
   CallAndAnswer<Empty>(
@@ -666,7 +667,7 @@ void Session::DeleteActivity(Body& b) {
       [](const Empty&) { return std::string(kEmptyBody); });
 }
 
-void Session::DescribeActivity(Body& b) {
+void Connection::DescribeActivity(Body& b) {
   DescribeActivityRequest req;
   if (auto e = ReadActivityArn(b, &req.arn)) return Answer(*e);
   CallAndAnswer<ActivityInfo>(
@@ -676,7 +677,7 @@ void Session::DescribeActivity(Body& b) {
       [](const ActivityInfo& a) { return ActivityBody(a, /*with_name=*/true); });
 }
 
-void Session::ListActivities(Body& b) {
+void Connection::ListActivities(Body& b) {
   ListActivitiesRequest req;
   if (auto e = ReadListActivities(b, &req)) return Answer(*e);
   CallAndAnswer<ListActivitiesReply>(
@@ -686,7 +687,7 @@ void Session::ListActivities(Body& b) {
       [](const ListActivitiesReply& r) { return ListActivitiesBody(r); }, Admission::kPayload);
 }
 
-void Session::SendTaskSuccess(Body& b) {
+void Connection::SendTaskSuccess(Body& b) {
   SendTaskSuccessRequest req;
   if (auto e = ReadSendTaskSuccess(b, &req)) return Answer(*e);
   Engine* engine = gw_.engine();
@@ -694,10 +695,10 @@ void Session::SendTaskSuccess(Body& b) {
       [engine, &req](Callback<CompletionReply> cb) {
         engine->SendTaskSuccess(std::move(req), std::move(cb));
       },
-      [](Session& s, Result<CompletionReply> r) { s.AnswerCompletion(r); });
+      [](Connection& s, Result<CompletionReply> r) { s.AnswerCompletion(r); });
 }
 
-void Session::SendTaskFailure(Body& b) {
+void Connection::SendTaskFailure(Body& b) {
   SendTaskFailureRequest req;
   if (auto e = ReadSendTaskFailure(b, &req)) return Answer(*e);
   Engine* engine = gw_.engine();
@@ -705,10 +706,10 @@ void Session::SendTaskFailure(Body& b) {
       [engine, &req](Callback<CompletionReply> cb) {
         engine->SendTaskFailure(std::move(req), std::move(cb));
       },
-      [](Session& s, Result<CompletionReply> r) { s.AnswerCompletion(r); });
+      [](Connection& s, Result<CompletionReply> r) { s.AnswerCompletion(r); });
 }
 
-void Session::SendTaskHeartbeat(Body& b) {
+void Connection::SendTaskHeartbeat(Body& b) {
   SendTaskHeartbeatRequest req;
   if (auto e = ReadTaskToken(b, &req.token)) return Answer(*e);
   CallAndAnswer<Empty>(
@@ -718,7 +719,7 @@ void Session::SendTaskHeartbeat(Body& b) {
       [](const Empty&) { return std::string(kEmptyBody); });
 }
 
-void Session::IssueTask(Body& b) {
+void Connection::IssueTask(Body& b) {
   IssueTaskRequest req;
   if (auto e = ReadIssueTask(b, &req)) return Answer(*e);
   Engine* engine = gw_.engine();
@@ -726,13 +727,13 @@ void Session::IssueTask(Body& b) {
       [engine, &req](Callback<IssueTaskReply> cb) {
         engine->IssueTask(std::move(req), std::move(cb));
       },
-      [](Session& s, Result<IssueTaskReply> r) {
+      [](Connection& s, Result<IssueTaskReply> r) {
         if (!r.ok()) return s.AnswerEngineError(r.error);
         s.Answer(IssueTaskBody(r.value));
       });
 }
 
-void Session::IssueTasks(Body& b) {
+void Connection::IssueTasks(Body& b) {
   std::vector<IssueTaskRequest> reqs;
   auto item_errors = std::make_shared<std::vector<std::optional<ErrorReply>>>();
   if (auto e = ReadIssueTasks(b, &reqs, item_errors.get())) return Answer(*e);
@@ -754,7 +755,7 @@ void Session::IssueTasks(Body& b) {
         [engine, &reqs, i](Callback<IssueTaskReply> cb) {
           engine->IssueTask(std::move(reqs[i]), std::move(cb));
         },
-        [collect, item_errors, i](Session& s, Result<IssueTaskReply> r) {
+        [collect, item_errors, i](Connection& s, Result<IssueTaskReply> r) {
           collect->results[i] = std::move(r);
           if (--collect->remaining == 0) {
             s.Answer(IssueTasksBody(collect->results, *item_errors));
@@ -766,7 +767,7 @@ void Session::IssueTasks(Body& b) {
   }
 }
 
-void Session::CancelTask(Body& b) {
+void Connection::CancelTask(Body& b) {
   CancelTaskRequest req;
   if (auto e = ReadTaskToken(b, &req.token)) return Answer(*e);
   CallAndAnswer<CompletionReply>(
@@ -776,7 +777,7 @@ void Session::CancelTask(Body& b) {
       [](const CompletionReply& r) { return CompletionBody(r); });
 }
 
-void Session::DescribeTask(Body& b) {
+void Connection::DescribeTask(Body& b) {
   DescribeTaskRequest req;
   if (auto e = ReadTaskToken(b, &req.token)) return Answer(*e);
   CallAndAnswer<TaskDescription>(
@@ -786,7 +787,7 @@ void Session::DescribeTask(Body& b) {
       [](const TaskDescription& d) { return DescriptionBody(d); }, Admission::kPayload);
 }
 
-void Session::AckOutcomes(Body& b) {
+void Connection::AckOutcomes(Body& b) {
   std::string consumer;
   uint64_t seq = 0;
   if (auto e = ReadAckOutcomes(b, &consumer, &seq)) return Answer(*e);
@@ -797,7 +798,7 @@ void Session::AckOutcomes(Body& b) {
       [](const Empty&) { return std::string(kEmptyBody); });
 }
 
-void Session::DeleteConsumer(Body& b) {
+void Connection::DeleteConsumer(Body& b) {
   std::string consumer;
   if (auto e = ReadConsumer(b, &consumer)) return Answer(*e);
   CallAndAnswer<Empty>(
@@ -805,10 +806,10 @@ void Session::DeleteConsumer(Body& b) {
       [](const Empty&) { return std::string(kEmptyBody); });
 }
 
-void Session::Stats() {
+void Connection::Stats() {
   Engine* engine = gw_.engine();
   Call<EngineStats>([engine](Callback<EngineStats> cb) { engine->GetStats(std::move(cb)); },
-                    [](Session& s, Result<EngineStats> r) {
+                    [](Connection& s, Result<EngineStats> r) {
                       if (!r.ok()) return s.AnswerEngineError(r.error);
                       const GatewayCounters c = s.gw_.Snapshot();
                       s.Answer(StatsBody(r.value, json{{"connections", c.connections},
@@ -818,7 +819,7 @@ void Session::Stats() {
                     Admission::kAlways);
 }
 
-void Session::Health() {
+void Connection::Health() {
   const StorageHealth h = gw_.engine()->Health();
   const GatewayCounters c = gw_.Snapshot();
   json body{{"status", h.ok ? "ok" : "unavailable"},
@@ -831,10 +832,10 @@ void Session::Health() {
        {}, nullptr);
 }
 
-void Session::Metrics() {
+void Connection::Metrics() {
   Engine* engine = gw_.engine();
   Call<EngineStats>([engine](Callback<EngineStats> cb) { engine->GetStats(std::move(cb)); },
-                    [](Session& s, Result<EngineStats> r) {
+                    [](Connection& s, Result<EngineStats> r) {
                       if (!r.ok()) return s.AnswerEngineError(r.error);
                       s.Send(http::status::ok, RenderMetrics(r.value, s.gw_.Snapshot()),
                              kMetricsContentType, {}, nullptr);
@@ -844,7 +845,7 @@ void Session::Metrics() {
 
 // ---- GetActivityTask: the long poll ----
 
-void Session::GetActivityTask(Body& b) {
+void Connection::GetActivityTask(Body& b) {
   GetActivityTaskRequest req;
   if (auto e = ReadGetActivityTask(b, &req)) return Answer(*e);
   poll_id_ = gw_.bridge().NextPollId();
@@ -852,13 +853,13 @@ void Session::GetActivityTask(Body& b) {
   const uint64_t poll_id = poll_id_;
   gw_.bridge().Poll(std::move(req), poll_id,
                     [weak = weak_from_this(), poll_id](Result<GetActivityTaskReply> r) {
-                      std::shared_ptr<Session> s = weak.lock();
+                      std::shared_ptr<Connection> s = weak.lock();
                       return s != nullptr && s->OnPollAnswer(poll_id, std::move(r));
                     });
   if (poll_id_ == poll_id) StartPollWait(gw_.options().max_poll_seconds);
 }
 
-void Session::StartPollWait(uint32_t wait_s) {
+void Connection::StartPollWait(uint32_t wait_s) {
   timer_.expires_after(std::chrono::seconds(wait_s));
   timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
     if (ec || self->closed_) return;
@@ -872,7 +873,7 @@ void Session::StartPollWait(uint32_t wait_s) {
 
 // Whether the client has closed its side (EOF) or the connection is gone; false when it is
 // open, or sent bytes (a pipelined request, which waits in the socket).
-bool Session::PeerClosed() {
+bool Connection::PeerClosed() {
   char byte;
   const ssize_t n = ::recv(socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
@@ -880,7 +881,7 @@ bool Session::PeerClosed() {
 
 // While a long poll waits, a readable socket means the client hung up (or pipelined a request,
 // which waits in the buffer until this one is answered).
-void Session::WatchForHangUp() {
+void Connection::WatchForHangUp() {
   socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](beast::error_code ec) {
     if (ec || self->closed_ || (self->poll_id_ == 0 && !self->outcomes_)) return;
     if (self->PeerClosed()) return self->Close();  // withdraws the poll
@@ -891,7 +892,7 @@ void Session::WatchForHangUp() {
   });
 }
 
-bool Session::OnPollAnswer(uint64_t poll_id, Result<GetActivityTaskReply> r) {
+bool Connection::OnPollAnswer(uint64_t poll_id, Result<GetActivityTaskReply> r) {
   if (closed_ || poll_id != poll_id_) return false;
   poll_id_ = 0;
   --gw_.counters().waiting_polls;
@@ -926,7 +927,7 @@ bool Session::OnPollAnswer(uint64_t poll_id, Result<GetActivityTaskReply> r) {
 
 // ---- GetOutcomes: a long poll on the outcome stream ----
 
-void Session::GetOutcomes(Body& b) {
+void Connection::GetOutcomes(Body& b) {
   GetOutcomesRequest req;
   if (auto e = ReadGetOutcomes(b, gw_.options().max_poll_seconds, &req)) return Answer(*e);
   Engine* engine = gw_.engine();
@@ -935,7 +936,7 @@ void Session::GetOutcomes(Body& b) {
       [engine, consumer](Callback<ConsumerInfo> cb) {
         engine->RegisterConsumer(consumer, std::move(cb));
       },
-      [req](Session& s, Result<ConsumerInfo> r) mutable {
+      [req](Connection& s, Result<ConsumerInfo> r) mutable {
         if (!r.ok()) return s.AnswerEngineError(r.error);
         if (req.from_seq == 0) req.from_seq = r.value.acked_seq + 1;
         s.outcomes_ =
@@ -950,7 +951,7 @@ void Session::GetOutcomes(Body& b) {
 }
 
 // Reads the events from the cursor; answers when there are some, or when the wait is over.
-void Session::ReadOutcomes() {
+void Connection::ReadOutcomes() {
   TW_ASSERT(outcomes_.has_value());
   Outcomes& o = *outcomes_;
   Engine* engine = gw_.engine();
@@ -980,10 +981,10 @@ void Session::ReadOutcomes() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Session: writing
+// Connection: writing
 
-void Session::Send(http::status status, std::string body, const char* content_type,
-                   std::string_view error_code, std::function<void(bool)> on_written) {
+void Connection::Send(http::status status, std::string body, const char* content_type,
+                      std::string_view error_code, std::function<void(bool)> on_written) {
   if (closed_) {
     if (on_written) on_written(false);
     return;
@@ -1108,10 +1109,10 @@ void GatewayImpl::PumpMailbox() {
 
 void GatewayImpl::OnEvents() {
   // Each waiting GetOutcomes reads again; those still waiting stay on the list, once each.
-  std::vector<std::weak_ptr<Session>> waiters;
+  std::vector<std::weak_ptr<Connection>> waiters;
   waiters.swap(outcome_waiters_);
   for (auto& weak : waiters) {
-    std::shared_ptr<Session> s = weak.lock();
+    std::shared_ptr<Connection> s = weak.lock();
     if (s == nullptr) continue;
     s->OnEvents();
     if (s->WaitingForOutcomes()) outcome_waiters_.push_back(s);
@@ -1119,10 +1120,10 @@ void GatewayImpl::OnEvents() {
 }
 
 void GatewayImpl::ResumeReading() {
-  std::vector<std::weak_ptr<Session>> paused;
+  std::vector<std::weak_ptr<Connection>> paused;
   paused.swap(paused_);
   for (auto& weak : paused) {
-    if (std::shared_ptr<Session> s = weak.lock()) {
+    if (std::shared_ptr<Connection> s = weak.lock()) {
       asio::post(io_, [s]() { s->Resume(); });
     }
   }
@@ -1151,12 +1152,12 @@ void GatewayImpl::OnAccept(beast::error_code ec, tcp::socket socket) {
   }
   accept_backoff_ms_ = limits::kAwsAcceptBackoffMsMin;
   ++counters_.connections_accepted;
-  if (sessions_.size() >= options_.connections_max) {
+  if (connections_.size() >= options_.connections_max) {
     Refuse(socket);
   } else {
     socket.set_option(tcp::no_delay(true), ec);
-    auto s = std::make_shared<Session>(*this, std::move(socket));
-    sessions_.emplace(s.get(), s);
+    auto s = std::make_shared<Connection>(*this, std::move(socket));
+    connections_.emplace(s.get(), s);
     s->Start();
   }
   Accept();
@@ -1198,11 +1199,11 @@ void GatewayImpl::ForgetRefusal(Refusal* r) {
   refusals_.erase(it);
 }
 
-void GatewayImpl::Forget(Session* s) {
-  auto it = sessions_.find(s);
-  if (it == sessions_.end()) return;
-  std::shared_ptr<Session> keep = std::move(it->second);  // released after the erase
-  sessions_.erase(it);
+void GatewayImpl::Forget(Connection* s) {
+  auto it = connections_.find(s);
+  if (it == connections_.end()) return;
+  std::shared_ptr<Connection> keep = std::move(it->second);  // released after the erase
+  connections_.erase(it);
 }
 
 void GatewayImpl::BeginShutdown() {
@@ -1215,14 +1216,14 @@ void GatewayImpl::BeginShutdown() {
     mailbox_->Close();
     beast::error_code ignored;
     doorbell_.close(ignored);
-    std::vector<std::shared_ptr<Session>> all;
-    for (auto& [ptr, s] : sessions_) all.push_back(s);
+    std::vector<std::shared_ptr<Connection>> all;
+    for (auto& [ptr, s] : connections_) all.push_back(s);
     for (auto& s : all) s->Close();
     std::vector<std::shared_ptr<Refusal>> refusing;
     for (auto& [ptr, r] : refusals_) refusing.push_back(r);
     for (auto& r : refusing) r->Done();
     outcome_waiters_.clear();
-    // The run loop ends once the handlers of the closed sessions have run.
+    // The run loop ends once the handlers of the closed connections have run.
   });
 }
 
