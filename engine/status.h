@@ -1,5 +1,6 @@
-// Status of a storage operation. Storage failures are not business outcomes: a failed write or
-// sync poisons the store and the engine for good.
+// Status of a storage operation ([[nodiscard]]: a dropped status is a dropped error). Storage
+// failures are not business outcomes: a failed write or sync poisons the store and the engine
+// for good.
 #pragma once
 
 #include <string>
@@ -7,7 +8,7 @@
 
 namespace tw {
 
-class Status {
+class [[nodiscard]] Status {
  public:
   enum class Code { kOk, kNotFound, kCorruption, kIoError, kInvalidArgument, kPoisoned };
 

@@ -124,9 +124,9 @@ struct Error {
   }
 };
 
-// A value or an Error.
+// A value or an Error. [[nodiscard]], like Status: a dropped result is a dropped error.
 template <typename T>
-struct Result {
+struct [[nodiscard]] Result {
   Error error;
   T value{};
 

@@ -123,8 +123,7 @@ TEST_F(ActivityRegistryTest, ArnsResolveOnlyForLiveActivities) {
   EXPECT_EQ(registry_.at(a).arn, arn);
   EXPECT_EQ(registry_.FindByArn(arn), a);
   EXPECT_EQ(registry_.FindByArn(arn + "x"), kNilSlot);
-  EXPECT_EQ(registry_.FindByArn("arn:aws:states:eu-west-1:123456789012:activity:resize"),
-            kNilSlot);
+  EXPECT_EQ(registry_.FindByArn("arn:aws:states:eu-west-1:123456789012:activity:resize"), kNilSlot);
   registry_.Remove(a);
   EXPECT_EQ(registry_.FindByArn(arn), kNilSlot);
   EXPECT_EQ(registry_.ArnForActivityId(1), arn) << "events of the deleted activity keep its ARN";
@@ -177,7 +176,8 @@ TEST_F(ActivityRegistryTest, WaitersAreTakenOnceByIdOrInOrder) {
 
 TEST_F(ActivityRegistryTest, ListingPagesByNameAndRefusesAForeignToken) {
   for (const char* n : {"c", "a", "b"}) registry_.Add(registry_.live() + 1, n, 0);
-  Result<ListActivitiesReply> page = registry_.List(ListActivitiesRequest{.max_results = 2, .next_token = ""});
+  Result<ListActivitiesReply> page =
+      registry_.List(ListActivitiesRequest{.max_results = 2, .next_token = ""});
   ASSERT_TRUE(page.ok());
   ASSERT_EQ(page.value.activities.size(), 2u);
   EXPECT_EQ(page.value.activities[1].name, "b");
@@ -187,7 +187,8 @@ TEST_F(ActivityRegistryTest, ListingPagesByNameAndRefusesAForeignToken) {
   ASSERT_EQ(rest.value.activities.size(), 1u);
   EXPECT_EQ(rest.value.activities[0].name, "c");
   EXPECT_TRUE(rest.value.next_token.empty());
-  Result<ListActivitiesReply> bad = registry_.List(ListActivitiesRequest{.max_results = 0, .next_token = "zz"});
+  Result<ListActivitiesReply> bad =
+      registry_.List(ListActivitiesRequest{.max_results = 0, .next_token = "zz"});
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.error.code, ErrorCode::kInvalidToken);
 }
