@@ -50,6 +50,7 @@ struct Shared {
   Countdown power_off_at_sync;
   uint64_t appends = 0;
   uint64_t syncs = 0;
+  uint64_t injected = 0;  // calls FailAppends / FailSyncs / PowerOffAtSync made fail
   // By name, as RocksDB passes it (it builds every name of a file the same way).
   std::map<std::string, std::shared_ptr<FileState>> files;
 };
@@ -112,14 +113,14 @@ class TrackedFile final : public rocksdb::FSWritableFileOwnerWrapper {
     uint64_t covered = 0;
     auto s = BeforeSync(&covered);
     if (s.ok()) s = target()->Sync(opts, dbg);
-    if (s.ok()) AfterSync(covered);
+    if (s.ok()) s = AfterSync(covered);
     return s;
   }
   rocksdb::IOStatus Fsync(const rocksdb::IOOptions& opts, rocksdb::IODebugContext* dbg) override {
     uint64_t covered = 0;
     auto s = BeforeSync(&covered);
     if (s.ok()) s = target()->Fsync(opts, dbg);
-    if (s.ok()) AfterSync(covered);
+    if (s.ok()) s = AfterSync(covered);
     return s;
   }
 
@@ -159,7 +160,10 @@ class TrackedFile final : public rocksdb::FSWritableFileOwnerWrapper {
   rocksdb::IOStatus BeforeAppend() {
     std::lock_guard<std::mutex> lock(shared_->mu);
     if (!shared_->active) return Inactive();
-    if (shared_->append_failure.Fail()) return shared_->append_failure.Error("append failure");
+    if (shared_->append_failure.Fail()) {
+      ++shared_->injected;
+      return shared_->append_failure.Error("append failure");
+    }
     return rocksdb::IOStatus::OK();
   }
 
@@ -174,8 +178,12 @@ class TrackedFile final : public rocksdb::FSWritableFileOwnerWrapper {
   rocksdb::IOStatus BeforeSync(uint64_t* covered) {
     std::lock_guard<std::mutex> lock(shared_->mu);
     if (!shared_->active) return Inactive();
-    if (shared_->sync_failure.Fail()) return shared_->sync_failure.Error("sync failure");
+    if (shared_->sync_failure.Fail()) {
+      ++shared_->injected;
+      return shared_->sync_failure.Error("sync failure");
+    }
     if (shared_->power_off_at_sync.Fail()) {
+      ++shared_->injected;
       shared_->active = false;
       return rocksdb::IOStatus::IOError("fault_fs: power cut at sync");
     }
@@ -183,12 +191,17 @@ class TrackedFile final : public rocksdb::FSWritableFileOwnerWrapper {
     return rocksdb::IOStatus::OK();
   }
 
-  void AfterSync(uint64_t covered) {
+  // Power that went while the sync ran means the sync never completed: it covers nothing and
+  // fails, so nobody acknowledges what it was to make durable (tools/crashtest cuts power at
+  // random instants, syncs in flight included).
+  rocksdb::IOStatus AfterSync(uint64_t covered) {
     std::lock_guard<std::mutex> lock(shared_->mu);
+    if (!shared_->active) return Inactive();
     state_->synced = std::max(state_->synced, std::min(covered, state_->size));
     state_->ever_synced = true;
     ++shared_->syncs;
     TW_ASSERT(state_->synced <= state_->size);
+    return rocksdb::IOStatus::OK();
   }
 
   std::shared_ptr<Shared> shared_;
@@ -272,6 +285,11 @@ uint64_t FaultFs::append_count() const {
 uint64_t FaultFs::sync_count() const {
   std::lock_guard<std::mutex> lock(shared_->mu);
   return shared_->syncs;
+}
+
+uint64_t FaultFs::injected_count() const {
+  std::lock_guard<std::mutex> lock(shared_->mu);
+  return shared_->injected;
 }
 
 uint64_t FaultFs::unsynced_bytes() const {

@@ -47,7 +47,8 @@ class FaultFs final : public rocksdb::FileSystemWrapper {
 
   // ---- power cut ----
   // false: every write-path call (append, sync, create, rename, delete, ...) fails with IOError
-  // and changes nothing, as if the machine had stopped. Reads still work.
+  // and changes nothing, as if the machine had stopped. Reads still work. A sync that was
+  // running when the file system went inactive fails too and covers nothing.
   void SetActive(bool active);
   // Truncates every tracked file to its durable size (plus a random part of the rest when
   // torn_seed != 0) and deletes tracked files never synced. Forgets all tracking afterwards.
@@ -71,9 +72,12 @@ class FaultFs final : public rocksdb::FileSystemWrapper {
   void ClearFailures();
 
   // ---- observation ----
-  uint64_t append_count() const;    // Append / PositionedAppend calls that succeeded
-  uint64_t sync_count() const;      // Sync / Fsync calls that succeeded
-  uint64_t unsynced_bytes() const;  // bytes DropUnsyncedData(0) would drop from tracked files
+  uint64_t append_count() const;  // Append / PositionedAppend calls that succeeded
+  uint64_t sync_count() const;    // Sync / Fsync calls that succeeded
+  uint64_t unsynced_bytes() const;
+  // Calls that an armed FailAppends / FailSyncs / PowerOffAtSync made fail. Final once the
+  // failures are cleared: a call counts when it is condemned, under the same lock.
+  uint64_t injected_count() const;  // bytes DropUnsyncedData(0) would drop from tracked files
 
   // ---- rocksdb::FileSystem overrides ----
   rocksdb::IOStatus NewWritableFile(const std::string& fname, const rocksdb::FileOptions& opts,

@@ -11,11 +11,18 @@
 // ServiceUnavailable and reopens the store every --storage-retry-ms until it works again
 // (engine/engine.h, "Storage failures"); no restart is needed.
 //
+// The power-cut build (target tokenwheeld-powercut, for tools/crashtest only; never installed):
+// the same server on the fault-injecting file system (storage/fault_fs.h). SIGUSR1 cuts the
+// power: nothing more reaches a file, every write not yet synced is dropped (a seeded part of
+// each file's unsynced tail survives, as a torn write), and the process dies of SIGKILL. The
+// production binary has neither the flag nor the signal.
+//
 // Threads: main() blocks SIGTERM / SIGINT before any thread exists (so every thread inherits the
 // mask) and then waits for them with sigwait(); the engine's threads, the Cap'n Proto server's
 // thread and the gateway's thread do the work.
 #include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
@@ -25,6 +32,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -37,6 +45,10 @@
 #include "rpc/server.h"
 #include "storage/rocksdb_store.h"
 #include "tools/cli_args.h"
+#ifdef TW_POWER_CUT_BUILD
+#include "storage/fault_fs.h"
+#include "storage/rocksdb_store_testing.h"
+#endif
 
 namespace {
 
@@ -57,6 +69,7 @@ struct Flags {
   int64_t handshake_timeout_ms = tw::limits::kRpcHandshakeTimeoutMsDefault;
   uint64_t aws_connections_max = tw::limits::kAwsConnectionsMax;
   std::string config;
+  uint64_t power_cut_seed = 1;  // the power-cut build only: 0 drops every unsynced byte
 };
 
 // One log line on stderr: UTC time, program, message.
@@ -164,6 +177,54 @@ void MakeDataDirPrivate(const std::string& data_dir) {
   }
 }
 
+// What main() blocks and Serve() waits for: SIGTERM / SIGINT (stop), and SIGUSR1 (cut the
+// power) in the power-cut build.
+sigset_t ServerSignals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+#ifdef TW_POWER_CUT_BUILD
+  sigaddset(&signals, SIGUSR1);
+#endif
+  return signals;
+}
+
+using StoreOpener = std::function<tw::Status(std::unique_ptr<tw::Store>*)>;
+
+#ifndef TW_POWER_CUT_BUILD
+StoreOpener MakeStoreOpener(const tw::RocksStoreOptions& options) {
+  return [options](std::unique_ptr<tw::Store>* out) { return tw::OpenRocksStore(options, out); };
+}
+#else
+// Every store this process opens, reopens after a storage failure included, runs on one FaultFs.
+std::shared_ptr<tw::FaultFs>& PowerCutFs() {
+  static auto fs = std::make_shared<tw::FaultFs>();
+  return fs;
+}
+
+StoreOpener MakeStoreOpener(const tw::RocksStoreOptions& options) {
+  Log("WARNING: power-cut build: the store runs on a fault-injecting file system and SIGUSR1 "
+      "drops every unsynced write. For tools/crashtest only.");
+  tw::RocksStoreTestHooks hooks;
+  hooks.file_system = PowerCutFs();
+  return [options, hooks](std::unique_ptr<tw::Store>* out) {
+    return tw::OpenRocksStoreForTesting(options, hooks, out);
+  };
+}
+
+// The machine loses power: nothing more reaches a file, what was not synced is gone (but for a
+// torn tail), and the process dies with no chance to write anything else.
+[[noreturn]] void CutPower(uint64_t seed) {
+  PowerCutFs()->SetActive(false);
+  const tw::Status dropped = PowerCutFs()->DropUnsyncedData(seed);
+  Log("power cut (SIGUSR1): unsynced writes dropped, torn_seed=" + std::to_string(seed) +
+      (dropped.ok() ? std::string() : " error=" + dropped.ToString()));
+  ::kill(::getpid(), SIGKILL);
+  std::abort();  // not reached
+}
+#endif
+
 bool Validate(const Flags& f, std::string* error) {
   if (f.durability != "sync" && f.durability != "none") {
     *error = "--durability must be sync or none";
@@ -228,8 +289,9 @@ int Serve(const Flags& f) {
   tw::RocksStoreOptions store_options;
   store_options.path = f.data_dir + "/db";
   store_options.sync_default = sync;
+  StoreOpener open_store = MakeStoreOpener(store_options);
   std::unique_ptr<tw::Store> store;
-  tw::Status s = tw::OpenRocksStore(store_options, &store);
+  tw::Status s = open_store(&store);
   if (!s.ok()) {
     Log("error: opening the store in " + store_options.path + ": " + s.ToString());
     return 1;
@@ -244,9 +306,7 @@ int Serve(const Flags& f) {
   engine_options.account = f.account;
   engine_options.token_key_file = f.data_dir + "/token.key";
   engine_options.storage_retry_ms = f.storage_retry_ms;
-  engine_options.reopen_store = [store_options](std::unique_ptr<tw::Store>* out) {
-    return tw::OpenRocksStore(store_options, out);
-  };
+  engine_options.reopen_store = open_store;
   tw::SystemClock clock;
   auto opened = tw::Engine::Open(engine_options, std::move(store), &clock);
   if (!opened.ok()) {
@@ -298,13 +358,13 @@ int Serve(const Flags& f) {
       " max_poll_seconds=" + std::to_string(f.max_poll_seconds) +
       " open_files=" + std::to_string(open_files.ok() ? open_files.value : 0));
 
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
+  const sigset_t stop_signals = ServerSignals();
   int signo = 0;
   while (sigwait(&stop_signals, &signo) != 0) {
   }
+#ifdef TW_POWER_CUT_BUILD
+  if (signo == SIGUSR1) CutPower(f.power_cut_seed);
+#endif
   const auto t0 = std::chrono::steady_clock::now();
   const std::string address = server->address();
   // No new connections; the engine finishes and syncs what is queued, answering every call;
@@ -332,10 +392,7 @@ int main(int argc, char** argv) {
   ::umask(077);
   // Before any thread exists, so that every thread inherits the mask and only sigwait() sees
   // these signals.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
+  const sigset_t stop_signals = ServerSignals();
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   Flags f;
@@ -410,6 +467,13 @@ int main(int argc, char** argv) {
                             "AWS gateway connections at most; a new one past it gets a 503 "
                             "ThrottlingException")
       ->capture_default_str();
+#ifdef TW_POWER_CUT_BUILD
+  tw::cli::AddDecimalOption(&app, "--power-cut-seed", f.power_cut_seed,
+                            "Power-cut build: SIGUSR1 drops every unsynced write and kills the "
+                            "server; this seed picks how much of each unsynced tail survives "
+                            "(0: none)")
+      ->capture_default_str();
+#endif
   app.add_option("--config", f.config,
                  "JSON file with any of the keys above, without the dashes prefix (e.g. "
                  "{\"data-dir\": \"/var/lib/tokenwheel\", \"durability\": \"sync\"}); flags "

@@ -1,0 +1,164 @@
+#include "tools/crashtest/server_process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+extern char** environ;
+
+namespace tw::crashtest {
+
+int64_t WallMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+namespace {
+
+std::string ReadFrom(const std::string& path, size_t offset) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string all = ss.str();
+  return offset < all.size() ? all.substr(offset) : std::string();
+}
+
+// The value after `key` up to the next space or newline, or "".
+std::string Field(const std::string& text, const std::string& key) {
+  const size_t at = text.find(key);
+  if (at == std::string::npos) return "";
+  const size_t begin = at + key.size();
+  const size_t end = text.find_first_of(" \n", begin);
+  return end == std::string::npos ? "" : text.substr(begin, end - begin);
+}
+
+}  // namespace
+
+ServerProcess::ServerProcess(std::string binary, std::string data_dir, std::string log_path,
+                             std::vector<std::string> extra_args)
+    : binary_(std::move(binary)),
+      data_dir_(std::move(data_dir)),
+      log_path_(std::move(log_path)),
+      extra_args_(std::move(extra_args)) {}
+
+ServerProcess::~ServerProcess() { Kill9(); }
+
+bool ServerProcess::Start(int64_t timeout_ms, std::string* error) {
+  std::vector<std::string> args = {binary_,        "--data-dir",         data_dir_,
+                                   "--rpc-listen", "127.0.0.1:0",        "--aws-listen",
+                                   "127.0.0.1:0",  "--max-poll-seconds", "1"};
+  args.insert(args.end(), extra_args_.begin(), extra_args_.end());
+  args.insert(args.end(), start_args_.begin(), start_args_.end());
+  log_offset_ = ReadFrom(log_path_, 0).size();  // restarts append to the same log
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND,
+                                   0644);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  const int rc = posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) {
+    pid_ = -1;
+    *error = "cannot start " + binary_ + ": " + std::to_string(rc);
+    return false;
+  }
+  const int64_t deadline = SteadyMs() + timeout_ms;
+  while (SteadyMs() < deadline) {
+    if (ParseStartLine(ReadFrom(log_path_, log_offset_))) return true;
+    if (!Running()) {
+      *error = "tokenwheeld exited during start:\n" + LogTail(4000);
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  *error =
+      "tokenwheeld did not start within " + std::to_string(timeout_ms) + " ms:\n" + LogTail(4000);
+  Kill9();
+  return false;
+}
+
+bool ServerProcess::ParseStartLine(const std::string& log) {
+  const size_t at = log.find("started, listening on ");
+  if (at == std::string::npos || log.find('\n', at) == std::string::npos) return false;
+  const std::string line = log.substr(at, log.find('\n', at) - at + 1);
+  rpc_address_ = Field(line, "listening on ");
+  aws_address_ = Field(line, "aws_listen=");
+  const std::string recovery = Field(line, "recovery_ms=");
+  recovery_ms_ = recovery.empty() ? 0 : std::stoll(recovery);
+  return !rpc_address_.empty() && !aws_address_.empty();
+}
+
+bool ServerProcess::Running() {
+  if (pid_ <= 0) return false;
+  int status = 0;
+  if (waitpid(pid_, &status, WNOHANG) == pid_) {
+    pid_ = -1;
+    return false;
+  }
+  return true;
+}
+
+bool ServerProcess::WaitExit(int64_t timeout_ms) {
+  const int64_t deadline = SteadyMs() + timeout_ms;
+  while (Running()) {
+    if (SteadyMs() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+void ServerProcess::Kill9() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
+void ServerProcess::CutPower(int64_t timeout_ms) {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGUSR1);
+  if (!WaitExit(timeout_ms)) Kill9();
+}
+
+int ServerProcess::Terminate(int64_t timeout_ms) {
+  if (pid_ <= 0) return -1;
+  const pid_t pid = pid_;
+  ::kill(pid, SIGTERM);
+  const int64_t deadline = SteadyMs() + timeout_ms;
+  while (SteadyMs() < deadline) {
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      pid_ = -1;
+      return status;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  Kill9();
+  return -1;
+}
+
+std::string ServerProcess::LogTail(size_t max_bytes) const {
+  const std::string log = ReadFrom(log_path_, log_offset_);
+  return log.size() <= max_bytes ? log : log.substr(log.size() - max_bytes);
+}
+
+}  // namespace tw::crashtest
