@@ -53,5 +53,15 @@ run: release
 	./build/release/tools/tokenwheeld --data-dir ./data --rpc-listen 127.0.0.1:7411 \
 	  --aws-listen 127.0.0.1:8083
 
+# tokenwheel-crashtest on the release build (docs/RELIABILITY.md): MODE kill, power-loss or
+# disk-full (root); SEED replays a run (default: a random seed, printed). `make test` runs a
+# bounded smoke of each mode (tests/CMakeLists.txt, label crashtest).
+.PHONY: crashtest
+CYCLES ?= 100
+MODE ?= kill
+SEED ?= 0
+crashtest: release
+	./build/release/tools/tokenwheel-crashtest --mode $(MODE) --cycles $(CYCLES) --seed $(SEED)
+
 clean:
 	rm -rf build

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace tw::rpc {
@@ -35,8 +36,11 @@ class SmallDisk {
   bool Mount(std::string* error);
   const std::string& path() const { return path_; }
 
-  // Lays the ballast and waits (up to timeout_ms) until the server says its storage failed.
-  DiskFullResult FillUntilRefused(rpc::Client* client, ServerProcess* server, int64_t timeout_ms);
+  // Lays the ballast, then calls `write` (a large write the caller records) until the server
+  // says its storage failed, up to timeout_ms. The workload writes meanwhile too, but RocksDB
+  // preallocates its log, so small writes alone would take long to meet the full disk.
+  DiskFullResult FillUntilRefused(rpc::Client* client, ServerProcess* server, int64_t timeout_ms,
+                                  const std::function<void()>& write);
   // Deletes the ballast and waits until the server says its storage works again.
   DiskFullResult FreeAndWaitHealthy(rpc::Client* client, ServerProcess* server, int64_t timeout_ms);
 

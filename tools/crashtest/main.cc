@@ -8,7 +8,7 @@
 // (SIGKILL; a power cut that drops every unsynced write; or a full disk), it is started again,
 // and everything the workload heard back is checked against what the server now says. One JSON
 // line per cycle; the last line on stdout is the summary. Exit status 0 only if every count in it
-// is zero (2 for a usage or set-up error).
+// is zero; 2 for a usage or set-up error; 77 when disk-full mode is not run as root.
 #include <limits.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -41,6 +41,10 @@ constexpr int64_t kEventWaitMs = 10'000;
 // of every live task has run out, restarts included.
 constexpr int64_t kFinalTimersWaitMs = 5'000 + kTimerSlackMs + 1'000;
 constexpr int kActivities = 3;
+// The exit status when disk-full mode cannot run as this user (ctest's usual "skipped").
+constexpr int kCannotRunHere = 77;
+// Disk-full mode's large inputs: most of the largest payload tokenwheel takes.
+constexpr size_t kLargeInputBytes = 200 * 1024;
 
 struct Flags {
   std::string mode = "kill";
@@ -74,7 +78,7 @@ class Run {
   explicit Run(const Flags& f) : f_(f), rng_(f.seed) {}
 
   int Main() {
-    if (!SetUp()) return 2;
+    if (!SetUp()) return exit_code_;
     Counters total;
     for (int cycle = 1; cycle <= f_.cycles; ++cycle) {
       const Counters c = Cycle(cycle);
@@ -99,6 +103,7 @@ class Run {
       std::string error;
       if (!disk_->Mount(&error)) {
         std::cerr << "crashtest: disk-full mode: " << error << "\n";
+        exit_code_ = ::geteuid() == 0 ? 2 : kCannotRunHere;
         return false;
       }
       data_dir = disk_->path() + "/data";
@@ -204,7 +209,8 @@ class Run {
   // Disk-full: the disk fills (a ballast, then the workload's inputs) until the server refuses
   // writes; then the space returns and the server must come back by itself.
   void FillAndRecover(nlohmann::json* line) {
-    const DiskFullResult r = disk_->FillUntilRefused(client_.get(), server_.get(), kStartTimeoutMs);
+    const DiskFullResult r = disk_->FillUntilRefused(client_.get(), server_.get(), kStartTimeoutMs,
+                                                     [this] { IssueLarge(); });
     workload_->Drain();
     model_.RecordKill(model_.cycle(), WallMs());  // the moment calls may stop being answered
     if (!workload_->Park(kParkTimeoutMs)) std::cerr << "crashtest: a worker did not stop\n";
@@ -216,6 +222,32 @@ class Run {
     (*line)["server_stayed_up"] = r.server_up && back.server_up;
     (*line)["healthy_after_ms"] = back.healthy_after_ms;
     if (!r.refused || !back.healthy) ++disk_full_failures_;
+  }
+
+  // One callback task with a large input, through the checker's client, recorded like the
+  // workload's.
+  void IssueLarge() {
+    TaskModel m;
+    m.key = "fill-" + std::to_string(f_.seed) + "-" + std::to_string(++fill_serial_);
+    m.issue_earliest_ms = WallMs();
+    TaskModel* t = model_.NewTask(m);
+    IssueTaskRequest req;
+    req.input = TaskInput(m.key, kLargeInputBytes);
+    req.idempotency_key = m.key;
+    const auto r = client_->IssueTask(req);
+    const int64_t now = WallMs();
+    model_.Update(t, [&](TaskModel& x) {
+      x.issue_latest_ms = now;
+      if (r.ok()) {
+        x.token = r.value.token;
+        x.issue = Answer::kApplied;
+      } else if (r.error.transport || r.error.code == ErrorCode::kUnavailable) {
+        x.issue = Answer::kUnknown;
+      } else {
+        x.issue = Answer::kRejected;
+        x.abandoned = true;
+      }
+    });
   }
 
   // Unanswered issues first: re-issuing with the same key finds the task if the issue happened
@@ -313,9 +345,11 @@ class Run {
   std::unique_ptr<Workload> workload_;
   std::vector<int64_t> recovery_ms_;
   uint64_t workload_calls_ = 0;
+  uint64_t fill_serial_ = 0;
   uint64_t stop_failures_ = 0;
   uint64_t disk_full_failures_ = 0;
   bool failed_setup_ = false;
+  int exit_code_ = 2;
 };
 
 }  // namespace

@@ -219,11 +219,12 @@ int64_t Model::EarliestDeadlineMs(const TaskModel& t, TimeoutKind kind, int64_t 
     case TimeoutKind::kOverall:
       return Plus(started, t.timeout_s);
     case TimeoutKind::kHeartbeat: {
-      // Heartbeat deadlines are not durable: a restart while the task was live gives it a full
-      // period from the moment the server was back, which is after it was spawned.
+      // Heartbeat deadlines are not durable: a restart (or a reopen of the store) while the
+      // task was live gives it a full period from the moment the server was back, which is
+      // after `spawned`. The task was surely live then if it ended after `ready`.
       int64_t base = std::max(started, t.heartbeat_acked_sent_ms);
       for (const auto& [spawned, ready] : restarts_) {
-        if (spawned > t.issue_earliest_ms && spawned < ended_ms) base = std::max(base, spawned);
+        if (spawned > t.issue_earliest_ms && ready < ended_ms) base = std::max(base, spawned);
       }
       return Plus(base, t.heartbeat_s);
     }
