@@ -28,6 +28,7 @@
 #include "tools/crashtest/disk_full.h"
 #include "tools/crashtest/fronts.h"
 #include "tools/crashtest/model.h"
+#include "tools/crashtest/overload.h"
 #include "tools/crashtest/server_process.h"
 #include "tools/crashtest/workload.h"
 
@@ -78,6 +79,7 @@ class Run {
   explicit Run(const Flags& f) : f_(f), rng_(f.seed) {}
 
   int Main() {
+    if (f_.mode == "overload") return Overload();
     if (!SetUp()) return exit_code_;
     Counters total;
     for (int cycle = 1; cycle <= f_.cycles; ++cycle) {
@@ -134,6 +136,40 @@ class Run {
       return false;
     }
     return true;
+  }
+
+  // Overload mode (tools/crashtest/overload.h): one run, no crash.
+  int Overload() {
+    std::string dir = f_.work_dir + "/tw-crashtest-XXXXXX";
+    if (::mkdtemp(dir.data()) == nullptr) return 2;
+    dir_ = dir;
+    server_ = std::make_unique<ServerProcess>(f_.tokenwheeld, dir_ + "/data", dir_ + "/server.log",
+                                              f_.server_args);
+    std::string error;
+    if (!server_->Start(kStartTimeoutMs, &error)) {
+      std::cerr << "crashtest: " << error << "\n";
+      return 2;
+    }
+    OverloadOptions o;
+    o.seed = f_.seed;
+    nlohmann::json s = {{"summary", true}, {"mode", f_.mode}, {"seed", f_.seed}};
+    uint64_t failures = RunOverload(server_.get(), o, &s);
+    const int status = server_->Terminate(kStartTimeoutMs);
+    if (status != 0) {
+      std::cerr << "crashtest: tokenwheeld did not stop cleanly on SIGTERM; log:\n"
+                << server_->LogTail(4000);
+      ++failures;
+    }
+    s["failures"] = failures;
+    if (failures == 0 && !f_.keep) {
+      server_.reset();
+      std::error_code ec;
+      std::filesystem::remove_all(dir_, ec);
+    } else {
+      std::cerr << "crashtest: seed " << f_.seed << ": server log kept in " << dir_ << "\n";
+    }
+    std::cout << s.dump() << std::endl;
+    return failures == 0 ? 0 : 1;
   }
 
   // Starts the server (a new power-cut seed each time) and connects the checker's client.
@@ -362,9 +398,11 @@ int main(int argc, char** argv) {
       "workload runs through its Cap'n Proto API and its AWS gateway, restarts it, and checks "
       "that nothing acknowledged was lost, nothing happened twice and no timer was lost. One "
       "JSON line per cycle; the last line is the summary. Exit 0 only if all counts are zero."};
-  app.add_option("--mode", f.mode, "kill, power-loss or disk-full (disk-full mounts a tmpfs: root)")
+  app.add_option("--mode", f.mode,
+                 "kill, power-loss, disk-full (mounts a tmpfs: root) or overload (floods and "
+                 "hostile clients on both front ends, no crash; --cycles is ignored)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"kill", "power-loss", "disk-full"}));
+      ->check(CLI::IsMember({"kill", "power-loss", "disk-full", "overload"}));
   app.add_option("--cycles", f.cycles, "Crash and recovery cycles")
       ->capture_default_str()
       ->check(CLI::Range(1, 1'000'000));

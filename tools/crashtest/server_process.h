@@ -37,6 +37,7 @@ class ServerProcess {
   // Arguments added to every later Start (after the constructor's).
   void SetExtraArgs(std::vector<std::string> args) { start_args_ = std::move(args); }
 
+  pid_t pid() const { return pid_; }
   const std::string& rpc_address() const { return rpc_address_; }
   const std::string& aws_address() const { return aws_address_; }
   // From the start line: the engine's own recovery time.
