@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -51,6 +53,11 @@ struct Shared {
   uint64_t appends = 0;
   uint64_t syncs = 0;
   uint64_t injected = 0;  // calls FailAppends / FailSyncs / PowerOffAtSync made fail
+  // Appends and syncs between their Before and After (the I/O runs outside the lock), and a
+  // count of power cuts: a sync that saw one start while it ran never completed.
+  uint64_t in_flight = 0;
+  uint64_t power_cuts = 0;
+  std::condition_variable idle;
   // By name, as RocksDB passes it (it builds every name of a file the same way).
   std::map<std::string, std::shared_ptr<FileState>> files;
 };
@@ -79,24 +86,27 @@ class TrackedFile final : public rocksdb::FSWritableFileOwnerWrapper {
   rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& opts,
                            rocksdb::IODebugContext* dbg) override {
     auto s = BeforeAppend();
-    if (s.ok()) s = target()->Append(data, opts, dbg);
-    if (s.ok()) AfterAppend(kAtEnd, data.size());
+    if (!s.ok()) return s;
+    s = target()->Append(data, opts, dbg);
+    AfterAppend(kAtEnd, data.size(), s.ok());
     return s;
   }
   rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& opts,
                            const rocksdb::DataVerificationInfo& info,
                            rocksdb::IODebugContext* dbg) override {
     auto s = BeforeAppend();
-    if (s.ok()) s = target()->Append(data, opts, info, dbg);
-    if (s.ok()) AfterAppend(kAtEnd, data.size());
+    if (!s.ok()) return s;
+    s = target()->Append(data, opts, info, dbg);
+    AfterAppend(kAtEnd, data.size(), s.ok());
     return s;
   }
   rocksdb::IOStatus PositionedAppend(const rocksdb::Slice& data, uint64_t offset,
                                      const rocksdb::IOOptions& opts,
                                      rocksdb::IODebugContext* dbg) override {
     auto s = BeforeAppend();
-    if (s.ok()) s = target()->PositionedAppend(data, offset, opts, dbg);
-    if (s.ok()) AfterAppend(offset, data.size());
+    if (!s.ok()) return s;
+    s = target()->PositionedAppend(data, offset, opts, dbg);
+    AfterAppend(offset, data.size(), s.ok());
     return s;
   }
   rocksdb::IOStatus PositionedAppend(const rocksdb::Slice& data, uint64_t offset,
@@ -104,24 +114,27 @@ class TrackedFile final : public rocksdb::FSWritableFileOwnerWrapper {
                                      const rocksdb::DataVerificationInfo& info,
                                      rocksdb::IODebugContext* dbg) override {
     auto s = BeforeAppend();
-    if (s.ok()) s = target()->PositionedAppend(data, offset, opts, info, dbg);
-    if (s.ok()) AfterAppend(offset, data.size());
+    if (!s.ok()) return s;
+    s = target()->PositionedAppend(data, offset, opts, info, dbg);
+    AfterAppend(offset, data.size(), s.ok());
     return s;
   }
 
   rocksdb::IOStatus Sync(const rocksdb::IOOptions& opts, rocksdb::IODebugContext* dbg) override {
     uint64_t covered = 0;
-    auto s = BeforeSync(&covered);
-    if (s.ok()) s = target()->Sync(opts, dbg);
-    if (s.ok()) s = AfterSync(covered);
-    return s;
+    uint64_t epoch = 0;
+    auto s = BeforeSync(&covered, &epoch);
+    if (!s.ok()) return s;
+    s = target()->Sync(opts, dbg);
+    return AfterSync(covered, epoch, s);
   }
   rocksdb::IOStatus Fsync(const rocksdb::IOOptions& opts, rocksdb::IODebugContext* dbg) override {
     uint64_t covered = 0;
-    auto s = BeforeSync(&covered);
-    if (s.ok()) s = target()->Fsync(opts, dbg);
-    if (s.ok()) s = AfterSync(covered);
-    return s;
+    uint64_t epoch = 0;
+    auto s = BeforeSync(&covered, &epoch);
+    if (!s.ok()) return s;
+    s = target()->Fsync(opts, dbg);
+    return AfterSync(covered, epoch, s);
   }
 
   rocksdb::IOStatus Truncate(uint64_t size, const rocksdb::IOOptions& opts,
@@ -164,18 +177,28 @@ class TrackedFile final : public rocksdb::FSWritableFileOwnerWrapper {
       ++shared_->injected;
       return shared_->append_failure.Error("append failure");
     }
+    ++shared_->in_flight;
     return rocksdb::IOStatus::OK();
   }
 
-  void AfterAppend(uint64_t offset, size_t n) {
+  void AfterAppend(uint64_t offset, size_t n, bool ok) {
     std::lock_guard<std::mutex> lock(shared_->mu);
-    const uint64_t start = offset == kAtEnd ? state_->size : offset;
-    state_->size = std::max(state_->size, start + n);
-    ++shared_->appends;
+    if (ok) {
+      const uint64_t start = offset == kAtEnd ? state_->size : offset;
+      state_->size = std::max(state_->size, start + n);
+      ++shared_->appends;
+    }
+    Done();
+  }
+
+  // REQUIRES: shared_->mu held.
+  void Done() {
+    TW_ASSERT(shared_->in_flight > 0);
+    if (--shared_->in_flight == 0) shared_->idle.notify_all();
   }
 
   // A sync covers what was appended before it started, not what arrives while it runs.
-  rocksdb::IOStatus BeforeSync(uint64_t* covered) {
+  rocksdb::IOStatus BeforeSync(uint64_t* covered, uint64_t* epoch) {
     std::lock_guard<std::mutex> lock(shared_->mu);
     if (!shared_->active) return Inactive();
     if (shared_->sync_failure.Fail()) {
@@ -185,18 +208,23 @@ class TrackedFile final : public rocksdb::FSWritableFileOwnerWrapper {
     if (shared_->power_off_at_sync.Fail()) {
       ++shared_->injected;
       shared_->active = false;
+      ++shared_->power_cuts;
       return rocksdb::IOStatus::IOError("fault_fs: power cut at sync");
     }
     *covered = state_->size;
+    *epoch = shared_->power_cuts;
+    ++shared_->in_flight;
     return rocksdb::IOStatus::OK();
   }
 
   // Power that went while the sync ran means the sync never completed: it covers nothing and
   // fails, so nobody acknowledges what it was to make durable (tools/crashtest cuts power at
   // random instants, syncs in flight included).
-  rocksdb::IOStatus AfterSync(uint64_t covered) {
+  rocksdb::IOStatus AfterSync(uint64_t covered, uint64_t epoch, rocksdb::IOStatus s) {
     std::lock_guard<std::mutex> lock(shared_->mu);
-    if (!shared_->active) return Inactive();
+    Done();
+    if (!s.ok()) return s;
+    if (epoch != shared_->power_cuts) return Inactive();
     state_->synced = std::max(state_->synced, std::min(covered, state_->size));
     state_->ever_synced = true;
     ++shared_->syncs;
@@ -231,7 +259,14 @@ FaultFs::~FaultFs() = default;
 
 void FaultFs::SetActive(bool active) {
   std::lock_guard<std::mutex> lock(shared_->mu);
+  if (shared_->active && !active) ++shared_->power_cuts;
   shared_->active = active;
+}
+
+bool FaultFs::WaitForCallsInFlight(int64_t timeout_ms) {
+  std::unique_lock<std::mutex> lock(shared_->mu);
+  return shared_->idle.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+                                [&] { return shared_->in_flight == 0; });
 }
 
 Status FaultFs::DropUnsyncedData(uint64_t torn_seed) {

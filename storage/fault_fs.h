@@ -50,6 +50,10 @@ class FaultFs final : public rocksdb::FileSystemWrapper {
   // and changes nothing, as if the machine had stopped. Reads still work. A sync that was
   // running when the file system went inactive fails too and covers nothing.
   void SetActive(bool active);
+  // Waits up to timeout_ms until no append or sync is between its start and its end (their I/O
+  // runs outside the lock). After SetActive(false), a power cut waits for this before
+  // DropUnsyncedData, so that no write lands after the truncation. False on timeout.
+  bool WaitForCallsInFlight(int64_t timeout_ms);
   // Truncates every tracked file to its durable size (plus a random part of the rest when
   // torn_seed != 0) and deletes tracked files never synced. Forgets all tracking afterwards.
   // REQUIRES: no database is open on this file system (destroy the store first).
@@ -72,12 +76,12 @@ class FaultFs final : public rocksdb::FileSystemWrapper {
   void ClearFailures();
 
   // ---- observation ----
-  uint64_t append_count() const;  // Append / PositionedAppend calls that succeeded
-  uint64_t sync_count() const;    // Sync / Fsync calls that succeeded
-  uint64_t unsynced_bytes() const;
+  uint64_t append_count() const;    // Append / PositionedAppend calls that succeeded
+  uint64_t sync_count() const;      // Sync / Fsync calls that succeeded
+  uint64_t unsynced_bytes() const;  // bytes DropUnsyncedData(0) would drop from tracked files
   // Calls that an armed FailAppends / FailSyncs / PowerOffAtSync made fail. Final once the
   // failures are cleared: a call counts when it is condemned, under the same lock.
-  uint64_t injected_count() const;  // bytes DropUnsyncedData(0) would drop from tracked files
+  uint64_t injected_count() const;
 
   // ---- rocksdb::FileSystem overrides ----
   rocksdb::IOStatus NewWritableFile(const std::string& fname, const rocksdb::FileOptions& opts,

@@ -213,12 +213,17 @@ StoreOpener MakeStoreOpener(const tw::RocksStoreOptions& options) {
   };
 }
 
+constexpr int64_t kPowerCutQuietMs = 5000;
+
 // The machine loses power: nothing more reaches a file, what was not synced is gone (but for a
 // torn tail), and the process dies with no chance to write anything else.
 [[noreturn]] void CutPower(uint64_t seed) {
   PowerCutFs()->SetActive(false);
+  // A write that was under way when the power went must not land after the truncation.
+  const bool quiet = PowerCutFs()->WaitForCallsInFlight(kPowerCutQuietMs);
   const tw::Status dropped = PowerCutFs()->DropUnsyncedData(seed);
   Log("power cut (SIGUSR1): unsynced writes dropped, torn_seed=" + std::to_string(seed) +
+      (quiet ? std::string() : " (a write was still under way)") +
       (dropped.ok() ? std::string() : " error=" + dropped.ToString()));
   ::kill(::getpid(), SIGKILL);
   std::abort();  // not reached

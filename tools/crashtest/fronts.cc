@@ -93,27 +93,31 @@ class CapnpFront final : public Front {
 
 // ---- the AWS gateway ----
 
-std::optional<TaskState> StateNamed(const std::string& name) {
-  for (TaskState s : {TaskState::kScheduled, TaskState::kStarted, TaskState::kSucceeded,
-                      TaskState::kFailed, TaskState::kTimedOut, TaskState::kCancelled}) {
-    if (name == TaskStateName(s)) return s;
-  }
-  return std::nullopt;
+// A string member of a reply, or "" (a reply of another shape is not an exception here).
+std::string StringMember(const nlohmann::json& body, const char* name) {
+  if (!body.is_object()) return "";
+  auto it = body.find(name);
+  return it != body.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+bool TrueMember(const nlohmann::json& body, const char* name) {
+  if (!body.is_object()) return false;
+  auto it = body.find(name);
+  return it != body.end() && it->is_boolean() && it->get<bool>();
 }
 
 CallAnswer FromReply(const std::optional<GatewayReply>& r) {
   CallAnswer a;
   if (!r) return a;  // kUnknown
   if (r->ok()) {
-    a.answer = r->body.is_object() && r->body.value("duplicate", false) ? Answer::kDuplicate
-                                                                        : Answer::kApplied;
+    a.answer = TrueMember(r->body, "duplicate") ? Answer::kDuplicate : Answer::kApplied;
     return a;
   }
   const std::string code = r->error_code();
-  a.detail = code + ": " + (r->body.is_object() ? r->body.value("message", "") : "");
+  a.detail = code + ": " + StringMember(r->body, "message");
   if (code == "TaskTimedOut") {
     a.answer = Answer::kRefused;
-    if (r->body.is_object()) a.recorded_state = StateNamed(r->body.value("recordedState", ""));
+    a.recorded_state = StateNamed(StringMember(r->body, "recordedState"));
   } else if (r->status >= 500 || code == "ThrottlingException" || code == "ServiceUnavailable") {
     a.answer = Answer::kUnknown;
   } else {
@@ -153,8 +157,8 @@ class GatewayFrontImpl final : public GatewayFront {
     const auto r = c_.Call("TokenWheel.IssueTask", body, kCallTimeoutMs);
     CallAnswer a = FromReply(r);
     if (a.answer == Answer::kApplied) {
-      a.token = r->body.value("taskToken", "");
-      a.existing = r->body.value("existing", false);
+      a.token = StringMember(r->body, "taskToken");
+      a.existing = TrueMember(r->body, "existing");
     }
     return a;
   }
@@ -163,8 +167,8 @@ class GatewayFrontImpl final : public GatewayFront {
                            {{"activityArn", arn}, {"workerName", worker}}, kCallTimeoutMs);
     CallAnswer a = FromReply(r);
     if (a.answer == Answer::kApplied) {
-      a.token = r->body.value("taskToken", "");
-      a.input = r->body.value("input", "");
+      a.token = StringMember(r->body, "taskToken");
+      a.input = StringMember(r->body, "input");
     }
     return a;
   }
@@ -180,7 +184,7 @@ class GatewayFrontImpl final : public GatewayFront {
   CallAnswer CreateActivity(const std::string& name) override {
     const auto r = c_.Call("AWSStepFunctions.CreateActivity", {{"name", name}}, kCallTimeoutMs);
     CallAnswer a = FromReply(r);
-    if (a.answer == Answer::kApplied) a.arn = r->body.value("activityArn", "");
+    if (a.answer == Answer::kApplied) a.arn = StringMember(r->body, "activityArn");
     return a;
   }
   CallAnswer DeleteActivity(const std::string& arn) override {
@@ -199,6 +203,14 @@ class GatewayFrontImpl final : public GatewayFront {
 };
 
 }  // namespace
+
+std::optional<TaskState> StateNamed(const std::string& name) {
+  for (TaskState s : {TaskState::kScheduled, TaskState::kStarted, TaskState::kSucceeded,
+                      TaskState::kFailed, TaskState::kTimedOut, TaskState::kCancelled}) {
+    if (name == TaskStateName(s)) return s;
+  }
+  return std::nullopt;
+}
 
 std::unique_ptr<Front> ConnectCapnp(const std::string& address, int64_t timeout_ms) {
   auto c = rpc::Client::Connect(address, timeout_ms);

@@ -51,6 +51,9 @@ class GatewayFront : public Front {
 std::unique_ptr<Front> ConnectCapnp(const std::string& address, int64_t timeout_ms);
 std::unique_ptr<GatewayFront> ConnectGateway(const std::string& address);
 
+// "SUCCEEDED" -> kSucceeded, ...; nullopt for any other text.
+std::optional<TaskState> StateNamed(const std::string& name);
+
 // The input that names a task: {"key": KEY, "n": PAD} (PAD bytes of filler).
 std::string TaskInput(const std::string& key, size_t pad);
 // The key back from an input, or "".

@@ -12,6 +12,7 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <cerrno>
+#include <cstdlib>
 
 #include "tools/crashtest/server_process.h"
 
@@ -20,8 +21,10 @@ namespace tw::crashtest {
 namespace http = boost::beast::http;
 
 std::string GatewayReply::error_code() const {
-  if (status == 200 || !body.is_object() || !body.contains("__type")) return "";
-  const std::string type = body["__type"].get<std::string>();
+  if (status == 200 || !body.is_object()) return "";
+  auto it = body.find("__type");
+  if (it == body.end() || !it->is_string()) return "";
+  const std::string type = it->get<std::string>();
   const size_t hash = type.rfind('#');
   return hash == std::string::npos ? type : type.substr(hash + 1);
 }
@@ -29,7 +32,7 @@ std::string GatewayReply::error_code() const {
 GatewayClient::GatewayClient(std::string address) {
   const size_t colon = address.rfind(':');
   host_ = address.substr(0, colon);
-  port_ = static_cast<uint16_t>(std::stoi(address.substr(colon + 1)));
+  port_ = static_cast<uint16_t>(std::strtoul(address.substr(colon + 1).c_str(), nullptr, 10));
 }
 
 GatewayClient::~GatewayClient() { Close(); }

@@ -83,12 +83,8 @@ class Run {
     if (f_.mode == "overload") return Overload();
     if (!SetUp()) return exit_code_;
     Counters total;
-    for (int cycle = 1; cycle <= f_.cycles; ++cycle) {
-      const Counters c = Cycle(cycle);
-      if (failed_setup_) return 2;
-      total.Add(c);
-    }
-    total.Add(FinalCheck());
+    for (int cycle = 1; cycle <= f_.cycles && !failed_setup_; ++cycle) total.Add(Cycle(cycle));
+    if (!failed_setup_) total.Add(FinalCheck());
     return Summary(total);
   }
 
@@ -188,6 +184,12 @@ class Run {
       return false;
     }
     const int64_t ready = WallMs();
+    if (f_.mode == "power-loss" &&
+        server_->LogTail(1 << 20).find("power-cut build") == std::string::npos) {
+      std::cerr << "crashtest: power-loss mode needs the power-cut build of tokenwheeld "
+                << "(tokenwheeld-powercut); " << f_.tokenwheeld << " is not one\n";
+      return false;
+    }
     model_.RecordReady(spawned, ready);
     if (recovery_ms != nullptr) *recovery_ms = ready - spawned;
     auto c = rpc::Client::Connect(server_->rpc_address(), kStartTimeoutMs);
@@ -214,6 +216,8 @@ class Run {
     }
     int64_t recovery_ms = 0;
     if (!server_->Running() && !StartServer(&recovery_ms)) {
+      // The server does not come back from this crash: the worst outcome there is.
+      ++recovery_failures_;
       failed_setup_ = true;
       return {};
     }
@@ -234,13 +238,23 @@ class Run {
   // The server dies with calls in flight: SIGKILL, or a power cut.
   void Crash() {
     workload_->Drain();  // scenarios in progress run on into the crash
-    model_.RecordKill(model_.cycle(), WallMs());
+    if (!server_->Running()) {
+      std::cerr << "crashtest: seed " << f_.seed << " cycle " << model_.cycle()
+                << ": tokenwheeld died by itself; log:\n"
+                << server_->LogTail(4000);
+      ++server_crashes_;
+    }
     if (f_.mode == "power-loss") {
       server_->CutPower(kStartTimeoutMs);
     } else {
       server_->Kill9();
     }
-    if (!workload_->Park(kParkTimeoutMs)) std::cerr << "crashtest: a worker did not stop\n";
+    // After the death: anything a call did happened before this.
+    model_.RecordKill(model_.cycle(), WallMs());
+    if (!workload_->Park(kParkTimeoutMs)) {
+      std::cerr << "crashtest: seed " << f_.seed << " cycle " << model_.cycle()
+                << ": a worker did not stop\n";
+    }
   }
 
   // Disk-full: the disk fills (a ballast, then the workload's inputs) until the server refuses
@@ -249,8 +263,8 @@ class Run {
     const DiskFullResult r = disk_->FillUntilRefused(client_.get(), server_.get(), kStartTimeoutMs,
                                                      [this] { IssueLarge(); });
     workload_->Drain();
-    model_.RecordKill(model_.cycle(), WallMs());  // the moment calls may stop being answered
     if (!workload_->Park(kParkTimeoutMs)) std::cerr << "crashtest: a worker did not stop\n";
+    model_.RecordKill(model_.cycle(), WallMs());  // every call made so far has ended
     const DiskFullResult back =
         disk_->FreeAndWaitHealthy(client_.get(), server_.get(), kStartTimeoutMs);
     // Like a restart: overdue timers fire once the store is back.
@@ -345,6 +359,20 @@ class Run {
     return c;
   }
 
+  // Reports in the server's log from a sanitizer build (ASan, UBSan, LSan) over every start.
+  uint64_t SanitizerReports() const {
+    if (server_ == nullptr) return 0;
+    const std::string log = server_->Log();
+    uint64_t n = 0;
+    for (const char* marker :
+         {"ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer"}) {
+      for (size_t at = log.find(marker); at != std::string::npos; at = log.find(marker, at + 1)) {
+        ++n;
+      }
+    }
+    return n;
+  }
+
   int Summary(const Counters& total) {
     nlohmann::json s = {{"summary", true},
                         {"mode", f_.mode},
@@ -357,8 +385,13 @@ class Run {
                         {"recovery_ms_max", Percentile(recovery_ms_, 1.0)},
                         {"stop_failures", stop_failures_}};
     if (f_.mode == "disk-full") s["disk_full_failures"] = disk_full_failures_;
+    s["server_crashes"] = server_crashes_;
+    s["recovery_failures"] = recovery_failures_;
+    s["sanitizer_reports"] = SanitizerReports();
     s.update(total.ToJson());
-    const bool clean = total.Total() == 0 && stop_failures_ == 0 && disk_full_failures_ == 0;
+    const bool clean = total.Total() == 0 && stop_failures_ == 0 && disk_full_failures_ == 0 &&
+                       server_crashes_ == 0 && recovery_failures_ == 0 &&
+                       s["sanitizer_reports"] == 0;
     if (clean && !f_.keep) {
       server_.reset();
       disk_.reset();
@@ -384,6 +417,8 @@ class Run {
   uint64_t workload_calls_ = 0;
   uint64_t fill_serial_ = 0;
   uint64_t stop_failures_ = 0;
+  uint64_t server_crashes_ = 0;
+  uint64_t recovery_failures_ = 0;
   uint64_t disk_full_failures_ = 0;
   bool failed_setup_ = false;
   int exit_code_ = 2;

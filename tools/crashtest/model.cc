@@ -146,29 +146,30 @@ uint64_t Model::events() const {
   return events_;
 }
 
-void Model::RecordEvent(const OutcomeEvent& e, uint64_t subscription) {
+void Model::RecordEvent(const OutcomeEvent& e, int consumer, uint64_t subscription) {
   std::lock_guard<std::mutex> lock(mu_);
   ++events_;
-  // Within one subscription the stream is gapless and in order; a new subscription (after a
-  // reconnect) starts again after the durable cursor, so it may repeat sequences.
-  if (subscription == last_subscription_) {
-    if (e.seq <= last_seq_) {
+  // Within one session the stream is gapless and in order; a new session (after a reconnect)
+  // starts again after the durable cursor, so it may repeat sequences.
+  uint64_t& last = last_seq_[consumer];
+  if (subscription == last_subscription_[consumer]) {
+    if (e.seq <= last) {
       ++event_counters_.events_out_of_order;
-      std::cerr << "crashtest: event " << e.seq << " after " << last_seq_
-                << " in one subscription\n";
-    } else if (e.seq > last_seq_ + 1) {
-      event_counters_.events_missing += e.seq - last_seq_ - 1;
-      std::cerr << "crashtest: events " << last_seq_ + 1 << ".." << e.seq - 1
-                << " skipped by a subscription\n";
+      std::cerr << "crashtest: seed " << seed_ << " cycle " << cycle_ << ": consumer " << consumer
+                << " got event " << e.seq << " after " << last << " in one session\n";
+    } else if (e.seq > last + 1) {
+      event_counters_.events_missing += e.seq - last - 1;
+      std::cerr << "crashtest: seed " << seed_ << " cycle " << cycle_ << ": consumer " << consumer
+                << " skipped events " << last + 1 << ".." << e.seq - 1 << "\n";
     }
   }
-  last_seq_ = subscription == last_subscription_ ? std::max(last_seq_, e.seq) : e.seq;
-  last_subscription_ = subscription;
+  last = subscription == last_subscription_[consumer] ? std::max(last, e.seq) : e.seq;
+  last_subscription_[consumer] = subscription;
   auto [it, inserted] = events_by_token_.try_emplace(e.token, SeenEvent{e.seq, e.outcome()});
   if (!inserted && it->second.seq != e.seq) {
     ++event_counters_.events_duplicated_with_new_seq;
-    std::cerr << "crashtest: task " << e.token << " has events " << it->second.seq << " and "
-              << e.seq << "\n";
+    std::cerr << "crashtest: seed " << seed_ << " cycle " << cycle_ << ": task " << e.token
+              << " has events " << it->second.seq << " and " << e.seq << "\n";
   }
 }
 
@@ -242,20 +243,20 @@ bool Model::ShouldDescribe(const TaskModel& t, size_t index) const {
 }
 
 Counters Model::Check(const Describe& describe, bool final_check) {
-  std::vector<std::pair<TaskModel*, size_t>> todo;
+  std::vector<std::pair<TaskModel*, std::string>> todo;  // with a copy of the token
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (size_t i = 0; i < tasks_.size(); ++i) {
       if (final_check ? !tasks_[i]->token.empty() && !tasks_[i]->abandoned
                       : ShouldDescribe(*tasks_[i], i)) {
-        todo.emplace_back(tasks_[i].get(), i);
+        todo.emplace_back(tasks_[i].get(), tasks_[i]->token);
       }
     }
   }
   Counters c;
-  for (auto& [t, index] : todo) {
+  for (auto& [t, token] : todo) {
     const int64_t now = WallMs();
-    const Result<TaskDescription> d = describe(t->token);
+    const Result<TaskDescription> d = describe(token);
     std::lock_guard<std::mutex> lock(mu_);
     CheckTask(*t, d, now, &c);
   }
@@ -264,7 +265,11 @@ Counters Model::Check(const Describe& describe, bool final_check) {
 
 void Model::CheckTask(TaskModel& t, const Result<TaskDescription>& d, int64_t now_ms, Counters* c) {
   if (!d.ok()) {
-    if (d.error.transport) return;  // no answer: nothing learned
+    // Only "no such task" says it is gone; no answer, or a refusal to answer (overload, a
+    // storage failure), says nothing.
+    if (d.error.code != ErrorCode::kTaskDoesNotExist && d.error.code != ErrorCode::kInvalidToken) {
+      return;
+    }
     ++c->acked_lost;
     Report(
         t, "acked_lost",

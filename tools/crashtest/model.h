@@ -132,8 +132,9 @@ class Model {
   int64_t KillMs(int cycle) const;
 
   // ---- events, from the consumer thread ----
-  // One delivered event; `subscription` numbers the subscriptions (a new one after a restart).
-  void RecordEvent(const OutcomeEvent& e, uint64_t subscription);
+  // One event delivered to consumer 0 (Cap'n Proto) or 1 (the gateway); `subscription` numbers
+  // that consumer's reading sessions (a new one after each reconnect, from its durable cursor).
+  void RecordEvent(const OutcomeEvent& e, int consumer, uint64_t subscription);
 
   // ---- the checks (the workload paused) ----
   // Every task's description from the server, as of `now_ms`: answers what it found.
@@ -172,8 +173,8 @@ class Model {
   std::map<std::string, SeenEvent> events_by_token_;
   Counters event_counters_;
   uint64_t events_ = 0;
-  uint64_t last_subscription_ = 0;
-  uint64_t last_seq_ = 0;
+  uint64_t last_subscription_[2] = {0, 0};
+  uint64_t last_seq_[2] = {0, 0};
 };
 
 const char* CompletionKindName(CompletionKind k);

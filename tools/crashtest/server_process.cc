@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -30,11 +31,19 @@ int64_t SteadyMs() {
 namespace {
 
 std::string ReadFrom(const std::string& path, size_t offset) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string all = ss.str();
-  return offset < all.size() ? all.substr(offset) : std::string();
+  std::ifstream in(path, std::ios::binary);
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  if (!in || size <= static_cast<std::streamoff>(offset)) return "";
+  in.seekg(static_cast<std::streamoff>(offset));
+  std::string out(static_cast<size_t>(size) - offset, '\0');
+  in.read(out.data(), static_cast<std::streamsize>(out.size()));
+  return out;
+}
+
+size_t FileSize(const std::string& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  return in ? static_cast<size_t>(in.tellg()) : 0;
 }
 
 // The value after `key` up to the next space or newline, or "".
@@ -63,7 +72,7 @@ bool ServerProcess::Start(int64_t timeout_ms, std::string* error) {
                                    "127.0.0.1:0",  "--max-poll-seconds", "1"};
   args.insert(args.end(), extra_args_.begin(), extra_args_.end());
   args.insert(args.end(), start_args_.begin(), start_args_.end());
-  log_offset_ = ReadFrom(log_path_, 0).size();  // restarts append to the same log
+  log_offset_ = FileSize(log_path_);  // restarts append to the same log
 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
@@ -101,8 +110,7 @@ bool ServerProcess::ParseStartLine(const std::string& log) {
   const std::string line = log.substr(at, log.find('\n', at) - at + 1);
   rpc_address_ = Field(line, "listening on ");
   aws_address_ = Field(line, "aws_listen=");
-  const std::string recovery = Field(line, "recovery_ms=");
-  recovery_ms_ = recovery.empty() ? 0 : std::stoll(recovery);
+  recovery_ms_ = std::strtoll(Field(line, "recovery_ms=").c_str(), nullptr, 10);
   return !rpc_address_.empty() && !aws_address_.empty();
 }
 
@@ -155,6 +163,8 @@ int ServerProcess::Terminate(int64_t timeout_ms) {
   Kill9();
   return -1;
 }
+
+std::string ServerProcess::Log() const { return ReadFrom(log_path_, 0); }
 
 std::string ServerProcess::LogTail(size_t max_bytes) const {
   const std::string log = ReadFrom(log_path_, log_offset_);

@@ -42,6 +42,8 @@ class ServerProcess {
   const std::string& aws_address() const { return aws_address_; }
   // From the start line: the engine's own recovery time.
   int64_t recovery_ms() const { return recovery_ms_; }
+  // The whole log, every start of it.
+  std::string Log() const;
   // The log since the last Start (for error reports).
   std::string LogTail(size_t max_bytes) const;
 

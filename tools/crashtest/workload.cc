@@ -2,10 +2,13 @@
 
 #include <chrono>
 #include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 
 #include "rpc/client.h"
 #include "tools/crashtest/fronts.h"
+#include "tools/crashtest/gateway_client.h"
 #include "tools/crashtest/server_process.h"
 
 namespace tw::crashtest {
@@ -14,6 +17,8 @@ namespace {
 
 constexpr int64_t kConnectTimeoutMs = 5000;
 constexpr const char* kConsumer = "crashtest";
+constexpr const char* kGatewayConsumer = "crashtest-gateway";
+constexpr int64_t kGatewayReadMs = 10'000;
 
 void SleepMs(int64_t ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
@@ -82,8 +87,15 @@ class Workload::Worker {
 
   // ---- calls, recorded in the model ----
 
-  TaskModel* Issue(Front& f, const std::string& arn, uint32_t timeout_s, uint32_t heartbeat_s,
-                   uint32_t schedule_to_start_s) {
+  // The task and its token (a copy: another worker's poll may write the model's meanwhile).
+  struct Issued {
+    TaskModel* task = nullptr;
+    std::string token;
+    explicit operator bool() const { return task != nullptr; }
+  };
+
+  Issued Issue(Front& f, const std::string& arn, uint32_t timeout_s, uint32_t heartbeat_s,
+               uint32_t schedule_to_start_s) {
     TaskModel m;
     m.key = NewKey();
     m.activity_arn = arn;
@@ -108,8 +120,9 @@ class Workload::Worker {
       if (a.answer == Answer::kApplied) x.token = a.token;
       if (a.answer == Answer::kRejected || a.answer == Answer::kRefused) x.abandoned = true;
     });
-    if (a.answer == Answer::kApplied) ++w_->applied_;
-    return a.answer == Answer::kApplied ? t : nullptr;
+    if (a.answer != Answer::kApplied) return {};
+    ++w_->applied_;
+    return {t, a.token};
   }
 
   // Records a completion about to be sent; its index in the task's list.
@@ -130,13 +143,14 @@ class Workload::Worker {
       x.completions[index].recorded_state = a.recorded_state;
     });
   }
-  void Complete(Front& f, TaskModel* t, CompletionKind kind, const std::string& payload) {
-    const size_t i = BeginCompletion(t, kind, payload);
-    EndCompletion(t, i, f.Complete(kind, t->token, payload));
+  void Complete(Front& f, const Issued& t, CompletionKind kind, const std::string& payload) {
+    const size_t i = BeginCompletion(t.task, kind, payload);
+    EndCompletion(t.task, i, f.Complete(kind, t.token, payload));
   }
-  void Heartbeat(Front& f, TaskModel* t) {
+  void Heartbeat(Front& f, const Issued& issued) {
+    TaskModel* t = issued.task;
     const int64_t sent = WallMs();
-    const CallAnswer a = f.Heartbeat(t->token);
+    const CallAnswer a = f.Heartbeat(issued.token);
     Count(a);
     const int64_t now = WallMs();
     w_->model_->Update(t, [&](TaskModel& x) {
@@ -146,30 +160,30 @@ class Workload::Worker {
       }
     });
   }
-  // A poll of `arn`; the task it was handed (any task of the activity), or nullptr.
-  TaskModel* Poll(Front& f, const std::string& arn) {
+  // A poll of `arn`; the task it was handed (any task of the activity), or none.
+  Issued Poll(Front& f, const std::string& arn) {
     const int64_t sent = WallMs();
     const CallAnswer a = f.Poll(arn, "w" + std::to_string(index_));
     Count(a);
-    if (a.answer != Answer::kApplied || a.token.empty()) return nullptr;
+    if (a.answer != Answer::kApplied || a.token.empty()) return {};
     const int64_t now = WallMs();
     TaskModel* t = w_->model_->FindByToken(a.token);
     if (t == nullptr) t = w_->model_->FindByKey(KeyOfInput(a.input));
     if (t == nullptr) {
       std::cerr << "crashtest: a poll was handed a task the workload never issued: " << a.input
                 << "\n";
-      return nullptr;
+      return {};
     }
     bool twice = false;
     w_->model_->Update(t, [&](TaskModel& x) {
       twice = x.handed_out;
       x.handed_out = true;
-      x.token = a.token;
+      if (x.token.empty()) x.token = a.token;  // its issue went unanswered
       x.start_earliest_ms = sent;
       x.start_latest_ms = now;
     });
     if (twice) w_->model_->CountDoubleHandOut(*t);
-    return t;
+    return {t, a.token};
   }
 
   // ---- scenarios ----
@@ -177,8 +191,8 @@ class Workload::Worker {
   void Callback() {
     Front& f = Primary();
     const uint32_t timeout = Pick<uint32_t>({0, 0, 3, 5});
-    TaskModel* t = Issue(f, "", timeout, Pick<uint32_t>({0, 0, 1, 2}), 0);
-    if (t == nullptr) return;
+    const Issued t = Issue(f, "", timeout, Pick<uint32_t>({0, 0, 1, 2}), 0);
+    if (!t) return;
     for (uint32_t i = Below(3); i > 0 && !broken_; --i) Heartbeat(Primary(), t);
     if (broken_) return;
     const CompletionKind kind = RandomKind();
@@ -191,24 +205,24 @@ class Workload::Worker {
   // Two different completions of one task at once, one on each front end (or both on the
   // gateway): exactly one may win.
   void RacingCompletions() {
-    TaskModel* t = Issue(Primary(), "", Pick<uint32_t>({0, 3}), 0, 0);
-    if (t == nullptr) return;
+    const Issued t = Issue(Primary(), "", Pick<uint32_t>({0, 3}), 0, 0);
+    if (!t) return;
     const CompletionKind k1 = RandomKind();
     const CompletionKind k2 = RandomKind();
     const std::string p1 = Payload(k1);
     const std::string p2 = Payload(k2);
-    const size_t i1 = BeginCompletion(t, k1, p1);
-    const size_t i2 = BeginCompletion(t, k2, p2);
-    const bool sent = racer_->StartComplete(k1, t->token, p1);
-    EndCompletion(t, i2, Primary().Complete(k2, t->token, p2));
-    EndCompletion(t, i1, sent ? racer_->FinishStarted() : CallAnswer{});
+    const size_t i1 = BeginCompletion(t.task, k1, p1);
+    const size_t i2 = BeginCompletion(t.task, k2, p2);
+    const bool sent = racer_->StartComplete(k1, t.token, p1);
+    EndCompletion(t.task, i2, Primary().Complete(k2, t.token, p2));
+    EndCompletion(t.task, i1, sent ? racer_->FinishStarted() : CallAnswer{});
   }
 
   // A success sent around the moment the task's clock runs out: it wins or it is refused.
   void CompletionRacingTimeout() {
     const bool heartbeat = Below(2) == 0;
-    TaskModel* t = Issue(Primary(), "", heartbeat ? 3 : 1, heartbeat ? 1 : 0, 0);
-    if (t == nullptr) return;
+    const Issued t = Issue(Primary(), "", heartbeat ? 3 : 1, heartbeat ? 1 : 0, 0);
+    if (!t) return;
     SleepMs(900 + Below(200));
     Complete(Primary(), t, CompletionKind::kSuccess, Payload(CompletionKind::kSuccess));
   }
@@ -217,13 +231,10 @@ class Workload::Worker {
     const auto& activities = w_->options_.activities;
     const std::string& arn = activities[Below(static_cast<uint32_t>(activities.size()))];
     const uint32_t timeout = Pick<uint32_t>({0, 4});
-    if (Issue(Primary(), arn, timeout, Pick<uint32_t>({0, 2}), Pick<uint32_t>({0, 0, 3})) ==
-            nullptr &&
-        broken_) {
-      return;
-    }
-    TaskModel* t = Poll(Primary(), arn);
-    if (t == nullptr || broken_) return;
+    Issue(Primary(), arn, timeout, Pick<uint32_t>({0, 2}), Pick<uint32_t>({0, 0, 3}));
+    if (broken_) return;
+    const Issued t = Poll(Primary(), arn);
+    if (!t || broken_) return;
     if (Below(2) == 0) Heartbeat(Primary(), t);
     if (broken_ || Below(5) == 0) return;  // the worker walked away: its clocks end it
     const CompletionKind kind = Below(3) == 0 ? CompletionKind::kFailure : CompletionKind::kSuccess;
@@ -262,6 +273,7 @@ Workload::Workload(Model* model, WorkloadOptions options)
     : model_(model), options_(std::move(options)) {
   for (int i = 0; i < options_.workers; ++i) threads_.emplace_back([this, i] { WorkerMain(i); });
   threads_.emplace_back([this] { ConsumerMain(); });
+  threads_.emplace_back([this] { GatewayConsumerMain(); });
 }
 
 Workload::~Workload() {
@@ -301,7 +313,7 @@ bool Workload::Park(int64_t timeout_ms) {
 bool Workload::WaitConsumerSubscribed(int64_t timeout_ms) {
   std::unique_lock<std::mutex> lock(mu_);
   return cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
-                      [&] { return consumer_subscribed_; });
+                      [&] { return consumer_subscribed_ && gateway_consumer_subscribed_; });
 }
 
 bool Workload::WaitRunning(uint64_t* generation, std::string* rpc, std::string* aws) {
@@ -373,12 +385,99 @@ void Workload::ConsumerMain() {
       }
       auto events = sub.value->Next(100);
       if (!events.ok()) break;
-      for (const OutcomeEvent& e : events.value) model_->RecordEvent(e, subscription);
+      for (const OutcomeEvent& e : events.value) model_->RecordEvent(e, 0, subscription);
       if (!events.value.empty() && rng() % 2 == 0) {
         (void)client.value->AckEvents(kConsumer, events.value.back().seq);
       }
     }
     sub.value.reset();  // before its client
+  }
+}
+
+}  // namespace tw::crashtest
+
+namespace tw::crashtest {
+
+namespace {
+
+// One event of a GetOutcomes answer, in the engine's vocabulary; nullopt if malformed.
+std::optional<OutcomeEvent> EventFromJson(const nlohmann::json& j) {
+  if (!j.is_object() || !j.contains("sequence") || !j["sequence"].is_number_unsigned()) {
+    return std::nullopt;
+  }
+  auto text = [&](const char* name, std::string* out) {
+    auto it = j.find(name);
+    if (it == j.end() || !it->is_string()) return false;
+    *out = it->get<std::string>();
+    return true;
+  };
+  OutcomeEvent e;
+  e.seq = j["sequence"].get<uint64_t>();
+  std::string state;
+  if (!text("taskToken", &e.token) || !text("state", &state)) return std::nullopt;
+  const std::optional<TaskState> s = StateNamed(state);
+  if (!s) return std::nullopt;
+  e.state = *s;
+  text("output", &e.output);
+  e.has_error = text("error", &e.error);
+  e.has_cause = text("cause", &e.cause);
+  return e;
+}
+
+}  // namespace
+
+// The same stream as ConsumerMain, read through the gateway's long polls (GetOutcomes from the
+// durable cursor after each reconnect, then from the sequence after the last one read), and
+// acknowledged there (AckOutcomes).
+void Workload::GatewayConsumerMain() {
+  std::mt19937_64 rng(options_.seed ^ 0x9a7e);
+  uint64_t subscription = 0;
+  while (true) {
+    std::string aws;
+    uint64_t generation = 0;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return shutdown_ || !aws_address_.empty(); });
+      if (shutdown_) return;
+      aws = aws_address_;
+      generation = generation_;
+    }
+    GatewayClient c(aws);
+    ++subscription;
+    std::optional<uint64_t> next;
+    while (true) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (shutdown_ || generation != generation_) break;
+      }
+      nlohmann::json body = {
+          {"consumer", kGatewayConsumer}, {"maxEvents", 100}, {"waitSeconds", 1}};
+      if (next) body["fromSequence"] = *next;
+      const auto r = c.Call("TokenWheel.GetOutcomes", body, kGatewayReadMs);
+      if (!r || !r->ok() || !r->body.is_object()) break;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        gateway_consumer_subscribed_ = true;
+        cv_.notify_all();
+      }
+      uint64_t last = 0;
+      const auto events = r->body.find("events");
+      if (events != r->body.end() && events->is_array()) {
+        for (const auto& j : *events) {
+          const std::optional<OutcomeEvent> e = EventFromJson(j);
+          if (!e) continue;
+          model_->RecordEvent(*e, 1, subscription);
+          last = e->seq;
+        }
+      }
+      const auto n = r->body.find("nextSequence");
+      if (n != r->body.end() && n->is_number_unsigned()) next = n->get<uint64_t>();
+      if (last != 0 && rng() % 2 == 0) {
+        (void)c.Call("TokenWheel.AckOutcomes", {{"consumer", kGatewayConsumer}, {"sequence", last}},
+                     kGatewayReadMs);
+      }
+    }
+    SleepMs(20);
   }
 }
 

@@ -2,8 +2,8 @@
 // two gateway connections and run seeded scenarios through either front end (callback and
 // activity tasks with idempotency keys, polls, heartbeats, successes, failures, cancels,
 // duplicate and racing completions, completions racing short timeouts, activity deletions),
-// recording every call in the Model; and an outcome-stream consumer that reads and acknowledges
-// the events.
+// recording every call in the Model; and two outcome-stream consumers, one on each front end,
+// that read and acknowledge the events.
 //
 // Cycle protocol (driven by the main thread): Follow() gives the server's addresses, Run() starts
 // scenarios; Drain() lets the scenarios in progress run on into the crash (their calls in flight
@@ -59,6 +59,7 @@ class Workload {
   class Worker;
   void WorkerMain(int index);
   void ConsumerMain();
+  void GatewayConsumerMain();
   // Blocks until Run() (returns true) or shutdown (false); sets the addresses to use.
   bool WaitRunning(uint64_t* generation, std::string* rpc, std::string* aws);
 
@@ -73,6 +74,7 @@ class Workload {
   std::string aws_address_;
   int busy_ = 0;
   bool consumer_subscribed_ = false;
+  bool gateway_consumer_subscribed_ = false;
   std::atomic<uint64_t> calls_{0};
   std::atomic<uint64_t> unanswered_{0};
   std::atomic<uint64_t> applied_{0};
