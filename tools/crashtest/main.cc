@@ -261,7 +261,19 @@ class Run {
   // writes; then the space returns and the server must come back by itself.
   void FillAndRecover(nlohmann::json* line) {
     const DiskFullResult r = disk_->FillUntilRefused(client_.get(), server_.get(), kStartTimeoutMs,
-                                                     [this] { IssueLarge(); });
+                                                     [this] { (void)IssueLarge(); });
+    // While the disk is full a write is refused with a clear, typed error (or, if RocksDB freed
+    // enough by itself, done): never a dropped connection or an internal error.
+    bool clear_error = true;
+    if (r.refused) {
+      const Error e = IssueLarge();
+      clear_error = e.ok() || (!e.transport && e.code == ErrorCode::kUnavailable);
+      if (!clear_error) {
+        std::cerr << "crashtest: seed " << f_.seed << " cycle " << model_.cycle()
+                  << ": a write on the full disk was answered " << ErrorCodeName(e.code)
+                  << (e.transport ? " (transport)" : "") << ": " << e.message << "\n";
+      }
+    }
     workload_->Drain();
     if (!workload_->Park(kParkTimeoutMs)) std::cerr << "crashtest: a worker did not stop\n";
     model_.RecordKill(model_.cycle(), WallMs());  // every call made so far has ended
@@ -272,12 +284,13 @@ class Run {
     (*line)["refused"] = r.refused;
     (*line)["server_stayed_up"] = r.server_up && back.server_up;
     (*line)["healthy_after_ms"] = back.healthy_after_ms;
-    if (!r.refused || !back.healthy) ++disk_full_failures_;
+    (*line)["clear_error"] = clear_error;
+    if (!r.refused || !back.healthy || !clear_error || !r.server_up) ++disk_full_failures_;
   }
 
   // One callback task with a large input, through the checker's client, recorded like the
   // workload's.
-  void IssueLarge() {
+  Error IssueLarge() {
     TaskModel m;
     m.key = "fill-" + std::to_string(f_.seed) + "-" + std::to_string(++fill_serial_);
     m.issue_earliest_ms = WallMs();
@@ -299,6 +312,7 @@ class Run {
         x.abandoned = true;
       }
     });
+    return r.error;
   }
 
   // Unanswered issues first: re-issuing with the same key finds the task if the issue happened
