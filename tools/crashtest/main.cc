@@ -69,12 +69,6 @@ std::string BesideMe(const std::string& name) {
       .string();
 }
 
-int64_t Percentile(std::vector<int64_t> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[static_cast<size_t>(p * static_cast<double>(v.size() - 1))];
-}
-
 class Run {
  public:
   explicit Run(const Flags& f) : f_(f), rng_(f.seed) {}

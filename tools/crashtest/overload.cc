@@ -429,12 +429,6 @@ uint64_t VerifyAcked(const std::string& rpc_address, AckedTokens* acked, uint64_
   return lost;
 }
 
-int64_t Pct(std::vector<int64_t> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[static_cast<size_t>(p * static_cast<double>(v.size() - 1))];
-}
-
 }  // namespace
 
 uint64_t RunOverload(ServerProcess* server, const OverloadOptions& options,
@@ -495,11 +489,13 @@ uint64_t RunOverload(ServerProcess* server, const OverloadOptions& options,
   (*summary)["flood_gateway"] = aws_tally.ToJson();
   (*summary)["flood_gateway"]["connect_failures"] = aws_connect_failures.load();
   (*summary)["hostile"] = hostile_figures;
-  (*summary)["probe"] = {
-      {"calls", probe.latency_ms.size()},     {"unanswered", probe.unanswered},
-      {"overloaded", probe.overloaded},       {"errors", probe.errors},
-      {"p50_ms", Pct(probe.latency_ms, 0.5)}, {"p99_ms", Pct(probe.latency_ms, 0.99)},
-      {"max_ms", Pct(probe.latency_ms, 1.0)}};
+  (*summary)["probe"] = {{"calls", probe.latency_ms.size()},
+                         {"unanswered", probe.unanswered},
+                         {"overloaded", probe.overloaded},
+                         {"errors", probe.errors},
+                         {"p50_ms", Percentile(probe.latency_ms, 0.5)},
+                         {"p99_ms", Percentile(probe.latency_ms, 0.99)},
+                         {"max_ms", Percentile(probe.latency_ms, 1.0)}};
   (*summary)["rss_idle_mb"] = rss_idle >> 20;
   (*summary)["rss_max_after_flood_mb"] = rss_after_flood >> 20;
   (*summary)["rss_max_mb"] = rss_max.load() >> 20;

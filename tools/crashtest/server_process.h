@@ -13,6 +13,8 @@ namespace tw::crashtest {
 
 int64_t WallMs();    // system clock, ms since the epoch: the server's clock for deadlines
 int64_t SteadyMs();  // for durations
+// The p-quantile (0..1) of `v` by rank; 0 when empty.
+int64_t Percentile(std::vector<int64_t> v, double p);
 
 class ServerProcess {
  public:
