@@ -37,7 +37,7 @@ test-tsan: deps
 	cmake --build --preset tsan -j $(JOBS)
 	ctest --preset tsan
 
-test: format-check test-dev test-asan test-tsan
+test: format-check test-dev test-asan test-tsan fuzz-smoke
 
 BENCH_OUT := build/bench-results
 bench: release
@@ -52,6 +52,45 @@ bench: release
 run: release
 	./build/release/tools/tokenwheeld --data-dir ./data --rpc-listen 127.0.0.1:7411 \
 	  --aws-listen 127.0.0.1:8083
+
+# ---- Fuzzing: the libFuzzer targets of tests/fuzz (docs/RELIABILITY.md, "Fuzzing") ----
+# `make fuzz FUZZ_SECONDS=N` runs every target N seconds; `make fuzz-smoke` (in `make test`)
+# FUZZ_SMOKE_SECONDS each. A target runs on build/fuzz/corpus-work/<target>: its seed corpus
+# copied there (the repository is never written), plus whatever earlier runs found. Any crash,
+# hang, leak or sanitizer report fails the run; the input is saved in build/fuzz/artifacts/<target>/
+# and the log is build/fuzz/logs/<target>.log. Reproduce with
+#   build/fuzz/tests/fuzz/tw_fuzz_<target> build/fuzz/artifacts/<target>/crash-...
+.PHONY: fuzz fuzz-smoke fuzz-build
+FUZZ_TARGETS = token json aws_request sigv4 gateway capnp
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 12
+FUZZ_ENV = ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+fuzz-build: deps
+	cmake --preset fuzz >/dev/null
+	cmake --build --preset fuzz -j $(JOBS)
+
+# $(1): seconds per target.
+define run_fuzz_targets
+	@mkdir -p build/fuzz/logs
+	@for t in $(FUZZ_TARGETS); do \
+	  work=build/fuzz/corpus-work/$$t; art=build/fuzz/artifacts/$$t/; log=build/fuzz/logs/$$t.log; \
+	  mkdir -p $$work $$art && cp -n tests/fuzz/corpus/$$t/* $$work/ && \
+	  if ! $(FUZZ_ENV) build/fuzz/tests/fuzz/tw_fuzz_$$t -max_total_time=$(1) -timeout=30 \
+	      -print_final_stats=1 -artifact_prefix=$$art $$work >$$log 2>&1; then \
+	    tail -n 60 $$log; echo "fuzz: tw_fuzz_$$t FAILED (log: $$log, input: $$art)"; exit 1; \
+	  fi; \
+	  runs=$$(sed -n 's/^stat::number_of_executed_units: *//p' $$log); \
+	  rate=$$(sed -n 's/^stat::average_exec_per_sec: *//p' $$log); \
+	  echo "fuzz: tw_fuzz_$$t ok: $$runs runs in $(1) s ($$rate/s), corpus $$(ls $$work | wc -l) files"; \
+	done
+endef
+
+fuzz: fuzz-build
+	$(call run_fuzz_targets,$(FUZZ_SECONDS))
+
+fuzz-smoke: fuzz-build
+	$(call run_fuzz_targets,$(FUZZ_SMOKE_SECONDS))
 
 # tokenwheel-crashtest on the release build (docs/RELIABILITY.md): MODE kill, power-loss or
 # disk-full (root); SEED replays a run (default: a random seed, printed). `make test` runs a

@@ -8,6 +8,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   jq                      # the README's CLI walkthrough pipes JSON through it
   clang-format clang-tidy
+  clang-14 libfuzzer-14-dev  # the libFuzzer targets of tests/fuzz (make fuzz, make fuzz-smoke)
   librocksdb-dev          # storage engine
   capnproto libcapnp-dev  # RPC schema compiler and runtime
   libboost-dev libboost-system-dev  # Asio / Beast
