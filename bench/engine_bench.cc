@@ -87,6 +87,7 @@
 #include "engine/reply_burst.h"
 #include "storage/rocksdb_store.h"
 #include "storage/rocksdb_store_testing.h"
+#include "tests/temp_dir.h"
 
 namespace tw {
 namespace {
@@ -147,31 +148,9 @@ struct ThreadCpu {
   }
 };
 
-// A directory under /tmp, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/tw_bench_engine.XXXXXX";
-    char* p = mkdtemp(tmpl);
-    if (p == nullptr) {
-      std::perror("mkdtemp");
-      std::abort();
-    }
-    path_ = p;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string db() const { return path_ + "/db"; }
-  std::string key_file() const { return path_ + "/token.key"; }
-
- private:
-  std::string path_;
-};
+// The engine's files inside a benchmark's TempDir.
+std::string DbPath(const TempDir& dir) { return dir.path() + "/db"; }
+std::string KeyFile(const TempDir& dir) { return dir.path() + "/token.key"; }
 
 size_t RssBytes() {
   std::ifstream f("/proc/self/statm");
@@ -236,7 +215,7 @@ bool Open(const TempDir& dir, Durability durability, Clock* clock, Recorder* rec
           const EngineOptions& base, OpenEngine* out, std::string* error,
           bool flush_on_close = true) {
   RocksStoreOptions so;
-  so.path = dir.db();
+  so.path = DbPath(dir);
   RocksStoreTestHooks hooks;
   hooks.flush_on_close = flush_on_close;
   if (recorder != nullptr) hooks.on_batch_committed = recorder->Hook();
@@ -251,7 +230,7 @@ bool Open(const TempDir& dir, Durability durability, Clock* clock, Recorder* rec
   out->db = RocksDbOf(store.get());
   EngineOptions eo = base;
   eo.durability = durability;
-  eo.token_key_file = dir.key_file();
+  eo.token_key_file = KeyFile(dir);
   const char* commit = std::getenv("TW_BENCH_COMMIT");  // the default unless it names another
   if (commit != nullptr && !ParseCommitMode(commit, &eo.commit)) {
     *error = "TW_BENCH_COMMIT must be adaptive, inline or pipelined";
@@ -380,7 +359,7 @@ struct RunResult {
 // Callback tasks: issue, and success as each issue reply arrives.
 RunResult RunIssueSucceed(size_t tasks, size_t window) {
   RunResult out;
-  TempDir dir;
+  TempDir dir{"tw_bench_engine"};
   SystemClock clock;
   Recorder recorder;
   OpenEngine oe;
@@ -435,7 +414,7 @@ RunResult RunIssueSucceed(size_t tasks, size_t window) {
 // it works whatever task its poll got (FIFO), so issues and takes stay balanced.
 RunResult RunActivityLifecycle(size_t tasks, size_t window) {
   RunResult out;
-  TempDir dir;
+  TempDir dir{"tw_bench_engine"};
   SystemClock clock;
   Recorder recorder;
   OpenEngine oe;
@@ -550,7 +529,7 @@ MillionDb g_million;
 // none fires), durability none. Measures memory before and after.
 bool BuildMillion(size_t n, std::string* error, bool flush_on_close = true) {
   g_million = MillionDb();
-  g_million.dir = std::make_unique<TempDir>();
+  g_million.dir = std::make_unique<TempDir>("tw_bench_engine");
   ManualClock clock(kStartMs);
   OpenEngine oe;
   if (!Open(*g_million.dir, Durability::kNone, &clock, nullptr, EngineOptions(), &oe, error,
@@ -634,7 +613,7 @@ constexpr uint32_t kScaleTimeoutS = 3600;
 // Issues --live_tasks callback tasks, durability none, keeping their tokens. Untimed.
 bool BuildScaleDb(std::string* error) {
   g_scale = ScaleDb();
-  g_scale.dir = std::make_unique<TempDir>();
+  g_scale.dir = std::make_unique<TempDir>("tw_bench_engine");
   SystemClock clock;
   OpenEngine oe;
   if (!Open(*g_scale.dir, Durability::kNone, &clock, nullptr, EngineOptions(), &oe, error)) {
@@ -884,9 +863,9 @@ void BM_Baseline(benchmark::State& state, const std::string& workload, const Eng
   double seconds = 0;
   int64_t cpu_ns = 0;  // the writing thread's CPU time
   for (auto _ : state) {
-    TempDir dir;
+    TempDir dir{"tw_bench_engine"};
     RocksStoreOptions so;
-    so.path = dir.db();
+    so.path = DbPath(dir);
     std::unique_ptr<Store> store;
     Status s = OpenRocksStore(so, &store);
     if (!s.ok()) {

@@ -48,26 +48,24 @@
 #include <vector>
 
 #include "bench/bench_engine.h"
+#include "bench/bench_stats.h"
 #include "engine/clock.h"
 #include "engine/engine.h"
 #include "rpc/aws/gateway.h"
 #include "rpc/client.h"
 #include "rpc/server.h"
+#include "tools/proc_stat.h"
 
 namespace tw::rpc {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using bench::Run;
+using bench::SortedQuantile;
 
 uint32_t MicrosSince(Clock::time_point t0) {
   return static_cast<uint32_t>(
       std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());
-}
-
-uint32_t Quantile(std::vector<uint32_t>& v, double q) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size())))];
 }
 
 struct Env {
@@ -227,24 +225,6 @@ class HttpLoad {
   const uint16_t port_;
   const int epoll_;
   std::vector<Conn> conns_;
-};
-
-struct Run {
-  std::vector<uint32_t> latency_us;
-  uint64_t calls = 0;
-  uint64_t transitions = 0;
-  uint64_t errors = 0;
-  void Report(benchmark::State& state, double seconds) {
-    state.SetIterationTime(seconds);
-    state.counters["calls_per_s"] = static_cast<double>(calls) / seconds;
-    if (transitions > 0) {
-      state.counters["transitions_per_s"] = static_cast<double>(transitions) / seconds;
-    }
-    state.counters["p50_us"] = Quantile(latency_us, 0.50);
-    state.counters["p99_us"] = Quantile(latency_us, 0.99);
-    state.counters["p999_us"] = Quantile(latency_us, 0.999);
-    state.counters["errors"] = static_cast<double>(errors);
-  }
 };
 
 constexpr char kInput[] = R"({\"order\":12345,\"item\":\"widget\"})";
@@ -467,15 +447,6 @@ int PollClient(uint16_t port, const std::string& arn, size_t n) {
   return 0;
 }
 
-uint64_t RssBytes(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
-  }
-  return 0;
-}
-
 void BM_GatewayWaitingPolls(benchmark::State& state) {
   const size_t polls = static_cast<size_t>(state.range(0));
   for (auto _ : state) {
@@ -551,8 +522,8 @@ void BM_GatewayWaitingPolls(benchmark::State& state) {
     state.counters["polls"] = static_cast<double>(polls);
     state.counters["server_bytes_per_poll"] =
         static_cast<double>(rss1 > rss0 ? rss1 - rss0 : 0) / static_cast<double>(polls);
-    state.counters["issue_to_poll_p50_us"] = Quantile(to_poll_us, 0.50);
-    state.counters["issue_to_poll_p99_us"] = Quantile(to_poll_us, 0.99);
+    state.counters["issue_to_poll_p50_us"] = SortedQuantile(to_poll_us, 0.50);
+    state.counters["issue_to_poll_p99_us"] = SortedQuantile(to_poll_us, 0.99);
   }
 }
 

@@ -44,6 +44,7 @@
 #include <vector>
 
 #include "bench/bench_engine.h"
+#include "bench/bench_stats.h"
 #include "engine/clock.h"
 #include "engine/engine.h"
 #include "rpc/client.h"
@@ -54,6 +55,8 @@ namespace tw::rpc {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using bench::Run;
+using bench::SortedQuantile;
 
 uint32_t MicrosSince(Clock::time_point t0) {
   return static_cast<uint32_t>(
@@ -103,33 +106,6 @@ void TearDown(Env* e) {
   std::error_code ec;
   std::filesystem::remove_all(e->dir, ec);
 }
-
-// Latencies of one run, and the counters derived from them.
-// Sorts `v` and returns its q-quantile (0 when empty).
-uint32_t SortedQuantile(std::vector<uint32_t>& v, double q) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size())))];
-}
-
-struct Run {
-  std::vector<uint32_t> latency_us;
-  uint64_t calls = 0;
-  uint64_t transitions = 0;  // durable task transitions (issue, success)
-  uint64_t errors = 0;
-
-  void Report(benchmark::State& state, double seconds) {
-    state.SetIterationTime(seconds);
-    state.counters["calls_per_s"] = static_cast<double>(calls) / seconds;
-    if (transitions > 0) {
-      state.counters["transitions_per_s"] = static_cast<double>(transitions) / seconds;
-    }
-    state.counters["p50_us"] = SortedQuantile(latency_us, 0.50);
-    state.counters["p99_us"] = SortedQuantile(latency_us, 0.99);
-    state.counters["p999_us"] = SortedQuantile(latency_us, 0.999);
-    state.counters["errors"] = static_cast<double>(errors);
-  }
-};
 
 // Engine / bridge facts over a run: average engine batch, replies per thread hand-off.
 void ReportServerDelta(benchmark::State& state, const ServerStats& before) {

@@ -19,7 +19,7 @@
 #include "engine/engine.h"
 #include "rpc/client.h"
 #include "rpc/server.h"
-#include "tests/rpc/job_thread.h"
+#include "tests/rpc/answering_engine.h"
 
 namespace tw::rpc {
 namespace {
@@ -32,14 +32,13 @@ int64_t NowMs() {
       .count();
 }
 
-using testing::JobThread;
+using testing::AnsweringEngine;
 
-class FakeEngine final : public Engine {
+class FakeEngine final : public AnsweringEngine {
  public:
   enum class IssueMode { kAnswer, kHold, kOverloaded, kUnavailable };
 
-  ~FakeEngine() override { Stop(); }
-  void Stop() override {}
+  ~FakeEngine() override { JoinThread(); }
 
   // ---- Scripting (test thread) ----
   void set_issue_mode(IssueMode m) {
@@ -84,7 +83,7 @@ class FakeEngine final : public Engine {
         polls_.erase(it);
       }
     }
-    thread_.Post([cb = std::move(cb), token = std::move(token)]() {
+    Post([cb = std::move(cb), token = std::move(token)]() {
       GetActivityTaskReply reply;
       reply.token = token;
       reply.input = token.empty() ? "" : "{}";
@@ -98,7 +97,7 @@ class FakeEngine final : public Engine {
       std::lock_guard<std::mutex> lock(mu_);
       held.swap(held_);
     }
-    thread_.Post([held = std::move(held)]() {
+    Post([held = std::move(held)]() {
       int i = 0;
       for (const auto& cb : held) {
         cb(Result<IssueTaskReply>::Ok(IssueTaskReply{"held-" + std::to_string(i++), false}));
@@ -107,7 +106,7 @@ class FakeEngine final : public Engine {
   }
   // Appends events and tells the listener, from the engine thread.
   void AddEvents(std::vector<OutcomeEvent> events) {
-    thread_.Post([this, events = std::move(events)]() {
+    Post([this, events = std::move(events)]() {
       uint64_t last = 0;
       {
         std::lock_guard<std::mutex> lock(mu_);
@@ -128,24 +127,12 @@ class FakeEngine final : public Engine {
   }
 
   // ---- Engine ----
-  void CreateActivity(CreateActivityRequest req, Callback<ActivityInfo> done) override {
-    thread_.Post([req, done]() {
-      done(Result<ActivityInfo>::Ok({"arn:" + req.name, req.name, 1}));
-    });
-  }
-  void DeleteActivity(DeleteActivityRequest, Callback<Empty> done) override { AnswerEmpty(done); }
-  void DescribeActivity(DescribeActivityRequest req, Callback<ActivityInfo> done) override {
-    thread_.Post([req, done]() { done(Result<ActivityInfo>::Ok({req.arn, "x", 1})); });
-  }
-  void ListActivities(ListActivitiesRequest, Callback<ListActivitiesReply> done) override {
-    thread_.Post([done]() { done(Result<ListActivitiesReply>::Ok({})); });
-  }
   void IssueTask(IssueTaskRequest, Callback<IssueTaskReply> done) override {
     std::unique_lock<std::mutex> lock(mu_);
     switch (issue_mode_) {
       case IssueMode::kAnswer:
         lock.unlock();
-        thread_.Post([done]() { done(Result<IssueTaskReply>::Ok({"t", false})); });
+        AnswerOk(done, IssueTaskReply{"t", false});
         return;
       case IssueMode::kHold:
         held_.push_back(std::move(done));
@@ -180,26 +167,6 @@ class FakeEngine final : public Engine {
     std::lock_guard<std::mutex> lock(mu_);
     returned_.push_back(std::move(token));
   }
-  void SendTaskSuccess(SendTaskSuccessRequest, Callback<CompletionReply> done) override {
-    thread_.Post([done]() { done(Result<CompletionReply>::Ok({})); });
-  }
-  void SendTaskFailure(SendTaskFailureRequest, Callback<CompletionReply> done) override {
-    thread_.Post([done]() { done(Result<CompletionReply>::Ok({})); });
-  }
-  void SendTaskHeartbeat(SendTaskHeartbeatRequest, Callback<Empty> done) override {
-    AnswerEmpty(done);
-  }
-  void CancelTask(CancelTaskRequest, Callback<CompletionReply> done) override {
-    thread_.Post([done]() { done(Result<CompletionReply>::Ok({})); });
-  }
-  void DescribeTask(DescribeTaskRequest, Callback<TaskDescription> done) override {
-    thread_.Post([done]() { done(Result<TaskDescription>::Ok({})); });
-  }
-  void RegisterConsumer(std::string name, Callback<ConsumerInfo> done) override {
-    thread_.Post([name, done]() { done(Result<ConsumerInfo>::Ok({name, 0})); });
-  }
-  void DeleteConsumer(std::string, Callback<Empty> done) override { AnswerEmpty(done); }
-  void AckEvents(std::string, uint64_t, Callback<Empty> done) override { AnswerEmpty(done); }
   Result<std::vector<OutcomeEvent>> ReadEvents(uint64_t from_seq, size_t max) override {
     std::lock_guard<std::mutex> lock(mu_);
     std::vector<OutcomeEvent> out;
@@ -215,18 +182,10 @@ class FakeEngine final : public Engine {
   void GetStats(Callback<EngineStats> done) override {
     EngineStats s;
     s.waiting_polls = waiting_polls();
-    thread_.Post([s, done]() { done(Result<EngineStats>::Ok(s)); });
+    AnswerOk(done, s);
   }
-  void Sync(Callback<Empty> done) override { AnswerEmpty(done); }
-  uint64_t RecoveredTasks() const override { return 0; }
-  int64_t RecoveryMs() const override { return 0; }
-  StorageHealth Health() const override { return {}; }
 
  private:
-  void AnswerEmpty(const Callback<Empty>& done) {
-    thread_.Post([done]() { done(Result<Empty>::Ok({})); });
-  }
-
   std::mutex mu_;
   IssueMode issue_mode_ = IssueMode::kAnswer;
   std::map<uint64_t, Callback<GetActivityTaskReply>> polls_;
@@ -238,7 +197,6 @@ class FakeEngine final : public Engine {
   uint64_t first_kept_ = 1;
   std::atomic<uint64_t> last_seq_{0};
   std::function<void(uint64_t)> listener_;
-  JobThread thread_;  // last: joined first, while the state above is alive
 };
 
 class BridgeTest : public ::testing::Test {

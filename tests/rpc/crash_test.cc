@@ -25,28 +25,7 @@ using testing::WaitUntil;
 
 constexpr int64_t kWaitMs = 30'000;
 
-class CrashTest : public ::testing::Test {
- protected:
-  void StartServer() {
-    if (server_ == nullptr) {
-      server_ = std::make_unique<ServerProcess>(dir_.path() + "/data", dir_.path() + "/server.log");
-    }
-    ASSERT_TRUE(server_->Start());
-  }
-  std::unique_ptr<Client> Connect() {
-    auto c = Client::Connect(server_->address());
-    EXPECT_TRUE(c.ok()) << c.error.message;
-    return std::move(c.value);
-  }
-  void TearDown() override {
-    if (server_ != nullptr && server_->Running()) {
-      EXPECT_EQ(server_->Terminate(), 0);
-    }
-  }
-
-  TempDir dir_;
-  std::unique_ptr<ServerProcess> server_;
-};
+using CrashTest = testing::DaemonTest;
 
 IssueTaskRequest Callback(uint32_t timeout_s = 0) {
   IssueTaskRequest req;

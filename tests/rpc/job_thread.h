@@ -1,5 +1,5 @@
 // A thread that runs jobs in order: the engine thread of the tests' scripted fake engines
-// (tests/rpc/bridge_test.cc, server_bounds_test.cc). Header-only.
+// (tests/rpc/answering_engine.h). Header-only.
 #pragma once
 
 #include <condition_variable>

@@ -39,8 +39,8 @@
 #include "rpc/client.h"
 #include "rpc/server.h"
 #include "rpc/tokenwheel.capnp.h"
+#include "tests/rpc/answering_engine.h"
 #include "tests/rpc/aws_test_http.h"
-#include "tests/rpc/job_thread.h"
 #include "tests/rpc/test_support.h"
 
 namespace tw::rpc {
@@ -70,14 +70,13 @@ constexpr int64_t kSettleMs = 500;
 
 // ---- A scripted engine --------------------------------------------------------------------
 
-using testing::JobThread;
+using testing::AnsweringEngine;
 
 // Answers every call from its thread; issues and describes can be held until released, and
 // describes answer with an input of describe_input_bytes.
-class FakeEngine final : public Engine {
+class FakeEngine final : public AnsweringEngine {
  public:
-  ~FakeEngine() override { Stop(); }
-  void Stop() override {}
+  ~FakeEngine() override { JoinThread(); }
 
   // ---- Scripting (any thread) ----
   void set_hold(bool hold) {
@@ -105,7 +104,7 @@ class FakeEngine final : public Engine {
       std::lock_guard<std::mutex> lock(mu_);
       polls.swap(polls_);
     }
-    thread_.Post([polls = std::move(polls), token]() {
+    Post([polls = std::move(polls), token]() {
       for (const auto& done : polls) {
         GetActivityTaskReply reply;
         reply.token = token;
@@ -121,24 +120,12 @@ class FakeEngine final : public Engine {
       std::lock_guard<std::mutex> lock(mu_);
       held.swap(held_);
     }
-    thread_.Post([held = std::move(held)]() {
+    Post([held = std::move(held)]() {
       for (const auto& answer : held) answer();
     });
   }
 
   // ---- Engine ----
-  void CreateActivity(CreateActivityRequest req, Callback<ActivityInfo> done) override {
-    thread_.Post([req, done]() {
-      done(Result<ActivityInfo>::Ok({"arn:" + req.name, req.name, 1}));
-    });
-  }
-  void DeleteActivity(DeleteActivityRequest, Callback<Empty> done) override { AnswerEmpty(done); }
-  void DescribeActivity(DescribeActivityRequest req, Callback<ActivityInfo> done) override {
-    thread_.Post([req, done]() { done(Result<ActivityInfo>::Ok({req.arn, "x", 1})); });
-  }
-  void ListActivities(ListActivitiesRequest, Callback<ListActivitiesReply> done) override {
-    thread_.Post([done]() { done(Result<ListActivitiesReply>::Ok({})); });
-  }
   void IssueTask(IssueTaskRequest, Callback<IssueTaskReply> done) override {
     ++issues_seen_;
     Answer([done]() { done(Result<IssueTaskReply>::Ok({"t", false})); });
@@ -148,22 +135,9 @@ class FakeEngine final : public Engine {
     std::lock_guard<std::mutex> lock(mu_);
     polls_.push_back(std::move(done));
   }
-  void WithdrawPoll(uint64_t) override {}
   void ReturnTask(std::string token) override {
     std::lock_guard<std::mutex> lock(mu_);
     returned_.push_back(std::move(token));
-  }
-  void SendTaskSuccess(SendTaskSuccessRequest, Callback<CompletionReply> done) override {
-    thread_.Post([done]() { done(Result<CompletionReply>::Ok({})); });
-  }
-  void SendTaskFailure(SendTaskFailureRequest, Callback<CompletionReply> done) override {
-    thread_.Post([done]() { done(Result<CompletionReply>::Ok({})); });
-  }
-  void SendTaskHeartbeat(SendTaskHeartbeatRequest, Callback<Empty> done) override {
-    AnswerEmpty(done);
-  }
-  void CancelTask(CancelTaskRequest, Callback<CompletionReply> done) override {
-    thread_.Post([done]() { done(Result<CompletionReply>::Ok({})); });
   }
   void DescribeTask(DescribeTaskRequest, Callback<TaskDescription> done) override {
     ++describes_seen_;
@@ -178,23 +152,6 @@ class FakeEngine final : public Engine {
       done(Result<TaskDescription>::Ok(std::move(d)));
     });
   }
-  void RegisterConsumer(std::string name, Callback<ConsumerInfo> done) override {
-    thread_.Post([name, done]() { done(Result<ConsumerInfo>::Ok({name, 0})); });
-  }
-  void DeleteConsumer(std::string, Callback<Empty> done) override { AnswerEmpty(done); }
-  void AckEvents(std::string, uint64_t, Callback<Empty> done) override { AnswerEmpty(done); }
-  Result<std::vector<OutcomeEvent>> ReadEvents(uint64_t, size_t) override {
-    return Result<std::vector<OutcomeEvent>>::Ok({});
-  }
-  uint64_t LastEventSeq() const override { return 0; }
-  void AddEventListener(std::function<void(uint64_t)>) override {}
-  void GetStats(Callback<EngineStats> done) override {
-    thread_.Post([done]() { done(Result<EngineStats>::Ok(EngineStats{})); });
-  }
-  void Sync(Callback<Empty> done) override { AnswerEmpty(done); }
-  uint64_t RecoveredTasks() const override { return 0; }
-  int64_t RecoveryMs() const override { return 0; }
-  StorageHealth Health() const override { return {}; }
 
  private:
   void Answer(std::function<void()> answer) {
@@ -205,10 +162,7 @@ class FakeEngine final : public Engine {
         return;
       }
     }
-    thread_.Post(std::move(answer));
-  }
-  void AnswerEmpty(const Callback<Empty>& done) {
-    thread_.Post([done]() { done(Result<Empty>::Ok({})); });
+    Post(std::move(answer));
   }
 
   std::mutex mu_;
@@ -219,7 +173,6 @@ class FakeEngine final : public Engine {
   std::vector<std::string> returned_;
   std::atomic<size_t> issues_seen_{0};
   std::atomic<size_t> describes_seen_{0};
-  JobThread thread_;  // last: joined first, while the state above is alive
 };
 
 // ---- Raw Cap'n Proto over a plain socket ---------------------------------------------------

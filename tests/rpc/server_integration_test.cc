@@ -26,29 +26,7 @@ using testing::WaitUntil;
 
 constexpr int64_t kWaitMs = 20'000;  // bound on every "until it happens" wait
 
-class ServerIntegrationTest : public ::testing::Test {
- protected:
-  void StartServer(std::vector<std::string> extra = {}) {
-    server_ = std::make_unique<ServerProcess>(dir_.path() + "/data", dir_.path() + "/server.log",
-                                              std::move(extra));
-    ASSERT_TRUE(server_->Start());
-  }
-
-  std::unique_ptr<Client> Connect() {
-    auto c = Client::Connect(server_->address());
-    EXPECT_TRUE(c.ok()) << c.error.message;
-    return std::move(c.value);
-  }
-
-  void TearDown() override {
-    if (server_ != nullptr && server_->Running()) {
-      EXPECT_EQ(server_->Terminate(), 0) << server_->Log();
-    }
-  }
-
-  TempDir dir_;
-  std::unique_ptr<ServerProcess> server_;
-};
+using ServerIntegrationTest = testing::DaemonTest;
 
 IssueTaskRequest Callback(uint32_t timeout_s = 0, uint32_t heartbeat_s = 0) {
   IssueTaskRequest req;

@@ -16,11 +16,15 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "rpc/client.h"
+#include "tests/temp_dir.h"
 
 extern char** environ;
 
@@ -56,31 +60,7 @@ inline bool WaitUntil(const std::function<bool()>& done, int64_t timeout_ms) {
   }
 }
 
-class TempDir {
- public:
-  TempDir() {
-    std::random_device rd;
-    const auto base = std::filesystem::temp_directory_path();
-    for (int i = 0; i < 100; ++i) {
-      auto p = base / ("tw-rpc-test-" + std::to_string(rd()));
-      if (std::filesystem::create_directory(p)) {
-        path_ = p.string();
-        return;
-      }
-    }
-    ADD_FAILURE() << "cannot create a temp dir";
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::tw::TempDir;
 
 inline std::string ReadFile(const std::string& path) {
   std::ifstream in(path);
@@ -251,5 +231,34 @@ inline CliResult RunCli(const std::vector<std::string>& args, const std::string&
   r.err = ReadFile(err_path);
   return r;
 }
+
+// A test with a tokenwheeld child: its data and log in a fresh TempDir, both front ends on free
+// loopback ports. TearDown stops it with SIGTERM and expects a clean exit.
+class DaemonTest : public ::testing::Test {
+ protected:
+  // Starts it; the first call fixes its extra arguments, a later one restarts it on the same
+  // data directory (after a kill, say).
+  void StartServer(std::vector<std::string> extra = {}) {
+    if (server_ == nullptr) {
+      server_ = std::make_unique<ServerProcess>(dir_.path() + "/data", dir_.path() + "/server.log",
+                                                std::move(extra));
+    }
+    ASSERT_TRUE(server_->Start());
+  }
+  // A Cap'n Proto client of it (null, with a failure, when it does not connect).
+  std::unique_ptr<Client> Connect() {
+    auto c = Client::Connect(server_->address());
+    EXPECT_TRUE(c.ok()) << c.error.message;
+    return std::move(c.value);
+  }
+  void TearDown() override {
+    if (server_ != nullptr && server_->Running()) {
+      EXPECT_EQ(server_->Terminate(), 0) << server_->Log();
+    }
+  }
+
+  TempDir dir_;
+  std::unique_ptr<ServerProcess> server_;
+};
 
 }  // namespace tw::rpc::testing

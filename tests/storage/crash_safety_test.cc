@@ -82,29 +82,18 @@ namespace {
 // sets; GCC warns about the fields left to their defaults, which is the point.
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 
-// A fresh directory, removed with everything in it at destruction. On tmpfs (/dev/shm) when
-// there is one: FaultFs decides what survives a crash, so the real disk's fsyncs (milliseconds
-// each, dozens per RocksDB open) would buy nothing but run time.
-class TempDir {
+// On tmpfs (/dev/shm) when there is one, or TW_CRASH_DIR: FaultFs decides what survives a
+// crash, so the real disk's fsyncs (milliseconds each, dozens per RocksDB open) would buy nothing
+// but run time.
+class CrashDir : public TempDir {
  public:
-  TempDir() {
-    const char* base = std::getenv("TW_CRASH_DIR");
-    if (base == nullptr) base = ::access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-    std::string templ = std::string(base) + "/tw-crash-XXXXXX";
-    char* p = ::mkdtemp(templ.data());
-    EXPECT_NE(p, nullptr) << "mkdtemp in " << base;
-    path_ = templ;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
+  CrashDir() : TempDir("tw-crash", Base()) {}
 
  private:
-  std::string path_;
+  static std::string Base() {
+    const char* env = std::getenv("TW_CRASH_DIR");
+    return env != nullptr ? std::string(env) : TempDir::FastBase();
+  }
 };
 
 constexpr int64_t kStartMs = 1'700'000'000'000;
@@ -1491,7 +1480,7 @@ class CrashHarness {
   ManualClock clock_;
   const TokenCodec* codec_;
   EngineOptions options_;
-  TempDir dir_;
+  CrashDir dir_;
   Catalog catalog_;
   std::shared_ptr<MemoryDisk> shadow_disk_ = std::make_shared<MemoryDisk>();
   std::unique_ptr<MemoryStore> shadow_;
@@ -1969,7 +1958,7 @@ TEST(CrashSafetyTest, OverdueTimersFireOnTheFirstExpireAfterRecovery) {
 // The FaultFs hook the in-write kill point uses: the sync fails and the machine is off from that
 // instant, so neither the data that sync was to cover nor anything after it survives the cut.
 TEST(CrashSafetyTest, FaultFsPowerOffAtSyncStopsEverythingAtThatSync) {
-  TempDir dir;
+  CrashDir dir;
   auto fs = std::make_shared<FaultFs>();
   const std::string path = dir.path() + "/f";
   std::unique_ptr<rocksdb::FSWritableFile> f;

@@ -50,8 +50,7 @@ constexpr int kProbesMax = 500;
 // On tmpfs when there is one: FaultFs decides what fails, and the real disk's fsyncs would only
 // cost run time.
 std::unique_ptr<testing_util::TempDir> NewDir() {
-  return std::make_unique<testing_util::TempDir>(
-      "tw-storage-failure", ::access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
+  return std::make_unique<testing_util::TempDir>("tw-storage-failure", TempDir::FastBase());
 }
 
 template <typename T>

@@ -19,6 +19,7 @@
 #include "storage/memory_store.h"
 #include "storage/rocksdb_store.h"
 #include "storage/rocksdb_store_testing.h"
+#include "tests/temp_dir.h"
 
 namespace tw {
 
@@ -56,27 +57,7 @@ inline void PrintTo(const Status& s, std::ostream* os) { *os << s.ToString(); }
 
 namespace testing_util {
 
-// A fresh directory under `base` (/tmp by default), removed with everything in it at
-// destruction.
-class TempDir {
- public:
-  explicit TempDir(const char* prefix = "tw-storage", const std::string& base = "/tmp") {
-    std::string templ = base + "/" + prefix + "-XXXXXX";
-    char* p = mkdtemp(templ.data());
-    EXPECT_NE(p, nullptr);
-    path_ = templ;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using ::tw::TempDir;
 
 inline TaskId Id(uint64_t i) { return TaskId{i * 0x9E3779B97F4A7C15ull + 1, ~i}; }
 

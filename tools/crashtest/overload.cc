@@ -25,6 +25,7 @@
 #include "rpc/client.h"
 #include "tools/crashtest/gateway_client.h"
 #include "tools/crashtest/server_process.h"
+#include "tools/proc_stat.h"
 
 namespace tw::crashtest {
 
@@ -68,15 +69,6 @@ struct AckedTokens {
     local->clear();
   }
 };
-
-uint64_t RssBytes(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
-  }
-  return 0;
-}
 
 std::pair<std::string, uint16_t> HostPort(const std::string& address) {
   const size_t colon = address.rfind(':');
