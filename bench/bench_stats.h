@@ -5,10 +5,18 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <vector>
 
 namespace tw::bench {
+
+using Clock = std::chrono::steady_clock;
+
+inline uint32_t MicrosSince(Clock::time_point t0) {
+  return static_cast<uint32_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());
+}
 
 // Sorts `v` and returns its q-quantile (0 when empty).
 inline uint32_t SortedQuantile(std::vector<uint32_t>& v, double q) {

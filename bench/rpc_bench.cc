@@ -54,14 +54,10 @@
 namespace tw::rpc {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using bench::Clock;
+using bench::MicrosSince;
 using bench::Run;
 using bench::SortedQuantile;
-
-uint32_t MicrosSince(Clock::time_point t0) {
-  return static_cast<uint32_t>(
-      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());
-}
 
 // Everything the benchmarks share: built in main(), before any timing.
 struct Env {

@@ -233,6 +233,18 @@ class SubscriptionImpl final : public Subscription {
   const uint64_t start_;
 };
 
+// The getInfo answer (a Connect handshake and Client::GetInfo read the same one).
+template <typename Response>
+ServerInfo ReadServerInfo(const Response& response) {
+  ServerInfo i;
+  i.api_version = response.getApiVersion();
+  i.server_version = ToString(response.getServerVersion());
+  i.max_poll_seconds = response.getMaxPollSeconds();
+  i.request_bytes_max = response.getRequestBytesMax();
+  i.batch_items_max = response.getBatchItemsMax();
+  return i;
+}
+
 }  // namespace
 
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -273,15 +285,7 @@ Result<std::unique_ptr<Client>> Client::Connect(const std::string& address, int6
   Result<ServerInfo> info = client->Wait(
       client->impl_->cap.getInfoRequest()
           .send()
-          .then([](auto response) {
-            ServerInfo i;
-            i.api_version = response.getApiVersion();
-            i.server_version = ToString(response.getServerVersion());
-            i.max_poll_seconds = response.getMaxPollSeconds();
-            i.request_bytes_max = response.getRequestBytesMax();
-            i.batch_items_max = response.getBatchItemsMax();
-            return Result<ServerInfo>::Ok(std::move(i));
-          })
+          .then([](auto response) { return Result<ServerInfo>::Ok(ReadServerInfo(response)); })
           .exclusiveJoin(timer.afterDelay(timeout_ms * kj::MILLISECONDS).then([address]() {
             Error error =
                 Error::Make(ErrorCode::kUnavailable, "timed out connecting to " + address);
@@ -384,15 +388,8 @@ Result<PingReply> Client::Ping(const std::string& payload) {
 }
 
 Result<ServerInfo> Client::GetInfo() {
-  return Wait(impl_->cap.getInfoRequest().send().then([](auto response) {
-    ServerInfo i;
-    i.api_version = response.getApiVersion();
-    i.server_version = ToString(response.getServerVersion());
-    i.max_poll_seconds = response.getMaxPollSeconds();
-    i.request_bytes_max = response.getRequestBytesMax();
-    i.batch_items_max = response.getBatchItemsMax();
-    return Result<ServerInfo>::Ok(std::move(i));
-  }));
+  return Wait(impl_->cap.getInfoRequest().send().then(
+      [](auto response) { return Result<ServerInfo>::Ok(ReadServerInfo(response)); }));
 }
 
 Result<ActivityInfo> Client::CreateActivity(const std::string& name) {

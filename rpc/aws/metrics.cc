@@ -30,6 +30,12 @@ class Writer {
     out_.append("# HELP ").append(name).append(" ").append(help).append("\n");
     out_.append("# TYPE ").append(name).append(" ").append(type).append("\n");
   }
+  // A metric with one unlabelled sample.
+  template <typename Value>
+  void Metric(const char* name, const char* type, const char* help, Value value) {
+    Header(name, type, help);
+    Sample(name, "", value);
+  }
   void Sample(const std::string& name, const std::string& labels, double value) {
     out_.append(name);
     if (!labels.empty()) out_.append("{").append(labels).append("}");
@@ -82,12 +88,11 @@ constexpr std::initializer_list<uint64_t> kBatchBounds = {1,   2,   4,   8,    1
                                                           128, 256, 512, 1024, 2048, 4096};
 
 void EngineMetrics(const EngineStats& s, Writer& w) {
-  w.Header("tokenwheel_live_tasks", "gauge", "Tasks SCHEDULED or STARTED.");
-  w.Sample("tokenwheel_live_tasks", "", s.live_tasks);
-  w.Header("tokenwheel_pending_timers", "gauge", "Timers armed in the timing wheel.");
-  w.Sample("tokenwheel_pending_timers", "", s.pending_timers);
-  w.Header("tokenwheel_waiting_polls", "gauge", "GetActivityTask calls waiting in the engine.");
-  w.Sample("tokenwheel_waiting_polls", "", s.waiting_polls);
+  w.Metric("tokenwheel_live_tasks", "gauge", "Tasks SCHEDULED or STARTED.", s.live_tasks);
+  w.Metric("tokenwheel_pending_timers", "gauge", "Timers armed in the timing wheel.",
+           s.pending_timers);
+  w.Metric("tokenwheel_waiting_polls", "gauge", "GetActivityTask calls waiting in the engine.",
+           s.waiting_polls);
   w.Header("tokenwheel_queued_tasks", "gauge", "SCHEDULED tasks waiting, per activity.");
   for (const auto& [arn, n] : s.queued_per_activity) {
     w.Sample("tokenwheel_queued_tasks", "activity=\"" + Label(arn) + "\"", n);
@@ -98,24 +103,22 @@ void EngineMetrics(const EngineStats& s, Writer& w) {
     w.Sample("tokenwheel_timeouts_total", std::string("clock=\"") + TimeoutKindName(k) + "\"",
              s.timeouts[static_cast<size_t>(k)]);
   }
-  w.Header("tokenwheel_events_last_sequence", "gauge", "The last durable outcome event.");
-  w.Sample("tokenwheel_events_last_sequence", "", s.last_event_seq);
-  w.Header("tokenwheel_events_not_acked", "gauge",
-           "Outcome events the slowest consumer has not acknowledged.");
-  w.Sample("tokenwheel_events_not_acked", "", s.events_not_acked);
-  w.Header("tokenwheel_engine_commands_total", "counter", "Commands the engine applied.");
-  w.Sample("tokenwheel_engine_commands_total", "", s.commands);
+  w.Metric("tokenwheel_events_last_sequence", "gauge", "The last durable outcome event.",
+           s.last_event_seq);
+  w.Metric("tokenwheel_events_not_acked", "gauge",
+           "Outcome events the slowest consumer has not acknowledged.", s.events_not_acked);
+  w.Metric("tokenwheel_engine_commands_total", "counter", "Commands the engine applied.",
+           s.commands);
   w.Header("tokenwheel_engine_batch_commands", "histogram", "Commands per group commit.");
   w.Histogram("tokenwheel_engine_batch_commands", "", s.batch_commands, kBatchBounds, 1);
   w.Header("tokenwheel_engine_commit_seconds", "histogram",
            "Group commit write and WAL sync time.");
   w.Histogram("tokenwheel_engine_commit_seconds", "", s.commit_latency_us, kLatencyBoundsUs, 1e6);
-  w.Header("tokenwheel_storage_ok", "gauge", "1 while the storage works, 0 after a failure.");
-  w.Sample("tokenwheel_storage_ok", "", uint64_t{s.storage.ok ? 1u : 0u});
-  w.Header("tokenwheel_storage_failures_total", "counter", "Storage failures.");
-  w.Sample("tokenwheel_storage_failures_total", "", s.storage.failures);
-  w.Header("tokenwheel_storage_recoveries_total", "counter", "Reopens after a storage failure.");
-  w.Sample("tokenwheel_storage_recoveries_total", "", s.storage.recoveries);
+  w.Metric("tokenwheel_storage_ok", "gauge", "1 while the storage works, 0 after a failure.",
+           uint64_t{s.storage.ok ? 1u : 0u});
+  w.Metric("tokenwheel_storage_failures_total", "counter", "Storage failures.", s.storage.failures);
+  w.Metric("tokenwheel_storage_recoveries_total", "counter", "Reopens after a storage failure.",
+           s.storage.recoveries);
 }
 
 void GatewayMetrics(const GatewayCounters& g, Writer& w) {
@@ -140,24 +143,20 @@ void GatewayMetrics(const GatewayCounters& g, Writer& w) {
                 std::string("operation=\"") + OpName(static_cast<Op>(i)) + "\"", g.latency_us[i],
                 kLatencyBoundsUs, 1e6);
   }
-  w.Header("tokenwheel_gateway_connections", "gauge", "Open connections.");
-  w.Sample("tokenwheel_gateway_connections", "", g.connections);
-  w.Header("tokenwheel_gateway_connections_total", "counter", "Connections accepted.");
-  w.Sample("tokenwheel_gateway_connections_total", "", g.connections_accepted);
-  w.Header("tokenwheel_gateway_connections_refused_total", "counter",
-           "Connections refused past the connection cap.");
-  w.Sample("tokenwheel_gateway_connections_refused_total", "", g.connections_refused);
-  w.Header("tokenwheel_gateway_waiting_polls", "gauge",
-           "GetActivityTask and GetOutcomes calls waiting.");
-  w.Sample("tokenwheel_gateway_waiting_polls", "", g.waiting_polls);
-  w.Header("tokenwheel_gateway_calls_in_flight", "gauge", "Engine calls not yet answered.");
-  w.Sample("tokenwheel_gateway_calls_in_flight", "", g.calls_in_flight);
-  w.Header("tokenwheel_gateway_tasks_returned_total", "counter",
-           "Tasks put back in their queue because their poll's answer could not be written.");
-  w.Sample("tokenwheel_gateway_tasks_returned_total", "", g.tasks_returned);
-  w.Header("tokenwheel_gateway_accept_backoffs_total", "counter",
-           "Times the accept loop backed off for lack of file descriptors.");
-  w.Sample("tokenwheel_gateway_accept_backoffs_total", "", g.accept_backoffs);
+  w.Metric("tokenwheel_gateway_connections", "gauge", "Open connections.", g.connections);
+  w.Metric("tokenwheel_gateway_connections_total", "counter", "Connections accepted.",
+           g.connections_accepted);
+  w.Metric("tokenwheel_gateway_connections_refused_total", "counter",
+           "Connections refused past the connection cap.", g.connections_refused);
+  w.Metric("tokenwheel_gateway_waiting_polls", "gauge",
+           "GetActivityTask and GetOutcomes calls waiting.", g.waiting_polls);
+  w.Metric("tokenwheel_gateway_calls_in_flight", "gauge", "Engine calls not yet answered.",
+           g.calls_in_flight);
+  w.Metric("tokenwheel_gateway_tasks_returned_total", "counter",
+           "Tasks put back in their queue because their poll's answer could not be written.",
+           g.tasks_returned);
+  w.Metric("tokenwheel_gateway_accept_backoffs_total", "counter",
+           "Times the accept loop backed off for lack of file descriptors.", g.accept_backoffs);
 }
 
 }  // namespace

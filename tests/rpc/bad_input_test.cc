@@ -40,11 +40,7 @@ class BadInputTest : public ::testing::Test {
       EXPECT_EQ(server_->Terminate(), 0) << server_->Log();
     }
   }
-  std::unique_ptr<Client> Connect() {
-    auto c = Client::Connect(server_->address());
-    EXPECT_TRUE(c.ok()) << c.error.message;
-    return std::move(c.value);
-  }
+  std::unique_ptr<Client> Connect() { return testing::ConnectOrFail(server_->address()); }
   // The other client, connected before the abuse, still gets full service.
   void ExpectBystanderServed() {
     auto pong = bystander_->Ping("ok?");

@@ -20,6 +20,7 @@
 #include "rpc/client.h"
 #include "rpc/server.h"
 #include "tests/rpc/answering_engine.h"
+#include "tests/rpc/test_support.h"
 
 namespace tw::rpc {
 namespace {
@@ -213,11 +214,7 @@ class BridgeTest : public ::testing::Test {
     ASSERT_TRUE(s.ok()) << s.error.message;
     server_ = std::move(s.value);
   }
-  std::unique_ptr<Client> Connect() {
-    auto c = Client::Connect(server_->address());
-    EXPECT_TRUE(c.ok()) << c.error.message;
-    return std::move(c.value);
-  }
+  std::unique_ptr<Client> Connect() { return testing::ConnectOrFail(server_->address()); }
   // Waits for `done`, running the client's event loop meanwhile (so its calls go out).
   static bool Pump(Client& c, const std::function<bool()>& done) {
     const int64_t deadline = NowMs() + kWaitMs;

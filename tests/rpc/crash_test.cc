@@ -20,7 +20,6 @@ namespace {
 
 using testing::NowMs;
 using testing::ServerProcess;
-using testing::TempDir;
 using testing::WaitUntil;
 
 constexpr int64_t kWaitMs = 30'000;

@@ -326,11 +326,7 @@ class ServerBoundsTest : public ::testing::Test {
     ASSERT_TRUE(s.ok()) << s.error.message;
     server_ = std::move(s.value);
   }
-  std::unique_ptr<Client> Connect() {
-    auto c = Client::Connect(server_->address());
-    EXPECT_TRUE(c.ok()) << c.error.message;
-    return c.ok() ? std::move(c.value) : nullptr;
-  }
+  std::unique_ptr<Client> Connect() { return testing::ConnectOrFail(server_->address()); }
   // Runs the client's loop until `done` (bounded).
   static bool Pump(Client& c, const std::function<bool()>& done, int64_t timeout_ms = kWaitMs) {
     const int64_t deadline = NowMs() + timeout_ms;

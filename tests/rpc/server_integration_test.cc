@@ -21,7 +21,6 @@ namespace {
 
 using testing::NowMs;
 using testing::ServerProcess;
-using testing::TempDir;
 using testing::WaitUntil;
 
 constexpr int64_t kWaitMs = 20'000;  // bound on every "until it happens" wait

@@ -232,6 +232,14 @@ inline CliResult RunCli(const std::vector<std::string>& args, const std::string&
   return r;
 }
 
+// A Cap'n Proto client of the server at `address`; null, with a test failure, when it does not
+// connect.
+inline std::unique_ptr<Client> ConnectOrFail(const std::string& address) {
+  auto c = Client::Connect(address);
+  EXPECT_TRUE(c.ok()) << c.error.message;
+  return c.ok() ? std::move(c.value) : nullptr;
+}
+
 // A test with a tokenwheeld child: its data and log in a fresh TempDir, both front ends on free
 // loopback ports. TearDown stops it with SIGTERM and expects a clean exit.
 class DaemonTest : public ::testing::Test {
@@ -246,11 +254,7 @@ class DaemonTest : public ::testing::Test {
     ASSERT_TRUE(server_->Start());
   }
   // A Cap'n Proto client of it (null, with a failure, when it does not connect).
-  std::unique_ptr<Client> Connect() {
-    auto c = Client::Connect(server_->address());
-    EXPECT_TRUE(c.ok()) << c.error.message;
-    return std::move(c.value);
-  }
+  std::unique_ptr<Client> Connect() { return ConnectOrFail(server_->address()); }
   void TearDown() override {
     if (server_ != nullptr && server_->Running()) {
       EXPECT_EQ(server_->Terminate(), 0) << server_->Log();
