@@ -15,6 +15,13 @@
 namespace tw::rpc {
 namespace {
 
+// Reads n bytes (fewer only at end of stream), waiting on `scope`.
+std::string ReadBytes(BufferedIoStream& s, size_t n, kj::WaitScope& scope) {
+  std::string out(n, '\0');
+  out.resize(s.tryRead(out.data(), n, n).wait(scope));
+  return out;
+}
+
 class BufferedStreamTest : public ::testing::Test {
  protected:
   ~BufferedStreamTest() noexcept override {}
@@ -23,12 +30,7 @@ class BufferedStreamTest : public ::testing::Test {
     a_ = kj::heap<BufferedIoStream>(kj::mv(pipe.ends[0]));
     b_ = kj::heap<BufferedIoStream>(kj::mv(pipe.ends[1]));
   }
-  std::string ReadExactly(BufferedIoStream& s, size_t n) {
-    std::string out(n, '\0');
-    const size_t got = s.tryRead(out.data(), n, n).wait(io_.waitScope);
-    out.resize(got);
-    return out;
-  }
+  std::string ReadExactly(BufferedIoStream& s, size_t n) { return ReadBytes(s, n, io_.waitScope); }
 
   kj::AsyncIoContext io_ = kj::setupAsyncIo();
   kj::Own<BufferedIoStream> a_;
@@ -152,12 +154,7 @@ class BackpressureTest : public ::testing::Test {
       io_.provider->getTimer().afterDelay(1 * kj::MILLISECONDS).wait(io_.waitScope);
     }
   }
-  std::string ReadExactly(BufferedIoStream& s, size_t n) {
-    std::string out(n, '\0');
-    const size_t got = s.tryRead(out.data(), n, n).wait(io_.waitScope);
-    out.resize(got);
-    return out;
-  }
+  std::string ReadExactly(BufferedIoStream& s, size_t n) { return ReadBytes(s, n, io_.waitScope); }
 
   kj::AsyncIoContext io_ = kj::setupAsyncIo();
 };
