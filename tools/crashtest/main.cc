@@ -134,15 +134,28 @@ class Run {
     std::string dir = f_.work_dir + "/tw-crashtest-XXXXXX";
     if (::mkdtemp(dir.data()) == nullptr) return 2;
     dir_ = dir;
-    server_ = std::make_unique<ServerProcess>(f_.tokenwheeld, dir_ + "/data", dir_ + "/server.log",
-                                              f_.server_args);
+    OverloadOptions o;
+    o.seed = f_.seed;
+    std::vector<std::string> args = f_.server_args;
+    auto given = [&](const std::string& flag) {
+      return std::any_of(args.begin(), args.end(),
+                         [&](const std::string& a) { return a.rfind(flag, 0) == 0; });
+    };
+    if (!given("--aws-connections-max")) {
+      args.push_back("--aws-connections-max=" + std::to_string(kOverloadAwsConnectionsMax));
+    }
+    if (given("--handshake-timeout-ms")) {
+      o.rpc_handshake_timeout_ms = o.hostile_ms;  // the user's: not checked
+    } else {
+      args.push_back("--handshake-timeout-ms=" + std::to_string(o.rpc_handshake_timeout_ms));
+    }
+    server_ =
+        std::make_unique<ServerProcess>(f_.tokenwheeld, dir_ + "/data", dir_ + "/server.log", args);
     std::string error;
     if (!server_->Start(kStartTimeoutMs, &error)) {
       std::cerr << "crashtest: " << error << "\n";
       return 2;
     }
-    OverloadOptions o;
-    o.seed = f_.seed;
     nlohmann::json s = {{"summary", true}, {"mode", f_.mode}, {"seed", f_.seed}};
     uint64_t failures = RunOverload(server_.get(), o, &s);
     const int status = server_->Terminate(kStartTimeoutMs);
