@@ -12,7 +12,9 @@
 //
 // Checked: the gateway closes the connection within kQuietMsMax of going quiet (no hang), and
 // what it sent is a run of complete HTTP/1.1 responses whose JSON bodies are valid UTF-8 and
-// one JSON value each. The process aborting (a TW_ASSERT) or a sanitizer report fails too.
+// one JSON value each. The process aborting (a TW_ASSERT) or a sanitizer report fails too. The
+// waits resume after a signal (tests/fuzz/fuzz_io.h): libFuzzer's -timeout alarm lands in them,
+// and an interrupted wait is not a quiet gateway.
 //
 // State carries over from input to input (activities, tasks); every kInputsPerEngine inputs the
 // gateways and the engine are replaced by fresh ones, which bounds it. A crash found late in a
@@ -37,6 +39,7 @@
 #include "engine/json_scan.h"
 #include "engine/validate.h"
 #include "rpc/aws/gateway.h"
+#include "tests/fuzz/fuzz_io.h"
 #include "tests/fuzz/fuzz_support.h"
 
 namespace tw::fuzz {
@@ -123,25 +126,18 @@ int Connect(uint16_t port) {
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  TW_FUZZ_CHECK(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    // A signal (libFuzzer's SIGALRM, fuzz_io.h) interrupted it: the connection is still being
+    // made, and is there once the socket is writable.
+    TW_FUZZ_CHECK(errno == EINTR);
+    pollfd p{fd, POLLOUT, 0};
+    TW_FUZZ_CHECK(PollFor(&p, 1, kQuietMsMax) == 1);
+    int error = 0;
+    socklen_t len = sizeof(error);
+    TW_FUZZ_CHECK(::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) == 0 && error == 0);
+  }
   TW_FUZZ_CHECK(::fcntl(fd, F_SETFL, O_NONBLOCK) == 0);
   return fd;
-}
-
-// Writes what is left of `bytes` as far as the socket takes it; *sent counts. A refused write
-// (the gateway closed) ends the sending: the rest is dropped.
-void SendSome(int fd, std::string_view bytes, size_t* sent) {
-  const ssize_t n = ::send(fd, bytes.data() + *sent, bytes.size() - *sent, MSG_NOSIGNAL);
-  if (n > 0) *sent += static_cast<size_t>(n);
-  if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) *sent = bytes.size();
-}
-
-// Reads what is there into *answers; false once the gateway closed.
-bool ReceiveSome(int fd, std::string* answers) {
-  char buf[16 << 10];
-  const ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
-  if (n > 0) answers->append(buf, static_cast<size_t>(n));
-  return n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
 }
 
 // Sends `bytes` on a new connection (half-closing after them) and returns everything the
@@ -156,17 +152,17 @@ std::string Exchange(uint16_t port, std::string_view bytes, int linger_ms) {
   bool open = true;
   while (open && sent < bytes.size()) {
     pollfd p{fd, POLLIN | POLLOUT, 0};
-    TW_FUZZ_CHECK(::poll(&p, 1, kQuietMsMax) == 1);  // else the gateway hangs
+    TW_FUZZ_CHECK(PollFor(&p, 1, kQuietMsMax) == 1);  // else the gateway hangs
     if ((p.revents & POLLOUT) != 0) SendSome(fd, bytes, &sent);
     if ((p.revents & (POLLIN | POLLHUP | POLLERR)) != 0) open = ReceiveSome(fd, &answers);
   }
-  for (pollfd p{fd, POLLIN, 0}; open && linger_ms > 0 && ::poll(&p, 1, linger_ms) == 1;) {
+  for (pollfd p{fd, POLLIN, 0}; open && linger_ms > 0 && PollFor(&p, 1, linger_ms) == 1;) {
     open = ReceiveSome(fd, &answers);
   }
   ::shutdown(fd, SHUT_WR);
   while (open) {
     pollfd p{fd, POLLIN, 0};
-    TW_FUZZ_CHECK(::poll(&p, 1, kQuietMsMax) == 1);
+    TW_FUZZ_CHECK(PollFor(&p, 1, kQuietMsMax) == 1);
     open = ReceiveSome(fd, &answers);
   }
   ::close(fd);
