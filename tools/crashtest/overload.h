@@ -4,7 +4,7 @@
 //  0. Sustainable: each front end alone, closed loop with 64 calls in flight, for 2 s; its
 //     acknowledged issues per second are the sustainable rate.
 //  1. Flood: Cap'n Proto connections that each keep kRpcConnectionCallsMax issues in flight
-//     (8,192 in all: the server's global bound and 128x the sustainable phase's), and ten
+//     (8,192 in all: twice the server's global bound, 128x the sustainable phase's), and ten
 //     thousand gateway connections with an issue each in flight, past the gateway's connection
 //     cap (kOverloadAwsConnectionsMax). Callers past a bound must get OVERLOADED /
 //     ThrottlingException, at once; both kinds must be seen.
