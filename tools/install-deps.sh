@@ -19,6 +19,7 @@ packages=(
   libbenchmark-dev
   libjemalloc-dev         # malloc for the server and benchmarks: glibc malloc was ~22% of the RPC thread
   awscli python3-boto3 python3-botocore  # real AWS clients: tests/clients, examples
+  prometheus              # a real scraper of /metrics: tests/clients/prometheus_scrape.py
 )
 # Node for the AWS SDK for JavaScript v3 (tests/clients/js, examples/node). Debian's, unless a
 # node and npm are already there (e.g. from NodeSource, whose nodejs conflicts with Debian's npm).
@@ -39,6 +40,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Debian's prometheus package enables a service listening on every address (:9090). The tests
+# start their own on loopback; where systemd runs, the packaged one is stopped and disabled.
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ] &&
+   systemctl is-enabled --quiet prometheus 2>/dev/null; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
 
 # The npm packages, exactly as package-lock.json pins them; again only when node_modules is
