@@ -92,6 +92,8 @@ struct EngineOptions {
   std::function<Status(std::unique_ptr<Store>*)> reopen_store;
   // Time between a storage failure and the first reopen, and between reopens that fail.
   int64_t storage_retry_ms = limits::kStorageRetryMsDefault;
+  // Where Checkpoint writes, each into its own new subdirectory (empty: checkpoints are off).
+  std::string backup_dir;
 };
 
 // Whether the engine's storage works (Engine::Health, EngineStats::storage).
@@ -298,6 +300,17 @@ class Engine {
   // the clock's current time has fired and is durable. Tests with a ManualClock move the clock,
   // then Sync, instead of sleeping.
   virtual void Sync(Callback<Empty> done) = 0;
+
+  // An online backup: writes a copy of the data directory as it is now (DIR/db, a consistent
+  // RocksDB checkpoint, and DIR/token.key) into DIR = EngineOptions::backup_dir/name, a new
+  // directory, and answers DIR. Everything acknowledged before the call is in it; a server
+  // started with --data-dir DIR restores it. Written off the engine thread, one at a time.
+  // Errors: validation (checkpoints off, a bad or taken name), unavailable (storage failed,
+  // stopping, or the copy could not be written), overloaded (one is being written).
+  virtual void Checkpoint(std::string /*name*/, Callback<std::string> done) {
+    done(Result<std::string>::Fail(
+        Error::Make(ErrorCode::kValidation, "this engine does not write checkpoints")));
+  }
 
   // Recovery facts, for the start-up log line (of the last recovery, after a reopen).
   virtual uint64_t RecoveredTasks() const = 0;

@@ -4,10 +4,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <deque>
+#include <filesystem>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
@@ -143,6 +145,12 @@ class EngineImpl final : public Engine {
     cv_.notify_one();
     if (thread_.joinable()) thread_.join();
     if (writer_.joinable()) writer_.join();
+    std::thread checkpoint;  // joined without the lock, which the thread takes at its end
+    {
+      std::lock_guard<std::mutex> lock(checkpoint_mu_);
+      checkpoint = std::move(checkpoint_thread_);
+    }
+    if (checkpoint.joinable()) checkpoint.join();
   }
 
   // ---- Activities ----
@@ -292,6 +300,33 @@ class EngineImpl final : public Engine {
     }});
   }
   void Sync(Callback<Empty> done) override { Enqueue(SyncCmd{std::move(done)}); }
+
+  void Checkpoint(std::string name, Callback<std::string> done) override {
+    if (FailIf(CheckpointNameError(name), done)) return;
+    const std::string dir = options_.backup_dir + "/" + name;
+    std::lock_guard<std::mutex> lock(checkpoint_mu_);
+    {
+      std::lock_guard<std::mutex> state(mu_);
+      if (stopping_) {
+        FailIf(StoppingError(), done);
+        return;
+      }
+    }
+    if (checkpoint_running_) {
+      FailIf(Error::Make(ErrorCode::kOverloaded, "a checkpoint is being written; try again"), done);
+      return;
+    }
+    if (checkpoint_thread_.joinable()) checkpoint_thread_.join();  // the last one, finished
+    checkpoint_running_ = true;
+    checkpoint_thread_ = std::thread([this, dir, done = std::move(done)]() {
+      Result<std::string> r = WriteCheckpoint(dir);
+      {
+        std::lock_guard<std::mutex> lock(checkpoint_mu_);
+        checkpoint_running_ = false;
+      }
+      done(std::move(r));
+    });
+  }
   uint64_t RecoveredTasks() const override {
     return recovered_tasks_.load(std::memory_order_relaxed);
   }
@@ -650,6 +685,50 @@ class EngineImpl final : public Engine {
         cmd);
   }
 
+  Error CheckpointNameError(const std::string& name) const {
+    if (options_.backup_dir.empty()) {
+      return Error::Make(ErrorCode::kValidation,
+                         "checkpoints are off: start tokenwheeld with --backup-dir DIR");
+    }
+    const bool chars_ok = std::all_of(name.begin(), name.end(), [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+    });
+    if (name.empty() || name.size() > limits::kCheckpointNameCharsMax || !chars_ok ||
+        name[0] == '.') {
+      return Error::Make(
+          ErrorCode::kValidation,
+          "a checkpoint name is 1 to " + std::to_string(limits::kCheckpointNameCharsMax) +
+              " of A-Z a-z 0-9 . _ -, not starting with '.': " + name.substr(0, 200));
+    }
+    return Error{};
+  }
+
+  // The checkpoint thread: DIR/db from the store, DIR/token.key from the key file. A failure
+  // leaves what was written (a directory the operator removes; never a restorable half).
+  Result<std::string> WriteCheckpoint(const std::string& dir) {
+    std::error_code ec;
+    if (!std::filesystem::create_directory(dir, ec)) {
+      return Result<std::string>::Fail(Error::Make(
+          ec ? ErrorCode::kUnavailable : ErrorCode::kValidation,
+          ec ? "cannot create " + dir + ": " + ec.message() : "already exists: " + dir));
+    }
+    Status s;
+    {
+      std::shared_lock<std::shared_mutex> state(state_mu_);  // the store may be reopened
+      s = store_ != nullptr && core_ != nullptr && !down_.load()
+              ? store_->Checkpoint(dir + "/db")
+              : Status::Poisoned("the storage failed; no checkpoint until it works again");
+    }
+    if (s.ok() && !options_.token_key_file.empty()) {
+      s = TokenCodec::CopyKeyFile(options_.token_key_file, dir + "/token.key");
+    }
+    if (!s.ok()) {
+      return Result<std::string>::Fail(
+          Error::Make(ErrorCode::kUnavailable, "checkpoint " + dir + ": " + s.ToString()));
+    }
+    return Result<std::string>::Ok(dir);
+  }
+
   Error StorageFailure() const {
     std::lock_guard<std::mutex> lock(health_mu_);
     return StorageFailureError(health_.error);
@@ -821,6 +900,10 @@ class EngineImpl final : public Engine {
   uint64_t reopen_failures_logged_ = 0;  // engine thread
   std::thread thread_;
   std::thread writer_;
+  // Checkpoint: at most one being written, on its own thread (joined by the next one or Stop).
+  std::mutex checkpoint_mu_;
+  bool checkpoint_running_ = false;  // guarded by checkpoint_mu_
+  std::thread checkpoint_thread_;    // guarded by checkpoint_mu_
 
   std::mutex writer_mu_;
   std::condition_variable writer_cv_;

@@ -61,6 +61,8 @@ inline constexpr int64_t kRetentionMsDefault = 24ll * 3600 * 1000;
 // After a storage failure the engine reopens its store this long after the failure and then
 // this often until it works (EngineOptions::storage_retry_ms).
 inline constexpr int64_t kStorageRetryMsDefault = 1000;
+// A checkpoint's name (Engine::Checkpoint): its subdirectory of --backup-dir, [A-Za-z0-9._-].
+inline constexpr size_t kCheckpointNameCharsMax = 128;
 
 // Timing wheel.
 inline constexpr uint32_t kWheelTickMsDefault = 1;

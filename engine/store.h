@@ -153,6 +153,12 @@ class Store {
   // Events with seq in [from_seq, from_seq + max), in order, stopping at the first gap (the
   // end). Thread-safe: any thread.
   virtual Status ReadEvents(uint64_t from_seq, size_t max, std::vector<EventRecord>* out) = 0;
+
+  // Writes a consistent copy of the store into `dir` (which must not exist): every write that
+  // returned before the call is in it. Thread-safe: any thread, concurrently with writes.
+  virtual Status Checkpoint(const std::string& dir) {
+    return Status::InvalidArgument("this store cannot write checkpoints (" + dir + ")");
+  }
 };
 
 }  // namespace tw

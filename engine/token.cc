@@ -345,6 +345,17 @@ Status TokenCodec::OpenKeyFile(const std::string& path, std::unique_ptr<TokenCod
   return s;
 }
 
+Status TokenCodec::CopyKeyFile(const std::string& from, const std::string& to) {
+  std::string text;
+  bool missing = false;
+  Status s = ReadKeyFile(from, &text, &missing);
+  if (s.ok() && missing) s = Status::IoError("no token key file: " + from);
+  if (s.ok() && ::access(to.c_str(), F_OK) == 0) s = Status::IoError("already exists: " + to);
+  if (s.ok()) s = PublishKeyFile(to, text);
+  OPENSSL_cleanse(text.data(), text.size());
+  return s;
+}
+
 TokenCodec::TokenCodec(std::vector<std::pair<uint8_t, std::array<uint8_t, 32>>> keys) {
   TW_ASSERT(!keys.empty());
   TW_ASSERT(keys.size() <= 256);

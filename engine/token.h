@@ -98,6 +98,9 @@ class TokenCodec {
   // Returns IoError if the file cannot be read or created, Corruption if it is malformed (the
   // message names the line; it never contains key material). On success *out holds the codec.
   static Status OpenKeyFile(const std::string& path, std::unique_ptr<TokenCodec>* out);
+  // Copies the key file at `from` to `to`, a new file (mode 0600, fsynced, its directory too):
+  // a backup's keys (Engine::Checkpoint). IoError if `from` is missing or `to` exists.
+  static Status CopyKeyFile(const std::string& from, const std::string& to);
 
   // REQUIRES: keys is non-empty and its key ids are distinct (TW_ASSERT). The last entry signs.
   explicit TokenCodec(std::vector<std::pair<uint8_t, std::array<uint8_t, 32>>> keys);

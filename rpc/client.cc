@@ -528,6 +528,15 @@ Result<Empty> Client::DeleteConsumer(const std::string& consumer) {
   return Wait(req.send().then([](auto response) { return ReadEmpty(response.getResult()); }));
 }
 
+Result<std::string> Client::Checkpoint(const std::string& name) {
+  auto req = impl_->cap.checkpointRequest();
+  req.setName(AsText(name));
+  return Wait(req.send().then([](auto response) {
+    return ReadResult<std::string>(response.getResult(),
+                                   [](auto r) { return ToString(r.getOk()); });
+  }));
+}
+
 Result<ServerStats> Client::Stats() {
   return Wait(impl_->cap.statsRequest().send().then([](auto response) {
     auto s = response.getStats();

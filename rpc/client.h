@@ -117,6 +117,8 @@ class Client {
   Result<std::unique_ptr<Subscription>> Subscribe(const std::string& consumer, uint64_t from_seq);
   Result<Empty> AckEvents(const std::string& consumer, uint64_t seq);
   Result<Empty> DeleteConsumer(const std::string& consumer);
+  // An online backup into the server's --backup-dir/name; answers the directory written.
+  Result<std::string> Checkpoint(const std::string& name);
   Result<ServerStats> Stats();
 
   // ---- Async ----

@@ -321,6 +321,15 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
                                 FillEmptyOk);
   }
 
+  kj::Promise<void> checkpoint(CheckpointContext context) override {
+    std::string name = ToString(context.getParams().getName());
+    return CallAndAnswer<std::string>(
+        context, EngineCall(&Engine::Checkpoint, name),
+        [](const std::string& dir, proto::CheckpointResult::Builder out) {
+          out.setOk(AsText(dir));
+        });
+  }
+
   kj::Promise<void> stats(StatsContext context) override {
     ServerCore* core = &core_;
     return core_

@@ -127,6 +127,13 @@ struct EmptyResult {
   }
 }
 
+struct CheckpointResult {
+  union {
+    ok @0 :Text;  # the directory written (--backup-dir/name)
+    error @1 :Error;
+  }
+}
+
 struct ListActivitiesResult {
   union {
     ok :group {
@@ -373,4 +380,11 @@ interface TokenWheel {
   deleteConsumer @19 (consumer :Text) -> (result :EmptyResult);
 
   stats @20 () -> (stats :Stats);
+
+  # An online backup into a new directory --backup-dir/name (tokenwheeld's flag; without it,
+  # a validation error): a RocksDB checkpoint as DIR/db and the token key file as DIR/token.key,
+  # holding everything acknowledged before the call. Start tokenwheeld with --data-dir DIR (or
+  # a copy) to restore it. Errors: validation (off, a bad name, the directory exists),
+  # overloaded (another checkpoint is being written), unavailable (the storage failed).
+  checkpoint @21 (name :Text) -> (result :CheckpointResult);
 }

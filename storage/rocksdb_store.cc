@@ -23,6 +23,7 @@
 #include <rocksdb/file_system.h>
 #include <rocksdb/iterator.h>
 #include <rocksdb/options.h>
+#include <rocksdb/utilities/checkpoint.h>
 
 #include <algorithm>
 #include <atomic>
@@ -112,6 +113,7 @@ class RocksStore final : public Store {
       int64_t before_ms, size_t max,
       const std::function<void(int64_t, const TaskId&, std::string_view)>& fn) override;
   Status ReadEvents(uint64_t from_seq, size_t max, std::vector<EventRecord>* out) override;
+  Status Checkpoint(const std::string& dir) override;
 
   rocksdb::DB* db() const { return db_.get(); }
 
@@ -214,6 +216,19 @@ Status RocksStore::Get(Cf cf, const rocksdb::Slice& key, rocksdb::PinnableSlice*
 
 std::unique_ptr<rocksdb::Iterator> RocksStore::Scan(Cf cf, rocksdb::ReadOptions ro) {
   return std::unique_ptr<rocksdb::Iterator>(db_->NewIterator(ro, cfs_[cf]));
+}
+
+// RocksDB's checkpoint: SST files hard-linked (copied across file systems), the memtables flushed
+// first, MANIFEST and CURRENT copied; a consistent point in the write order.
+Status RocksStore::Checkpoint(const std::string& dir) {
+  if (poisoned_.load(std::memory_order_acquire)) {
+    return Status::Poisoned("the store failed; no checkpoint until it is open again");
+  }
+  rocksdb::Checkpoint* raw = nullptr;
+  rocksdb::Status s = rocksdb::Checkpoint::Create(db_.get(), &raw);
+  if (!s.ok()) return FromRocks(s);
+  std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
+  return FromRocks(checkpoint->CreateCheckpoint(dir));
 }
 
 Status RocksStore::Write(WriteBatch* batch, bool sync) {

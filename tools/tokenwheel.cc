@@ -108,7 +108,8 @@ int Ping(tw::rpc::Client& client, const std::string& payload) {
 // Everything the command line can say, parsed by CLI11 into one place.
 struct Args {
   std::string server;
-  std::string name_or_arn;  // activity create NAME / delete|describe ARN; task poll ARN
+  std::string
+      name_or_arn;  // activity create NAME / delete|describe ARN; task poll ARN; backup NAME
   std::string token;
   uint32_t max_results = 0;
   std::string next_token;
@@ -291,6 +292,11 @@ int Dispatch(CLI::App& app, Client& client, const Args& a) {
   if (chosen("events", "delete-consumer")) {
     return Answer(client.DeleteConsumer(a.consumer), EmptyJson);
   }
+  if (app.get_subcommand("backup")->parsed()) {
+    return Answer(client.Checkpoint(a.name_or_arn), [](const std::string& dir) {
+      return json{{"directory", dir}};
+    });
+  }
   return UsageError("no command; see --help");
 }
 
@@ -313,6 +319,11 @@ void DefineCommands(CLI::App& app, Args& a) {
   ping->add_option("payload", a.payload, "Bytes to echo");
   app.add_subcommand("stats",
                      "Live tasks, queued per activity, pending timers, events not acked, ...");
+  app.add_subcommand("backup",
+                     "Online backup into the server's --backup-dir/NAME -> directory; start "
+                     "tokenwheeld with --data-dir on (a copy of) it to restore")
+      ->add_option("NAME", a.name_or_arn, "A new directory's name: A-Z a-z 0-9 . _ -")
+      ->required();
 
   CLI::App* act = app.add_subcommand("activity", "Activities: named queues of work");
   act->require_subcommand(1);

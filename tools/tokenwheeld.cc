@@ -68,6 +68,7 @@ struct Flags {
   uint64_t connections_max = tw::limits::kRpcConnectionsMax;
   int64_t handshake_timeout_ms = tw::limits::kRpcHandshakeTimeoutMsDefault;
   uint64_t aws_connections_max = tw::limits::kAwsConnectionsMax;
+  std::string backup_dir;
   std::string config;
   uint64_t power_cut_seed = 1;  // the power-cut build only: 0 drops every unsynced byte
 };
@@ -126,6 +127,7 @@ bool ApplyConfig(const CLI::App& app, Flags* f, std::string* error) {
       if (key == "rpc-listen") f->rpc_listen = value.get<std::string>();
       if (key == "aws-listen") f->aws_listen = value.get<std::string>();
       if (key == "aws-credentials") f->aws_credentials = value.get<std::string>();
+      if (key == "backup-dir") f->backup_dir = value.get<std::string>();
       if (key == "durability") f->durability = value.get<std::string>();
       if (key == "commit") f->commit = value.get<std::string>();
       if (key == "tick-ms") ok = ConfigInteger(value, key, &f->tick_ms, error);
@@ -290,6 +292,15 @@ int Serve(const Flags& f) {
     return 1;
   }
   MakeDataDirPrivate(f.data_dir);
+  if (!f.backup_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(f.backup_dir, ec);
+    if (ec || !std::filesystem::is_directory(f.backup_dir, ec)) {
+      Log("error: cannot create backup dir " + f.backup_dir + (ec ? ": " + ec.message() : ""));
+      return 1;
+    }
+    MakePrivate(f.backup_dir);
+  }
 
   tw::RocksStoreOptions store_options;
   store_options.path = f.data_dir + "/db";
@@ -312,6 +323,9 @@ int Serve(const Flags& f) {
   engine_options.token_key_file = f.data_dir + "/token.key";
   engine_options.storage_retry_ms = f.storage_retry_ms;
   engine_options.reopen_store = open_store;
+  engine_options.backup_dir =
+      f.backup_dir.empty() ? ""
+                           : std::filesystem::absolute(f.backup_dir).lexically_normal().string();
   tw::SystemClock clock;
   auto opened = tw::Engine::Open(engine_options, std::move(store), &clock);
   if (!opened.ok()) {
@@ -427,6 +441,10 @@ int main(int argc, char** argv) {
       "JSON file [{\"accessKeyId\": \"...\", \"secretAccessKey\": \"...\"}] (mode 0600): "
       "the gateway then requires a valid SigV4 signature (service 'states') from one "
       "of these keys on every request");
+  app.add_option("--backup-dir", f.backup_dir,
+                 "Where `tokenwheel backup NAME` writes online backups, each a new directory "
+                 "DIR/NAME laid out as a data directory (best on the data directory's file "
+                 "system: RocksDB then hard-links its files); unset: backups are off");
   app.add_option("--durability", f.durability,
                  "sync: every acknowledged transition is fsynced (WAL) before its reply. none: "
                  "no fsync -- a power loss can lose acknowledged work (prints a warning)")

@@ -267,5 +267,65 @@ TEST_P(EngineRecoveryTest, ConsumersAndTrimSurviveARestart) {
   EXPECT_EQ(Events(4).at(0).seq, 4u);
 }
 
+// Engine::Checkpoint: an online backup holds what was acknowledged before it and nothing after,
+// opens as a data directory of its own, and refuses what it must. The in-memory store writes
+// none: the call fails with a clear error.
+TEST_P(EngineRecoveryTest, CheckpointHoldsWhatWasAcknowledgedAndOpensAsADataDirectory) {
+  auto checkpoint = [&](const std::string& name) {
+    return Call<std::string>([&](auto cb) { engine_->Checkpoint(name, std::move(cb)); });
+  };
+  EXPECT_TRUE(IsError(checkpoint("off"), ErrorCode::kValidation));  // no backup_dir
+  options_.backup_dir = dir_ + "/backups";
+  ASSERT_TRUE(std::filesystem::create_directory(options_.backup_dir));
+  ASSERT_NO_FATAL_FAILURE(RestartAt(kT0));
+
+  const std::string arn = MustCreate("kept");
+  const std::string live = MustIssue({.input = R"({"k":1})"});
+  const std::string done = MustIssue({});
+  ASSERT_TRUE(IsOk(Success(done, R"("ok")")));
+  const std::string queued = MustIssue({.activity_arn = arn});
+  Result<std::string> cp = checkpoint("first");
+  if (GetParam() == StoreKind::kMemory) {
+    EXPECT_TRUE(IsError(cp, ErrorCode::kUnavailable));
+    return;
+  }
+  ASSERT_TRUE(IsOk(cp));
+  EXPECT_EQ(cp.value, options_.backup_dir + "/first");
+  const std::string after = MustIssue({});
+  ASSERT_TRUE(IsOk(Success(live, R"("later")")));
+
+  EXPECT_TRUE(IsError(checkpoint("first"), ErrorCode::kValidation));  // exists
+  const std::vector<std::string> bad_names = {
+      "",    ".hidden", "../up",
+      "a/b", "sp ace",  std::string(limits::kCheckpointNameCharsMax + 1, 'n')};
+  for (const std::string& bad : bad_names) {
+    EXPECT_TRUE(IsError(checkpoint(bad), ErrorCode::kValidation)) << bad;
+    if (!bad.empty()) {
+      EXPECT_FALSE(std::filesystem::exists(options_.backup_dir + "/" + bad)) << bad;
+    }
+  }
+  EXPECT_TRUE(IsOk(checkpoint(std::string(limits::kCheckpointNameCharsMax, 'n'))));
+
+  // The checkpoint as a data directory: the state at the call, the same token key.
+  engine_->Stop();
+  engine_.reset();
+  EngineOptions restored = options_;
+  restored.token_key_file = cp.value + "/token.key";
+  restored.backup_dir.clear();
+  std::unique_ptr<Store> store;
+  RocksStoreOptions o;
+  o.path = cp.value + "/db";
+  ASSERT_TRUE(OpenRocksStore(o, &store).ok());
+  Result<std::unique_ptr<Engine>> r = Engine::Open(restored, std::move(store), &clock_);
+  ASSERT_TRUE(IsOk(r));
+  engine_ = std::move(r.value);
+  EXPECT_EQ(StateOf(live), TaskState::kStarted) << "its success came after the checkpoint";
+  EXPECT_EQ(StateOf(done), TaskState::kSucceeded);
+  EXPECT_EQ(Queued(arn), 1);
+  EXPECT_EQ(Take(arn, "w").token, queued);
+  EXPECT_TRUE(IsError(Describe(after), ErrorCode::kTaskDoesNotExist))
+      << "issued after the checkpoint: a well-formed token of a task the copy never saw";
+}
+
 }  // namespace
 }  // namespace tw

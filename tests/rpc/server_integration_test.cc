@@ -84,6 +84,37 @@ TEST_F(ServerIntegrationTest, PingAndInfo) {
   EXPECT_EQ(c->info().batch_items_max, limits::kRpcBatchItemsMax);
 }
 
+// `tokenwheel backup`'s call: an online checkpoint under --backup-dir, restored by starting a
+// second server on it while the first keeps running.
+TEST_F(ServerIntegrationTest, CheckpointWhileServingRestoresAsADataDirectory) {
+  const std::string backups = dir_.path() + "/backups";
+  StartServer({"--backup-dir", backups});
+  auto c = Connect();
+  ASSERT_NE(c, nullptr);
+  const std::string before = Issue(*c, Callback());
+  ASSERT_TRUE(c->SendTaskSuccess({before, R"({"r":1})"}).ok());
+  auto cp = c->Checkpoint("nightly");
+  ASSERT_TRUE(cp.ok()) << cp.error.message;
+  EXPECT_EQ(cp.value, backups + "/nightly");
+  const std::string after = Issue(*c, Callback());
+  auto again = c->Checkpoint("nightly");
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error.code, ErrorCode::kValidation) << again.error.message;
+
+  ServerProcess restored(cp.value, dir_.path() + "/restored.log");
+  ASSERT_TRUE(restored.Start());
+  auto r = Client::Connect(restored.address());
+  ASSERT_TRUE(r.ok()) << r.error.message;
+  auto d = r.value->DescribeTask(before);
+  ASSERT_TRUE(d.ok()) << d.error.message;
+  EXPECT_EQ(d.value.state, TaskState::kSucceeded);
+  EXPECT_EQ(d.value.output, R"({"r":1})");
+  EXPECT_EQ(r.value->DescribeTask(after).error.code, ErrorCode::kTaskDoesNotExist);
+  EXPECT_EQ(c->DescribeTask(after).value.state, TaskState::kStarted) << "the original serves on";
+  r.value.reset();
+  EXPECT_EQ(restored.Terminate(), 0) << restored.Log();
+}
+
 TEST_F(ServerIntegrationTest, ActivitiesAndTheirErrors) {
   StartServer();
   auto c = Connect();
