@@ -19,6 +19,10 @@ packages=(
   libbenchmark-dev
   libjemalloc-dev         # malloc for the server and benchmarks: glibc malloc was ~22% of the RPC thread
   awscli python3-boto3 python3-botocore  # real AWS clients: tests/clients, examples
+  postgresql libpq-dev    # tokenwheel-bench's peer: PostgreSQL 15 server and its C client
+  redis-server libhiredis-dev  # tokenwheel-bench's peer: Redis 7 server and its C client
+  gnuplot-nox             # tokenwheel-bench's plots (make bench-peers)
+  util-linux              # runuser: PostgreSQL refuses root, the bench runs it as nobody
 )
 # Node for the AWS SDK for JavaScript v3 (tests/clients/js, examples/node). Debian's, unless a
 # node and npm are already there (e.g. from NodeSource, whose nodejs conflicts with Debian's npm).
