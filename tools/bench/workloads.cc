@@ -259,7 +259,7 @@ nlohmann::json RunLoad(System& sys, const WorkloadOptions& o, const OperationFac
   return j;
 }
 
-// ---- issuing many tasks: C clients take batches of kBatchItemsMax off a shared count ----
+// ---- issuing many tasks: C clients, each its share in batches of up to kBatchItemsMax ----
 
 struct IssueAll {
   std::vector<std::vector<std::string>> slices;  // the ids each client issued
@@ -272,7 +272,6 @@ struct IssueAll {
 IssueAll IssueMany(System& sys, int clients, int64_t tasks, const IssueSpec& spec) {
   IssueAll out;
   out.slices.resize(static_cast<size_t>(clients));
-  std::atomic<int64_t> next{0};
   std::mutex mu;
   std::vector<Recorder> recs;
   const int64_t t0 = SteadyUs();
@@ -283,11 +282,12 @@ IssueAll IssueMany(System& sys, int clients, int64_t tasks, const IssueSpec& spe
       std::string error;
       std::unique_ptr<Client> c = sys.Connect(&error);
       auto& slice = out.slices[static_cast<size_t>(k)];
-      while (c != nullptr) {
-        const int64_t from = next.fetch_add(kBatchItemsMax);
-        if (from >= tasks) break;
+      // Client k issues its own share, so that each has a slice (the heartbeats workload).
+      const int64_t share = tasks * (k + 1) / clients - tasks * k / clients;
+      for (int64_t issued = 0; c != nullptr && issued < share;) {
         IssueSpec s = spec;
-        s.count = static_cast<int>(std::min<int64_t>(kBatchItemsMax, tasks - from));
+        s.count = static_cast<int>(std::min<int64_t>(kBatchItemsMax, share - issued));
+        issued += s.count;
         const int64_t begin = SteadyUs();
         const size_t before = slice.size();
         const CallResult r = c->Issue(s, &slice);
@@ -295,8 +295,8 @@ IssueAll IssueMany(System& sys, int clients, int64_t tasks, const IssueSpec& spe
           error = r.error.empty() ? "an issue was refused" : r.error;
           break;
         }
-        const int64_t done = SteadyUs();
-        recs[static_cast<size_t>(k)].Record(done - begin, done,
+        const int64_t end = SteadyUs();
+        recs[static_cast<size_t>(k)].Record(end - begin, end,
                                             static_cast<int64_t>(slice.size() - before));
       }
       if (!error.empty()) {
@@ -332,25 +332,32 @@ nlohmann::json LatenessJson(std::vector<int64_t> lateness_ms) {
 
 nlohmann::json RunStorm(System& sys, const WorkloadOptions& o) {
   nlohmann::json j;
-  std::string error;
-  std::unique_ptr<TimeoutWatch> watch = sys.WatchTimeouts(&error);
-  if (watch == nullptr) return {{"error", error}};
+  // The watch belongs to the collector's thread (a Cap'n Proto client belongs to the thread that
+  // connected it); it begins before the first issue.
   std::vector<TimeoutSeen> seen;
+  std::atomic<int> watching{0};  // 1: watching, -1: could not begin
   std::atomic<bool> abort{false};
   std::string collect_error;
   std::thread collector([&] {
+    std::unique_ptr<TimeoutWatch> watch = sys.WatchTimeouts(&collect_error);
+    watching = watch == nullptr ? -1 : 1;
     const int64_t until = SteadyMs() + kStormWaitMs + int64_t{o.storm_clock_s} * 1000;
-    while (!abort && SteadyMs() < until && static_cast<int64_t>(seen.size()) < o.tasks) {
+    while (watch != nullptr && !abort && SteadyMs() < until &&
+           static_cast<int64_t>(seen.size()) < o.tasks) {
       if (!watch->Collect(o.tasks, std::min(until, SteadyMs() + kCollectSliceMs), &seen,
                           &collect_error)) {
         return;
       }
     }
   });
+  while (watching.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  if (watching.load() < 0) {
+    collector.join();
+    return {{"error", collect_error}};
+  }
   IssueAll issued = IssueMany(sys, o.clients, o.tasks, {false, 1, kLongClockS, o.storm_clock_s});
   if (!issued.error.empty()) abort = true;
-  collector.join();
-  watch.reset();  // a peer's timeout loop stops here
+  collector.join();  // a peer's timeout loop stops with it
   if (!issued.error.empty()) return {{"error", issued.error}};
   if (!collect_error.empty()) return {{"error", collect_error}};
 
