@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -93,6 +94,9 @@ class System {
   virtual std::unique_ptr<TimeoutWatch> WatchTimeouts(std::string* error) = 0;
   // Live tasks the system holds now (for the counts' consistency), or -1 if it cannot say.
   virtual int64_t LiveTasks() = 0;
+  // The server's own timer lateness histogram since it started ({count, p50_ms, p99_ms,
+  // p99_9_ms, max_ms}), or null where the system has none (the peers).
+  virtual nlohmann::json ServerTimerLateness() { return nullptr; }
 };
 
 struct SystemOptions {

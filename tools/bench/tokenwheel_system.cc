@@ -315,6 +315,21 @@ class TokenwheelSystem final : public System {
     return s.ok() ? static_cast<int64_t>(s.value.engine.live_tasks) : -1;
   }
 
+  nlohmann::json ServerTimerLateness() override {
+    auto c = rpc::Client::Connect(server_->rpc_address(), kStartTimeoutMs);
+    if (!c.ok()) return nullptr;
+    auto s = c.value->Stats();
+    if (!s.ok()) return nullptr;
+    const LatencyBuckets::Counts& h = s.value.engine.timer_lateness_us;
+    auto ms = [](uint64_t us) { return static_cast<double>(us) / 1000.0; };
+    // Quantiles are bucket upper ends: at most 25% above the true value.
+    return {{"count", LatencyCount(h)},
+            {"p50_ms", ms(LatencyQuantileUs(h, 0.5))},
+            {"p99_ms", ms(LatencyQuantileUs(h, 0.99))},
+            {"p99_9_ms", ms(LatencyQuantileUs(h, 0.999))},
+            {"max_ms", ms(s.value.engine.timer_lateness_max_us)}};
+  }
+
  private:
   bool CreateActivity(std::string* error) {
     auto c = rpc::Client::Connect(server_->rpc_address(), kStartTimeoutMs);

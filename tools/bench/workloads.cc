@@ -402,7 +402,8 @@ nlohmann::json RunStorm(System& sys, const WorkloadOptions& o) {
          {"issued", issued.issued},
          {"timed_out", static_cast<int64_t>(seen.size())},
          {"early", early},
-         {"live_after", sys.LiveTasks()}}}};
+         {"live_after", sys.LiveTasks()}}},
+       {"server_timer_lateness", sys.ServerTimerLateness()}};
   if (static_cast<int64_t>(seen.size()) < o.tasks) {
     j["error"] = "saw " + std::to_string(seen.size()) + " of " + std::to_string(o.tasks) +
                  " timeouts in time";
