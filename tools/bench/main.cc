@@ -115,7 +115,8 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(int64_t{1}, kTasksMax));
   app.add_option("--clock-s", wo.storm_clock_s, "timeout-storm: the heartbeat clock, seconds")
       ->check(CLI::Range(1, 3600));
-  app.add_option("--out", out_dir, "write <workload>.json and plot data here");
+  app.add_option("--out", out_dir, "write <workload>[-batch<B>].json and plot data here")
+      ->check(CLI::ExistingDirectory);
   app.add_option("--work-dir", so.work_dir, "temp dirs of the systems go here");
   app.add_option("--tokenwheeld", so.tokenwheeld, "the server binary");
   app.add_option("--pg-bin-dir", so.pg_bin_dir, "PostgreSQL's initdb and postgres");
@@ -156,6 +157,9 @@ int Main(int argc, char** argv) {
                             {"rate", wo.rate},
                             {"tasks", wo.tasks},
                             {"systems", nlohmann::json::object()}};
+  // The files' stem in --out: batch runs beside the single-call ones.
+  const std::string stem = std::string(WorkloadName(wo.workload)) +
+                           (wo.batch > 1 ? "-batch" + std::to_string(wo.batch) : "");
   bool failed = false;
   for (const std::string& name : systems) {
     std::unique_ptr<System> sys;
@@ -174,7 +178,7 @@ int Main(int argc, char** argv) {
     sys->Stop();
     r["durability"] = sys->durability();
     if (r.contains("error")) failed = true;
-    if (!out_dir.empty()) WriteSeries(out_dir, WorkloadName(wo.workload), name, r);
+    if (!out_dir.empty()) WriteSeries(out_dir, stem, name, r);
     nlohmann::json line = {{"system", name}};
     for (const char* k :
          {"transitions_per_s", "p50_ms", "p99_ms", "lateness_p99_ms", "ready_ms", "error"}) {
@@ -184,7 +188,7 @@ int Main(int argc, char** argv) {
     results["systems"][name] = r;
   }
   if (!out_dir.empty()) {
-    std::ofstream out(out_dir + "/" + WorkloadName(wo.workload) + ".json");
+    std::ofstream out(out_dir + "/" + stem + ".json");
     out << results.dump(2) << "\n";
   }
   std::cout << results.dump() << std::endl;
