@@ -234,7 +234,7 @@ class PgTimeoutLoop final : public TimeoutWatch {
         n = PQntuples(r->r);
         for (int i = 0; i < n; ++i) {
           if (pending_.size() < kLatenessSamplesMax) {
-            pending_.push_back({std::strtoll(PQgetvalue(r->r, i, 0), nullptr, 10), now});
+            pending_.push_back({std::strtoll(PQgetvalue(r->r, i, 0), nullptr, 10), now, true, ""});
           }
         }
         ended_ += n;

@@ -275,7 +275,8 @@ class RedisTimeoutLoop final : public TimeoutWatch {
         n = r.r->elements;
         for (size_t i = 0; i < n; ++i) {
           if (pending_.size() < kLatenessSamplesMax) {
-            pending_.push_back({std::strtoll(Str(r.r->element[i]).c_str(), nullptr, 10), now});
+            pending_.push_back(
+                {std::strtoll(Str(r.r->element[i]).c_str(), nullptr, 10), now, true, ""});
           }
         }
         ended_ += static_cast<int64_t>(n);

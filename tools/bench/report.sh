@@ -60,11 +60,11 @@ table="$(mktemp)"
       | (if .tasks and (.workload | test("storm|heartbeats|recovery")) then ", \(.tasks) tasks"
          else "" end) as $t
       | .systems | to_entries[] | .key as $sys | .value as $v
-      | def r(x): if x == null then "-" else (x * 10 | round / 10 | tostring) end;
+      | def r(x): if x == null then "-" elif x >= 100 then (x | round | tostring) else (x * 10 | round / 10 | tostring) end;
         if $v.error then "| \($w)\($b)\($t) | \($sys) | error: \($v.error) | | | | |"
         else "| \($w)\($b)\($t) | \($sys) | \(r($v.transitions_per_s)) | \(r($v.p50_ms)) | \(r($v.p99_ms)) | "
-          + ([ (if $v.lateness_p99_ms != null then "lateness p99 \($v.lateness_p99_ms) ms, max \($v.lateness_max_ms) ms, storm \(r($v.storm_s)) s" else empty end),
-               (if $v.server_timer_lateness != null then "server lateness p99 \($v.server_timer_lateness.p99_ms) ms" else empty end),
+          + ([ (if $v.lateness_p99_ms != null then "lateness p50 \($v.lateness_p50_ms), p99 \($v.lateness_p99_ms), max \($v.lateness_max_ms) ms; storm \(r($v.storm_s)) s, deadlines spread over \(r($v.deadline_spread_s)) s" else empty end),
+               (if $v.server_timer_lateness != null then "engine lateness p50 \($v.server_timer_lateness.p50_ms), p99 \($v.server_timer_lateness.p99_ms), max \($v.server_timer_lateness.max_ms) ms" else empty end),
                (if $v.ready_ms != null then "ready \($v.ready_ms) ms after kill -9" else empty end),
                (if $v.counts.heartbeats != null and $v.counts.heartbeats > 0 and $w == "heartbeats" then "\(r($v.counts.heartbeats / $v.elapsed_s)) heartbeats/s" else empty end)
              ] | join("; "))

@@ -61,10 +61,14 @@ class Client {
   virtual CallResult Heartbeat(const std::string& id) = 0;
 };
 
+inline constexpr size_t kExactDeadlinesMax = 10'000;  // tokenwheel: deadlines read back per run
+
 // A timeout as the harness saw it end, durable with its outcome.
 struct TimeoutSeen {
-  int64_t deadline_ms = 0;  // wall clock; for tokenwheel the earliest the deadline can be
+  int64_t deadline_ms = 0;  // wall clock; for tokenwheel at first the earliest it can be
   int64_t durable_ms = 0;   // wall clock: when the harness learnt it is durable
+  bool exact = false;       // deadline_ms is the task's own (a peer's, or read back)
+  std::string token;        // tokenwheel: a sampled task whose deadline ExactDeadlines reads
 };
 
 // Watches timeouts end: tokenwheel's outcome stream, or a peer's own timeout loop.
@@ -75,6 +79,9 @@ class TimeoutWatch {
   // appends what it saw to *seen (bounded by kLatenessSamplesMax). False on an error (*error).
   virtual bool Collect(int64_t count, int64_t until_steady_ms, std::vector<TimeoutSeen>* seen,
                        std::string* error) = 0;
+  // Replaces the deadline of the sampled timeouts (those with a token, at most
+  // kExactDeadlinesMax) with the task's own, read back from the server, and marks them exact.
+  virtual void ExactDeadlines(std::vector<TimeoutSeen>* seen) { (void)seen; }
 };
 
 class System {

@@ -221,8 +221,16 @@ class StreamWatch final : public TimeoutWatch {
         ++seen_;
         if (seen->size() >= kLatenessSamplesMax) continue;
         // The earliest the deadline can be (EarliestDeadline): lateness measured from it is an
-        // upper bound, and an event before it is certainly early.
-        seen->push_back({std::strtoll(e.correlation.c_str(), nullptr, 10), now});
+        // upper bound, and an event before it is certainly early. One in `stride` keeps its
+        // token, to read its own deadline back (ExactDeadlines).
+        const int64_t stride =
+            std::max<int64_t>(1, count / static_cast<int64_t>(kExactDeadlinesMax));
+        TimeoutSeen s{std::strtoll(e.correlation.c_str(), nullptr, 10), now, false, ""};
+        if (seen_ % stride == 0 && sampled_ < kExactDeadlinesMax) {
+          s.token = e.token;
+          ++sampled_;
+        }
+        seen->push_back(std::move(s));
       }
       if (last_seq_ >= acked_seq_ + kAckEvery) {
         auto a = client_->AckEvents(kConsumerName, last_seq_);
@@ -236,9 +244,27 @@ class StreamWatch final : public TimeoutWatch {
     return true;
   }
 
+  void ExactDeadlines(std::vector<TimeoutSeen>* seen) override {
+    for (TimeoutSeen& s : *seen) {
+      if (s.token.empty()) continue;
+      auto d = client_->DescribeTask(s.token);
+      if (!d.ok()) continue;
+      // The clock that fired: a storm task's heartbeat clock runs from its issue.
+      const TaskDescription& t = d.value;
+      int64_t deadline = t.heartbeat_deadline_ms;
+      if (deadline == 0 && t.heartbeat_s != 0)
+        deadline = t.issued_ms + int64_t{t.heartbeat_s} * 1000;
+      if (t.timeout_kind == TimeoutKind::kOverall) deadline = t.overall_deadline_ms;
+      if (deadline == 0) continue;
+      s.deadline_ms = deadline;
+      s.exact = true;
+    }
+  }
+
  private:
   std::unique_ptr<rpc::Client> client_;
   std::unique_ptr<rpc::Subscription> sub_;
+  size_t sampled_ = 0;
   int64_t seen_ = 0;
   uint64_t last_seq_ = 0;
   uint64_t acked_seq_ = 0;
