@@ -73,10 +73,14 @@ void WriteSeries(const std::string& dir, const std::string& workload, const std:
   if (r.contains("steps")) {
     std::ofstream out(base + ".steps.dat");
     out << "# transitions_per_s p50_ms p99_ms p99.9_ms mode\n";
-    for (const auto& s : r["steps"]) {
-      out << s["transitions_per_s"] << ' ' << s["percentiles_ms"]["p50"] << ' '
-          << s["percentiles_ms"]["p99"] << ' ' << s["percentiles_ms"]["p99.9"] << ' '
-          << s["mode"].get<std::string>() << '\n';
+    // The open-loop steps by rising rate, then the closed-loop one (the most the system took).
+    for (const char* mode : {"open", "closed"}) {
+      for (const auto& s : r["steps"]) {
+        if (s["mode"] != mode) continue;
+        out << s["transitions_per_s"] << ' ' << s["percentiles_ms"]["p50"] << ' '
+            << s["percentiles_ms"]["p99"] << ' ' << s["percentiles_ms"]["p99.9"] << ' '
+            << s["mode"].get<std::string>() << '\n';
+      }
     }
   }
   if (r.contains("lateness")) {
