@@ -65,7 +65,7 @@ inline constexpr size_t kExactDeadlinesMax = 10'000;  // tokenwheel: deadlines r
 
 // A timeout as the harness saw it end, durable with its outcome.
 struct TimeoutSeen {
-  int64_t deadline_ms = 0;  // wall clock; for tokenwheel at first the earliest it can be
+  int64_t deadline_ms = 0;  // wall clock; 0: not known (tokenwheel, outside the sample)
   int64_t durable_ms = 0;   // wall clock: when the harness learnt it is durable
   bool exact = false;       // deadline_ms is the task's own (a peer's, or read back)
   std::string token;        // tokenwheel: a sampled task whose deadline ExactDeadlines reads
