@@ -101,9 +101,9 @@ int ChildProcess::Wait(int64_t timeout_ms) {
 int ChildProcess::Terminate(int64_t timeout_ms) {
   if (pid_ <= 0) return -1;
   ::kill(pid_, SIGTERM);
-  const int status = Wait(timeout_ms);
-  // Whatever the group left behind (backends of a postmaster that did not stop).
-  return status;
+  // After timeout_ms, Wait SIGKILLs the whole group while its leader is still unreaped (so the
+  // group id cannot have been reused by then).
+  return Wait(timeout_ms);
 }
 
 std::string ChildProcess::LogTail(size_t max_bytes) const {
