@@ -47,6 +47,31 @@ bench: release
 	  $$b --benchmark_out=$(BENCH_OUT)/$$n.json --benchmark_out_format=json $(BENCH_ARGS) || exit 1; \
 	done
 
+# tokenwheel-bench against its peers (docs/BENCHMARKS.md, "tokenwheel-bench"): every workload on
+# tokenwheel (both front ends), PostgreSQL and Redis, results in $(BENCH_PEERS_OUT), then the
+# plots in docs/bench/*.png and the tables in docs/BENCHMARKS.md regenerated from them.
+# BENCH_PEERS_SECONDS per load step, BENCH_PEERS_TASKS for the storm, heartbeats and recovery.
+.PHONY: bench-peers
+BENCH_PEERS_OUT := build/bench-peers
+BENCH_PEERS_SECONDS ?= 10
+BENCH_PEERS_TASKS ?= 1000000
+BENCH_PEERS_CLIENTS ?= 64
+BENCH_PEERS_CLOCK_S ?= 30
+TW_BENCH = ./build/release/tools/tokenwheel-bench
+BENCH_PEERS_ARGS = --systems tokenwheel,postgres,redis --seconds $(BENCH_PEERS_SECONDS) \
+  --out $(BENCH_PEERS_OUT)
+bench-peers: release
+	@rm -rf $(BENCH_PEERS_OUT) && mkdir -p $(BENCH_PEERS_OUT)
+	$(TW_BENCH) --workload callback --sweep --clients $(BENCH_PEERS_CLIENTS) $(BENCH_PEERS_ARGS)
+	$(TW_BENCH) --workload callback --batch 100 --clients 8 $(BENCH_PEERS_ARGS)
+	$(TW_BENCH) --workload activity --clients $(BENCH_PEERS_CLIENTS) $(BENCH_PEERS_ARGS)
+	$(TW_BENCH) --workload timeout-storm --tasks $(BENCH_PEERS_TASKS) --clients 8 \
+	  --clock-s $(BENCH_PEERS_CLOCK_S) $(BENCH_PEERS_ARGS)
+	$(TW_BENCH) --workload heartbeats --tasks $(BENCH_PEERS_TASKS) \
+	  --clients $(BENCH_PEERS_CLIENTS) $(BENCH_PEERS_ARGS)
+	$(TW_BENCH) --workload recovery --tasks $(BENCH_PEERS_TASKS) --clients 8 $(BENCH_PEERS_ARGS)
+	bash tools/bench/report.sh $(BENCH_PEERS_OUT) docs/bench docs/BENCHMARKS.md
+
 # The server in the foreground on ./data: Cap'n Proto on 127.0.0.1:7411, the AWS gateway on
 # 127.0.0.1:8083 (Ctrl-C stops it cleanly).
 run: release

@@ -231,6 +231,11 @@ struct EngineStats {
   // Commands per group commit since the engine opened, in LatencyBuckets buckets (a count read
   // as "us"): how well the engine batches.
   LatencyBuckets::Counts batch_commands{};
+  // How late each timeout fired since the engine opened: the engine's clock when it ended the
+  // task minus the deadline that ran out (never negative), in LatencyBuckets buckets, and the
+  // latest. Resolution 1 ms (the engine's clock); the wheel's tick and the engine's load add to it.
+  LatencyBuckets::Counts timer_lateness_us{};
+  uint64_t timer_lateness_max_us = 0;
   // Answered even while the storage is failed (then the fields above that need the engine's
   // state are zero when the state is gone).
   StorageHealth storage;

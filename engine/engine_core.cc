@@ -350,6 +350,8 @@ EngineStats EngineCore::StatsNow() const {
   st.commands = commands_;
   st.timeouts = timeouts_;
   st.batch_commands = batch_commands_;
+  st.timer_lateness_us = timer_lateness_us_;
+  st.timer_lateness_max_us = timer_lateness_max_us_;
   st.index_bytes = bytes_allocated();
   st.queued_per_activity = registry_.QueuedPerActivity();
   return st;

@@ -281,8 +281,10 @@ class EngineCore {
   uint64_t commands_at_seal_ = 0;
   uint64_t expiries_ = 0;  // wheel firings (a firing may re-arm instead of timing out)
   uint64_t expiries_at_seal_ = 0;
-  std::array<uint64_t, 4> timeouts_{};       // EngineStats::timeouts
-  LatencyBuckets::Counts batch_commands_{};  // EngineStats::batch_commands
+  std::array<uint64_t, 4> timeouts_{};          // EngineStats::timeouts
+  LatencyBuckets::Counts batch_commands_{};     // EngineStats::batch_commands
+  LatencyBuckets::Counts timer_lateness_us_{};  // EngineStats::timer_lateness_us
+  uint64_t timer_lateness_max_us_ = 0;
   std::function<void(uint64_t)> event_listener_;
 };
 

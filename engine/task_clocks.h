@@ -63,6 +63,20 @@ inline int64_t ArmedDeadline(const LiveTask& t) {
   return a == 0 ? b : std::min(a, b);
 }
 
+// The deadline of the clock `kind` (what Due answered); 0 for kNone.
+inline int64_t DeadlineOf(const LiveTask& t, TimeoutKind kind) {
+  switch (kind) {
+    case TimeoutKind::kHeartbeat:
+      return t.heartbeat_deadline_ms;
+    case TimeoutKind::kOverall:
+    case TimeoutKind::kScheduleToStart:
+      return t.deadline_ms;
+    case TimeoutKind::kNone:
+      break;
+  }
+  return 0;
+}
+
 // Which clock has run out at now_ms (kNone if none). When both of a started task's clocks ran
 // out, the one that ran out first is the cause.
 inline TimeoutKind Due(const LiveTask& t, int64_t now_ms) {

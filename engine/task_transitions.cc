@@ -431,6 +431,12 @@ bool EngineCore::DescribeFromRecords(const TaskId& id, bool live, TaskDescriptio
 bool EngineCore::TimeOutIfDue(uint32_t slot) {
   const TimeoutKind kind = clocks::Due(tasks_.at(slot), now_ms_);
   if (kind == TimeoutKind::kNone) return false;
+  // How late the timeout fires, from the engine's clock (EngineStats::timer_lateness_us).
+  const int64_t late_ms = now_ms_ - clocks::DeadlineOf(tasks_.at(slot), kind);
+  TW_ASSERT(late_ms >= 0);  // never early
+  const auto late_us = static_cast<uint64_t>(late_ms) * 1000;
+  ++timer_lateness_us_[LatencyBuckets::IndexOf(late_us)];
+  timer_lateness_max_us_ = std::max(timer_lateness_max_us_, late_us);
   TaskStateRecord end;
   end.state = TaskState::kTimedOut;
   end.timeout_kind = kind;

@@ -405,6 +405,9 @@ void FillEngineStats(const EngineStats& s, proto::Stats::Builder out) {
   for (unsigned i = 0; i < timeouts.size(); ++i) timeouts.set(i, s.timeouts[i]);
   auto sizes = out.initBatchCommandBuckets(static_cast<unsigned>(s.batch_commands.size()));
   for (unsigned i = 0; i < sizes.size(); ++i) sizes.set(i, s.batch_commands[i]);
+  auto late = out.initTimerLatenessBuckets(static_cast<unsigned>(s.timer_lateness_us.size()));
+  for (unsigned i = 0; i < late.size(); ++i) late.set(i, s.timer_lateness_us[i]);
+  out.setTimerLatenessMaxUs(s.timer_lateness_max_us);
 }
 
 void FillStorageHealth(const StorageHealth& h, proto::StorageHealth::Builder out) {
@@ -457,6 +460,11 @@ EngineStats ReadEngineStats(proto::Stats::Reader in) {
   for (unsigned i = 0; i < sizes.size() && i < s.batch_commands.size(); ++i) {
     s.batch_commands[i] = sizes[i];
   }
+  auto late = in.getTimerLatenessBuckets();
+  for (unsigned i = 0; i < late.size() && i < s.timer_lateness_us.size(); ++i) {
+    s.timer_lateness_us[i] = late[i];
+  }
+  s.timer_lateness_max_us = in.getTimerLatenessMaxUs();
   return s;
 }
 

@@ -12,14 +12,14 @@ void PutTime(json& j, const char* key, int64_t ms) {
   if (ms != 0) j[key] = EpochSeconds(ms);
 }
 
-// Group commit write + sync times since the server started; quantiles are bucket upper ends
-// (engine/latency_histogram.h: at most 25% above the true value).
-json CommitLatencyJson(const EngineStats& e) {
-  return json{{"count", LatencyCount(e.commit_latency_us)},
-              {"p50", LatencyQuantileUs(e.commit_latency_us, 0.50)},
-              {"p99", LatencyQuantileUs(e.commit_latency_us, 0.99)},
-              {"p999", LatencyQuantileUs(e.commit_latency_us, 0.999)},
-              {"max", e.commit_latency_max_us}};
+// Durations since the server started (group commit write + sync times, timer lateness);
+// quantiles are bucket upper ends (engine/latency_histogram.h: at most 25% above the true value).
+json HistogramJson(const LatencyBuckets::Counts& counts, uint64_t max_us) {
+  return json{{"count", LatencyCount(counts)},
+              {"p50", LatencyQuantileUs(counts, 0.50)},
+              {"p99", LatencyQuantileUs(counts, 0.99)},
+              {"p999", LatencyQuantileUs(counts, 0.999)},
+              {"max", max_us}};
 }
 
 }  // namespace
@@ -100,7 +100,8 @@ json EngineStatsJson(const EngineStats& s) {
               {"batches", s.batches},
               {"commands", s.commands},
               {"submitWakes", s.submit_wakes},
-              {"commitLatencyUs", CommitLatencyJson(s)},
+              {"commitLatencyUs", HistogramJson(s.commit_latency_us, s.commit_latency_max_us)},
+              {"timerLatenessUs", HistogramJson(s.timer_lateness_us, s.timer_lateness_max_us)},
               {"storage", StorageJson(s.storage)}};
 }
 

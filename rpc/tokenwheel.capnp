@@ -312,6 +312,10 @@ struct Stats {
   timeoutsByKind @17 :List(UInt64);
   # Commands per group commit, counts per bucket in the bucket order of commitLatencyBuckets.
   batchCommandBuckets @18 :List(UInt64);
+  # How late each timeout fired (the engine's clock at the timeout minus its deadline), counts
+  # per bucket in the bucket order of commitLatencyBuckets, and the latest.
+  timerLatenessBuckets @19 :List(UInt64);
+  timerLatenessMaxUs @20 :UInt64;
 }
 
 interface TokenWheel {

@@ -114,6 +114,9 @@ void EngineMetrics(const EngineStats& s, Writer& w) {
   w.Header("tokenwheel_engine_commit_seconds", "histogram",
            "Group commit write and WAL sync time.");
   w.Histogram("tokenwheel_engine_commit_seconds", "", s.commit_latency_us, kLatencyBoundsUs, 1e6);
+  w.Header("tokenwheel_timer_lateness_seconds", "histogram",
+           "How late each timeout fired after its deadline (engine clock, 1 ms resolution).");
+  w.Histogram("tokenwheel_timer_lateness_seconds", "", s.timer_lateness_us, kLatencyBoundsUs, 1e6);
   w.Metric("tokenwheel_storage_ok", "gauge", "1 while the storage works, 0 after a failure.",
            uint64_t{s.storage.ok ? 1u : 0u});
   w.Metric("tokenwheel_storage_failures_total", "counter", "Storage failures.", s.storage.failures);
