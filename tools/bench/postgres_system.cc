@@ -98,7 +98,6 @@ SELECT (extract(epoch FROM due) * 1000)::bigint FROM u
 )sql";
 
 // How long the timeout loop waits when nothing is due: the peers' timer tick.
-constexpr int64_t kTimeoutLoopIdleMs = 1;
 
 struct PgResult {
   PGresult* r;
@@ -188,69 +187,26 @@ class PgClient final : public Client {
 
 // The peer's timeout loop: its own connection and thread, started by WatchTimeouts; ends due
 // tasks in transactions of up to kTimeoutBatchMax and records each one's lateness.
-class PgTimeoutLoop final : public TimeoutWatch {
+class PgTimeoutLoop final : public PolledTimeoutLoop {
  public:
-  explicit PgTimeoutLoop(std::unique_ptr<PgConn> c) : c_(std::move(c)) {
-    thread_ = std::thread([this] { Run(); });
-  }
-  ~PgTimeoutLoop() override {
-    stop_ = true;
-    thread_.join();
-  }
+  explicit PgTimeoutLoop(std::unique_ptr<PgConn> c) : c_(std::move(c)) { Start(); }
+  ~PgTimeoutLoop() override { Stop(); }
 
-  bool Collect(int64_t count, int64_t until_steady_ms, std::vector<TimeoutSeen>* seen,
-               std::string* error) override {
-    while (SteadyMs() < until_steady_ms) {
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (!error_.empty()) {
-          *error = error_;
-          return false;
-        }
-        for (const TimeoutSeen& s : pending_) {
-          if (seen->size() < kLatenessSamplesMax) seen->push_back(s);
-        }
-        pending_.clear();
-        if (ended_ >= count) return true;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+ private:
+  bool EndDue(std::vector<int64_t>* deadlines_ms, std::string* error) override {
+    auto r = c_->Exec(kTimeouts, {limit_.c_str()});
+    if (!ResultOk(*r)) {
+      *error = ResultError(*r);
+      return false;
+    }
+    for (int i = 0; i < PQntuples(r->r); ++i) {
+      deadlines_ms->push_back(std::strtoll(PQgetvalue(r->r, i, 0), nullptr, 10));
     }
     return true;
   }
 
- private:
-  void Run() {
-    const std::string limit = std::to_string(kTimeoutBatchMax);
-    while (!stop_) {
-      auto r = c_->Exec(kTimeouts, {limit.c_str()});
-      const int64_t now = WallMs();
-      int n = 0;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (!ResultOk(*r)) {
-          error_ = ResultError(*r);
-          return;
-        }
-        n = PQntuples(r->r);
-        for (int i = 0; i < n; ++i) {
-          if (pending_.size() < kLatenessSamplesMax) {
-            pending_.push_back({std::strtoll(PQgetvalue(r->r, i, 0), nullptr, 10), now, true, ""});
-          }
-        }
-        ended_ += n;
-      }
-      // The peer's timer tick: nothing was due, look again after it.
-      if (n == 0) std::this_thread::sleep_for(std::chrono::milliseconds(kTimeoutLoopIdleMs));
-    }
-  }
-
   std::unique_ptr<PgConn> c_;
-  std::atomic<bool> stop_{false};
-  std::mutex mu_;
-  std::vector<TimeoutSeen> pending_;  // guarded by mu_
-  int64_t ended_ = 0;                 // guarded by mu_
-  std::string error_;                 // guarded by mu_
-  std::thread thread_;
+  const std::string limit_ = std::to_string(kTimeoutBatchMax);
 };
 
 class PostgresSystem final : public System {

@@ -107,8 +107,6 @@ end
 return out
 )lua";
 
-constexpr int64_t kTimeoutLoopIdleMs = 1;  // the peer's timer tick
-
 struct Reply {
   redisReply* r;
   explicit Reply(void* p) : r(static_cast<redisReply*>(p)) {}
@@ -229,69 +227,26 @@ class RedisClient final : public Client {
   std::unique_ptr<RedisConn> c_;
 };
 
-class RedisTimeoutLoop final : public TimeoutWatch {
+class RedisTimeoutLoop final : public PolledTimeoutLoop {
  public:
-  explicit RedisTimeoutLoop(std::unique_ptr<RedisConn> c) : c_(std::move(c)) {
-    thread_ = std::thread([this] { Run(); });
-  }
-  ~RedisTimeoutLoop() override {
-    stop_ = true;
-    thread_.join();
-  }
+  explicit RedisTimeoutLoop(std::unique_ptr<RedisConn> c) : c_(std::move(c)) { Start(); }
+  ~RedisTimeoutLoop() override { Stop(); }
 
-  bool Collect(int64_t count, int64_t until_steady_ms, std::vector<TimeoutSeen>* seen,
-               std::string* error) override {
-    while (SteadyMs() < until_steady_ms) {
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (!error_.empty()) {
-          *error = error_;
-          return false;
-        }
-        for (const TimeoutSeen& s : pending_) {
-          if (seen->size() < kLatenessSamplesMax) seen->push_back(s);
-        }
-        pending_.clear();
-        if (ended_ >= count) return true;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+ private:
+  bool EndDue(std::vector<int64_t>* deadlines_ms, std::string* error) override {
+    Reply r = c_->Eval(RedisConn::kTimeouts, {limit_});
+    if (r.r == nullptr || r.r->type != REDIS_REPLY_ARRAY) {
+      *error = "redis timeouts: " + c_->Describe(r);
+      return false;
+    }
+    for (size_t i = 0; i < r.r->elements; ++i) {
+      deadlines_ms->push_back(std::strtoll(Str(r.r->element[i]).c_str(), nullptr, 10));
     }
     return true;
   }
 
- private:
-  void Run() {
-    const std::string limit = std::to_string(kTimeoutBatchMax);
-    while (!stop_) {
-      Reply r = c_->Eval(RedisConn::kTimeouts, {limit});
-      const int64_t now = WallMs();
-      size_t n = 0;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (r.r == nullptr || r.r->type != REDIS_REPLY_ARRAY) {
-          error_ = "redis timeouts: " + c_->Describe(r);
-          return;
-        }
-        n = r.r->elements;
-        for (size_t i = 0; i < n; ++i) {
-          if (pending_.size() < kLatenessSamplesMax) {
-            pending_.push_back(
-                {std::strtoll(Str(r.r->element[i]).c_str(), nullptr, 10), now, true, ""});
-          }
-        }
-        ended_ += static_cast<int64_t>(n);
-      }
-      if (n == 0) std::this_thread::sleep_for(std::chrono::milliseconds(kTimeoutLoopIdleMs));
-    }
-  }
-
   std::unique_ptr<RedisConn> c_;
-  std::atomic<bool> stop_{false};
-  std::mutex mu_;
-  std::vector<TimeoutSeen> pending_;  // guarded by mu_
-  int64_t ended_ = 0;                 // guarded by mu_
-  std::string error_;                 // guarded by mu_
-  std::thread thread_;
+  const std::string limit_ = std::to_string(kTimeoutBatchMax);
 };
 
 class RedisSystem final : public System {

@@ -5,10 +5,13 @@
 // a timeout ends a task whose deadline passed, with its outcome, and never before the deadline.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace tw::bench {
@@ -20,7 +23,10 @@ inline constexpr int64_t kRunSecondsMax = 3600;   // --seconds
 inline constexpr int64_t kTasksMax = 10'000'000;  // --tasks (storm, heartbeats, recovery)
 inline constexpr size_t kSamplesPerClientMax = 1 << 22;    // latency samples kept per client
 inline constexpr size_t kLatenessSamplesMax = 10'000'000;  // timeout lateness samples per run
-inline constexpr int kTimeoutBatchMax = 1000;  // tasks a peer's timeout loop ends per transaction
+inline constexpr int kTimeoutBatchMax = 1000;
+inline constexpr int64_t kTimeoutLoopIdleMs =
+    1;  // a peer's timer tick: a round that ended none  // tasks a peer's timeout loop ends per
+        // transaction
 inline constexpr int64_t kStartTimeoutMs = 60'000;  // a server from exec to ready
 inline constexpr int64_t kCallTimeoutMs = 30'000;   // one call
 
@@ -82,6 +88,32 @@ class TimeoutWatch {
   // Replaces the deadline of the sampled timeouts (those with a token, at most
   // kExactDeadlinesMax) with the task's own, read back from the server, and marks them exact.
   virtual void ExactDeadlines(std::vector<TimeoutSeen>* seen) { (void)seen; }
+};
+
+// A peer's timeout loop (PostgreSQL's, Redis's): a thread that asks the peer to end its due
+// tasks, round after round, and records when each ending was learnt. A subclass says how one
+// round goes (EndDue), calls Start() from its constructor and Stop() first in its destructor.
+class PolledTimeoutLoop : public TimeoutWatch {
+ public:
+  bool Collect(int64_t count, int64_t until_steady_ms, std::vector<TimeoutSeen>* seen,
+               std::string* error) override;
+
+ protected:
+  // One round: ends at most kTimeoutBatchMax due tasks durably and appends their deadlines
+  // (wall ms). False on an error (*error), which ends the loop.
+  virtual bool EndDue(std::vector<int64_t>* deadlines_ms, std::string* error) = 0;
+  void Start();
+  void Stop();
+
+ private:
+  void Run();
+
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::vector<TimeoutSeen> pending_;  // guarded by mu_
+  int64_t ended_ = 0;                 // guarded by mu_
+  std::string error_;                 // guarded by mu_
+  std::thread thread_;
 };
 
 class System {
