@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "tools/bench/child_process.h"
+#include "tools/bench/served_system.h"
 #include "tools/bench/system.h"
 
 namespace tw::bench {
@@ -209,9 +210,9 @@ class PgTimeoutLoop final : public PolledTimeoutLoop {
   const std::string limit_ = std::to_string(kTimeoutBatchMax);
 };
 
-class PostgresSystem final : public System {
+class PostgresSystem final : public PeerSystem {
  public:
-  explicit PostgresSystem(const SystemOptions& o) : o_(o) {}
+  using PeerSystem::PeerSystem;
   ~PostgresSystem() override { Stop(); }
 
   std::string name() const override { return "postgres"; }
@@ -221,11 +222,7 @@ class PostgresSystem final : public System {
   }
 
   bool Start(std::string* error) override {
-    dir_ = MakeTempDir(o_.work_dir, "postgres");
-    if (dir_.empty()) {
-      *error = "cannot make a temp dir in " + o_.work_dir;
-      return false;
-    }
+    if (!MakeDir("postgres", error)) return false;
     const RunAs as = UnprivilegedUser();
     if (as.uid != 0 && ::chown(dir_.c_str(), as.uid, as.gid) != 0) {
       *error = "chown " + dir_ + " to the unprivileged user failed";
@@ -248,24 +245,6 @@ class PostgresSystem final : public System {
       *error = ResultError(ddl);
       return false;
     }
-    return true;
-  }
-
-  void Stop() override {
-    if (server_) server_->Terminate(10'000);
-    server_.reset();
-    if (!dir_.empty() && !o_.keep) {
-      std::error_code ec;
-      std::filesystem::remove_all(dir_, ec);
-    }
-    dir_.clear();
-  }
-
-  bool KillAndRestart(int64_t* ready_ms, std::string* error) override {
-    const int64_t t0 = SteadyMs();
-    server_->Kill9();
-    if (!StartServer(error)) return false;
-    *ready_ms = SteadyMs() - t0;
     return true;
   }
 
@@ -301,7 +280,7 @@ class PostgresSystem final : public System {
   }
 
   // Starts postgres and waits until it accepts a connection.
-  bool StartServer(std::string* error) {
+  bool StartServer(std::string* error) override {
     server_ =
         std::make_unique<ChildProcess>(std::vector<std::string>{o_.pg_bin_dir + "/postgres",
                                                                 "-D",
@@ -344,11 +323,6 @@ class PostgresSystem final : public System {
     *error = "postgres did not accept connections in time:\n" + server_->LogTail(3000);
     return false;
   }
-
-  SystemOptions o_;
-  std::string dir_;
-  int port_ = 0;
-  std::unique_ptr<ChildProcess> server_;
 };
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "tools/bench/child_process.h"
+#include "tools/bench/served_system.h"
 #include "tools/bench/system.h"
 
 namespace tw::bench {
@@ -249,9 +250,9 @@ class RedisTimeoutLoop final : public PolledTimeoutLoop {
   const std::string limit_ = std::to_string(kTimeoutBatchMax);
 };
 
-class RedisSystem final : public System {
+class RedisSystem final : public PeerSystem {
  public:
-  explicit RedisSystem(const SystemOptions& o) : o_(o) {}
+  using PeerSystem::PeerSystem;
   ~RedisSystem() override { Stop(); }
 
   std::string name() const override { return "redis"; }
@@ -261,31 +262,9 @@ class RedisSystem final : public System {
   }
 
   bool Start(std::string* error) override {
-    dir_ = MakeTempDir(o_.work_dir, "redis");
-    if (dir_.empty()) {
-      *error = "cannot make a temp dir in " + o_.work_dir;
-      return false;
-    }
+    if (!MakeDir("redis", error)) return false;
     port_ = FreeLoopbackPort();
     return StartServer(error);
-  }
-
-  void Stop() override {
-    if (server_) server_->Terminate(10'000);
-    server_.reset();
-    if (!dir_.empty() && !o_.keep) {
-      std::error_code ec;
-      std::filesystem::remove_all(dir_, ec);
-    }
-    dir_.clear();
-  }
-
-  bool KillAndRestart(int64_t* ready_ms, std::string* error) override {
-    const int64_t t0 = SteadyMs();
-    server_->Kill9();
-    if (!StartServer(error)) return false;
-    *ready_ms = SteadyMs() - t0;
-    return true;
   }
 
   std::unique_ptr<Client> Connect(std::string* error) override {
@@ -322,7 +301,7 @@ class RedisSystem final : public System {
 
  private:
   // Starts redis-server and waits until PING answers PONG (not LOADING).
-  bool StartServer(std::string* error) {
+  bool StartServer(std::string* error) override {
     server_ = std::make_unique<ChildProcess>(
         std::vector<std::string>{o_.redis_server, "--bind", "127.0.0.1", "--port",
                                  std::to_string(port_), "--dir", dir_, "--appendonly", "yes",
@@ -346,11 +325,6 @@ class RedisSystem final : public System {
     *error = "redis-server did not answer PING in time:\n" + server_->LogTail(3000);
     return false;
   }
-
-  SystemOptions o_;
-  std::string dir_;
-  int port_ = 0;
-  std::unique_ptr<ChildProcess> server_;
 };
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "rpc/client.h"
+#include "tools/bench/served_system.h"
 #include "tools/bench/system.h"
 #include "tools/crashtest/gateway_client.h"
 #include "tools/crashtest/server_process.h"
@@ -258,9 +259,9 @@ class StreamWatch final : public TimeoutWatch {
   uint64_t acked_seq_ = 0;
 };
 
-class TokenwheelSystem final : public System {
+class TokenwheelSystem final : public ServedSystem<crashtest::ServerProcess> {
  public:
-  TokenwheelSystem(const SystemOptions& o, bool gateway) : o_(o), gateway_(gateway) {}
+  TokenwheelSystem(const SystemOptions& o, bool gateway) : ServedSystem(o), gateway_(gateway) {}
   ~TokenwheelSystem() override { Stop(); }
 
   std::string name() const override { return gateway_ ? "tokenwheel-gateway" : "tokenwheel-capnp"; }
@@ -270,25 +271,11 @@ class TokenwheelSystem final : public System {
   }
 
   bool Start(std::string* error) override {
-    dir_ = MakeTempDir(o_.work_dir, "tokenwheel");
-    if (dir_.empty()) {
-      *error = "cannot make a temp dir in " + o_.work_dir;
-      return false;
-    }
+    if (!MakeDir("tokenwheel", error)) return false;
     server_ = std::make_unique<crashtest::ServerProcess>(
         o_.tokenwheeld, dir_ + "/data", dir_ + "/tokenwheeld.log", std::vector<std::string>{});
     if (!server_->Start(kStartTimeoutMs, error)) return false;
     return CreateActivity(error);
-  }
-
-  void Stop() override {
-    if (server_) server_->Terminate(10'000);
-    server_.reset();
-    if (!dir_.empty() && !o_.keep) {
-      std::error_code ec;
-      std::filesystem::remove_all(dir_, ec);
-    }
-    dir_.clear();
   }
 
   bool KillAndRestart(int64_t* ready_ms, std::string* error) override {
@@ -360,10 +347,7 @@ class TokenwheelSystem final : public System {
     return true;
   }
 
-  SystemOptions o_;
   bool gateway_;
-  std::string dir_;
-  std::unique_ptr<crashtest::ServerProcess> server_;
   std::string arn_;
 };
 
