@@ -415,13 +415,6 @@ class Program {
   std::vector<capnp::DynamicCapability::Client> held_;
 };
 
-// Created at the first input and torn down at exit (AtExitBeforeOpenSsl).
-Stack* stack = nullptr;
-void TearDown() {
-  delete stack;
-  stack = nullptr;
-}
-
 }  // namespace
 }  // namespace tw::fuzz
 
@@ -432,16 +425,13 @@ extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace tw::fuzz;
-  if (stack == nullptr) {
-    AtExitBeforeOpenSsl(TearDown);
-    stack = new Stack();
-  }
+  Stack& stack = TheStack<Stack>();
   {
     ByteReader in(data, size);
-    Program program(*stack, in);
+    Program program(stack, in);
     program.Run();
   }
-  stack->ws().poll();  // the dropped calls, polls and subscriptions unwind
-  stack->Count();
+  stack.ws().poll();  // the dropped calls, polls and subscriptions unwind
+  stack.Count();
   return 0;
 }

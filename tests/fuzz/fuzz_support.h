@@ -99,6 +99,21 @@ inline void AtExitBeforeOpenSsl(void (*tear_down)()) {
   TW_FUZZ_CHECK(std::atexit(tear_down) == 0);
 }
 
+// The one Stack a stateful target keeps across inputs: made at the first input, torn down at
+// exit (AtExitBeforeOpenSsl).
+template <typename Stack>
+Stack& TheStack() {
+  static Stack* stack = nullptr;
+  if (stack == nullptr) {
+    AtExitBeforeOpenSsl([] {
+      delete stack;
+      stack = nullptr;
+    });
+    stack = new Stack();
+  }
+  return *stack;
+}
+
 // An engine on a MemoryStore with the key above, in a temporary directory of its own. A target
 // keeps one for many inputs (opening one costs threads and a directory) and calls Reopen()
 // every so often, which bounds the state that inputs pile up.

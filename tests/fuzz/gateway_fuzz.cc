@@ -111,14 +111,6 @@ class Stack {
   size_t inputs_ = 0;
 };
 
-// Created at the first input and torn down at exit (AtExitBeforeOpenSsl): its threads must not
-// outlive what they use.
-Stack* stack = nullptr;
-void TearDown() {
-  delete stack;
-  stack = nullptr;
-}
-
 int Connect(uint16_t port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   TW_FUZZ_CHECK(fd >= 0);
@@ -203,18 +195,15 @@ extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace tw::fuzz;
-  if (stack == nullptr) {
-    AtExitBeforeOpenSsl(TearDown);
-    stack = new Stack();
-  }
+  Stack& stack = TheStack<Stack>();
   const bool signed_requests = size > 0 && data[0] == 'S';
   const std::string_view bytes(reinterpret_cast<const char*>(data), size);
   const std::string_view http = bytes.substr(size > 0 ? 1 : 0);
   // Only inputs with a long poll wait for the gateway to go quiet: it costs kLingerMs each.
   const bool poll = http.find("GetActivityTask") != std::string_view::npos;
-  const std::string answers = Exchange(stack->port(signed_requests), http, poll ? kLingerMs : 0);
+  const std::string answers = Exchange(stack.port(signed_requests), http, poll ? kLingerMs : 0);
   if (Verbose()) std::fprintf(stderr, "%s\n", answers.c_str());
   CheckAnswers(answers);
-  stack->Count();
+  stack.Count();
   return 0;
 }
