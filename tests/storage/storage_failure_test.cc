@@ -46,6 +46,7 @@ constexpr uint64_t kPointsMax = 400;              // more appends or syncs than 
 constexpr auto kWait = std::chrono::seconds(60);  // a hang guard for replies and recovery
 // Probes (2 ms apart) for a failure RocksDB's background work met to reach the engine.
 constexpr int kProbesMax = 500;
+constexpr int kFirstProbe = kTasks + 100;  // task indices of the probes
 
 // On tmpfs when there is one: FaultFs decides what fails, and the real disk's fsyncs would only
 // cost run time.
@@ -237,8 +238,10 @@ class StorageFailureTest : public ::testing::Test {
     // RocksDB may also have absorbed a failure of its own background work).
     const bool reached = acked.failed || fs_->injected_count() > 0;
     bool failed = acked.failed;
+    // Each probe issues a new task: a repeated idempotent issue is answered without a write,
+    // and would never meet a failure that reached RocksDB after the first probe.
     for (int i = 0; reached && !failed && i < kProbesMax; ++i) {
-      Result<IssueTaskReply> probe = Issue(kTasks + 2);
+      Result<IssueTaskReply> probe = Issue(kFirstProbe + i);
       if (!probe.ok()) {
         EXPECT_EQ(probe.error.code, ErrorCode::kUnavailable) << probe.error.message;
       }
