@@ -225,6 +225,12 @@ struct EngineStats {
   // `commands`, how well submissions are batched. Read when the Stats answer is released (after
   // its batch is durable), the fields above when its command is applied.
   uint64_t submit_wakes = 0;
+  // The engine's command queue: commands waiting as of its last change, its bound
+  // (EngineOptions::command_queue_max), and commands refused because it was full (OVERLOADED /
+  // ThrottlingException), since the engine opened. Read when the Stats answer is released.
+  uint64_t queue_depth = 0;
+  uint64_t queue_max = 0;
+  uint64_t queue_refusals = 0;
   // Tasks timed out since the engine (or its store, after a storage failure) opened, by the
   // clock that fired: indexed by TimeoutKind (kHeartbeat, kOverall, kScheduleToStart).
   std::array<uint64_t, 4> timeouts{};
@@ -239,6 +245,8 @@ struct EngineStats {
   // Answered even while the storage is failed (then the fields above that need the engine's
   // state are zero when the state is gone).
   StorageHealth storage;
+  // What the store measures underneath (write-ahead log syncs, write stalls, compactions).
+  StoreStats store;
 };
 
 template <typename T>

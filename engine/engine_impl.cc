@@ -294,6 +294,9 @@ class EngineImpl final : public Engine {
         r.value.commit_latency_us = commit_latency_.Snapshot();
         r.value.commit_latency_max_us = commit_latency_.max_us();
         r.value.submit_wakes = submit_wakes_.load(std::memory_order_relaxed);
+        r.value.queue_depth = queue_depth_.load(std::memory_order_relaxed);
+        r.value.queue_max = options_.command_queue_max;
+        r.value.queue_refusals = queue_refusals_.load(std::memory_order_relaxed);
         r.value.storage = Health();
       }
       if (done) done(std::move(r));
@@ -378,6 +381,7 @@ class EngineImpl final : public Engine {
     }
     if (!force && queue_.size() >= options_.command_queue_max) {
       lock.unlock();
+      queue_refusals_.fetch_add(1, std::memory_order_relaxed);
       if constexpr (requires { cmd.done; }) {
         FailIf(ThrottlingError(), cmd.done);
       }
@@ -385,6 +389,7 @@ class EngineImpl final : public Engine {
     }
     const bool was_empty = queue_.empty();
     queue_.emplace_back(std::forward<C>(cmd));
+    queue_depth_.store(queue_.size(), std::memory_order_relaxed);
     if (t_cork.engine != this) {
       // Counted under mu_, so that the engine thread, which takes this command under mu_,
       // counts this wake-up in any Stats it answers afterwards.
@@ -454,6 +459,7 @@ class EngineImpl final : public Engine {
           batch.push_back(std::move(queue_.front()));
           queue_.pop_front();
         }
+        queue_depth_.store(queue_.size(), std::memory_order_relaxed);
         stop = stopping_ && queue_.empty();
         reaped_.swap(written_);
       }
@@ -659,6 +665,7 @@ class EngineImpl final : public Engine {
         commands.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
+      queue_depth_.store(0, std::memory_order_relaxed);
       stop = stopping_;
     }
     for (Command& c : commands) RefuseWithoutCore(c);
@@ -919,7 +926,9 @@ class EngineImpl final : public Engine {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Command> queue_;     // guarded by mu_; bounded by command_queue_max (+ forced)
+  std::deque<Command> queue_;           // guarded by mu_; bounded by command_queue_max (+ forced)
+  std::atomic<size_t> queue_depth_{0};  // queue_.size() as of its last change, for Stats
+  std::atomic<uint64_t> queue_refusals_{0};  // commands refused because queue_ was full
   std::vector<Written> written_;  // guarded by mu_: written (by either thread), not released
   std::vector<Written> reaped_;   // engine thread only
   const bool writer_thread_ = options_.commit != CommitMode::kInline;

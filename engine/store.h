@@ -20,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "engine/latency_histogram.h"
 #include "engine/status.h"
 #include "engine/types.h"
 
@@ -125,9 +126,32 @@ class WriteBatch {
   virtual void Clear() = 0;
 };
 
+// What the storage underneath reports about itself, counted since this store opened (a store
+// reopened after a storage failure starts again from zero). Zero for a store that measures none.
+struct StoreStats {
+  // Each sync of the write-ahead log: how long the file system took, in LatencyBuckets buckets,
+  // and the slowest. A group commit with durability sync waits for one of these.
+  LatencyBuckets::Counts wal_sync_us{};
+  uint64_t wal_sync_max_us = 0;
+  // Write stalls: times the store began to slow writes down (delayed) or to stop them (stopped)
+  // because flushes or compactions fell behind, and the time spent in either state.
+  uint64_t write_stalls_delayed = 0;
+  uint64_t write_stalls_stopped = 0;
+  uint64_t write_stall_us = 0;
+  // Background work: memtable flushes and compactions finished, and the bytes compactions read
+  // and wrote.
+  uint64_t flushes = 0;
+  uint64_t compactions = 0;
+  uint64_t compaction_read_bytes = 0;
+  uint64_t compaction_write_bytes = 0;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
+
+  // Thread-safe: any thread.
+  virtual StoreStats Stats() const { return {}; }
 
   virtual std::unique_ptr<WriteBatch> NewBatch() = 0;
   // See the durability contract above. REQUIRES: batch came from this store's NewBatch().

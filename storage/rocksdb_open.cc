@@ -225,8 +225,10 @@ Status PrepareOpen(const RocksStoreOptions& options, rocksdb::Env* env, OpenPlan
 }
 
 Status OpenDb(const RocksStoreOptions& options, rocksdb::Env* env, bool create,
-              std::unique_ptr<rocksdb::DB>* db, CfHandles* cfs) {
+              std::shared_ptr<rocksdb::EventListener> listener, std::unique_ptr<rocksdb::DB>* db,
+              CfHandles* cfs) {
   rocksdb::DBOptions o = MakeWritableDbOptions(env, options.path);
+  if (listener) o.listeners.push_back(std::move(listener));
   o.create_if_missing = create;
   o.create_missing_column_families = create;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;

@@ -33,8 +33,10 @@ Status PrepareOpen(const RocksStoreOptions& options, rocksdb::Env* env, OpenPlan
 
 // The read-write open, with every column family (created when `create`). On success *db and
 // *cfs hold the database and its handles; the caller destroys the handles before the database.
+// `listener`, when not null, is added to RocksDB's event listeners.
 Status OpenDb(const RocksStoreOptions& options, rocksdb::Env* env, bool create,
-              std::unique_ptr<rocksdb::DB>* db, CfHandles* cfs);
+              std::shared_ptr<rocksdb::EventListener> listener, std::unique_ptr<rocksdb::DB>* db,
+              CfHandles* cfs);
 
 // Reads the version back (the probe checked it), or writes it into a new or empty database.
 // A version 1 database needs no rewrite to be read (FORMAT.md): it is marked kFormatVersion

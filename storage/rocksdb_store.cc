@@ -12,7 +12,8 @@
 //  3. retired_floor_ms_ is a lower bound of the ended_ms of every entry in `retired`: no entry
 //     is older. ScanRetired seeks there instead of to the start of the column family, so it does
 //     not wade through the tombstones of tasks it already returned and the engine deleted.
-//  4. env_ outlives db_ (member order and ~RocksStore).
+//  4. env_ outlives db_ (member order and ~RocksStore). Every write-ahead log sync, write stall,
+//     flush and compaction of db_ reaches counters_ (through env_'s file system and a listener).
 //  5. first_event_seq_ equals meta first_event_seq as of the last successful Write; events below
 //     it are trimmed for every reader, whether or not their range tombstone is written yet.
 
@@ -37,6 +38,7 @@
 #include "storage/rocksdb_open.h"
 #include "storage/rocksdb_options.h"
 #include "storage/rocksdb_store_testing.h"
+#include "storage/store_stats.h"
 
 namespace tw::rocks {
 namespace {
@@ -114,13 +116,14 @@ class RocksStore final : public Store {
       const std::function<void(int64_t, const TaskId&, std::string_view)>& fn) override;
   Status ReadEvents(uint64_t from_seq, size_t max, std::vector<EventRecord>* out) override;
   Status Checkpoint(const std::string& dir) override;
+  StoreStats Stats() const override { return counters_->Snapshot(); }
 
   rocksdb::DB* db() const { return db_.get(); }
 
  private:
   RocksStore(const RocksStoreOptions& options, const RocksStoreTestHooks& hooks);
 
-  rocksdb::Env* env() const { return env_ ? env_.get() : rocksdb::Env::Default(); }
+  rocksdb::Env* env() const { return env_.get(); }
   // A clean close: flushes every column family's memtable (waiting) so that the next open has no
   // WAL to replay. Not for a poisoned store (nothing more reaches disk after a failed Write,
   // invariant 2) nor for one that failed to open. A failure is ignored: the WAL still holds
@@ -141,7 +144,8 @@ class RocksStore final : public Store {
   Status Get(Cf cf, const rocksdb::Slice& key, rocksdb::PinnableSlice* value);
   std::unique_ptr<rocksdb::Iterator> Scan(Cf cf, rocksdb::ReadOptions ro);
 
-  std::unique_ptr<rocksdb::Env> env_;  // null = Env::Default(); declared first: outlives db_
+  std::shared_ptr<StoreCounters> counters_ = std::make_shared<StoreCounters>();
+  std::unique_ptr<rocksdb::Env> env_;  // declared before db_: outlives it (invariant 4)
   std::unique_ptr<rocksdb::DB> db_;
   CfHandles cfs_;
   bool sync_enabled_ = true;
@@ -164,7 +168,10 @@ RocksStore::RocksStore(const RocksStoreOptions& options, const RocksStoreTestHoo
       side_flush_every_bytes_(options.side_flush_every_bytes),
       on_batch_committed_(hooks.on_batch_committed) {
   cfs_.fill(nullptr);
-  if (hooks.file_system) env_ = rocksdb::NewCompositeEnv(hooks.file_system);
+  std::shared_ptr<rocksdb::FileSystem> base =
+      hooks.file_system ? hooks.file_system : rocksdb::FileSystem::Default();
+  env_ = rocksdb::NewCompositeEnv(std::make_shared<TimedWalFs>(std::move(base), counters_));
+  TW_ASSERT(env_ != nullptr);
 }
 
 Status RocksStore::Open(const RocksStoreOptions& options, const RocksStoreTestHooks& hooks,
@@ -175,7 +182,9 @@ Status RocksStore::Open(const RocksStoreOptions& options, const RocksStoreTestHo
   LowerBackgroundPriority(store->env());
   OpenPlan plan;
   Status s = PrepareOpen(options, store->env(), &plan);
-  if (s.ok()) s = OpenDb(options, store->env(), plan.create, &store->db_, &store->cfs_);
+  if (s.ok())
+    s = OpenDb(options, store->env(), plan.create,
+               std::make_shared<StatsListener>(store->counters_), &store->db_, &store->cfs_);
   if (s.ok()) s = CheckOrWriteFormatVersion(store->db(), store->cfs_, plan.version_expected);
   if (s.ok()) s = store->LoadFirstEventSeq();
   if (!s.ok()) return s;

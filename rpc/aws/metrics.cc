@@ -87,6 +87,30 @@ constexpr std::initializer_list<uint64_t> kLatencyBoundsUs = {
 constexpr std::initializer_list<uint64_t> kBatchBounds = {1,   2,   4,   8,    16,   32,  64,
                                                           128, 256, 512, 1024, 2048, 4096};
 
+// Counted since the store opened: a reopen after a storage failure starts them from zero, which
+// Prometheus's rate() reads as a counter reset.
+void StoreMetrics(const StoreStats& s, Writer& w) {
+  w.Header("tokenwheel_wal_sync_seconds", "histogram",
+           "Time of each write-ahead log sync (the fsync a durable group commit waits for).");
+  w.Histogram("tokenwheel_wal_sync_seconds", "", s.wal_sync_us, kLatencyBoundsUs, 1e6);
+  w.Header("tokenwheel_rocksdb_write_stalls_total", "counter",
+           "Times RocksDB began to delay or stop writes because flushes or compactions fell "
+           "behind.");
+  w.Sample("tokenwheel_rocksdb_write_stalls_total", "condition=\"delayed\"",
+           s.write_stalls_delayed);
+  w.Sample("tokenwheel_rocksdb_write_stalls_total", "condition=\"stopped\"",
+           s.write_stalls_stopped);
+  w.Metric("tokenwheel_rocksdb_write_stall_seconds_total", "counter",
+           "Time with writes delayed or stopped.", static_cast<double>(s.write_stall_us) / 1e6);
+  w.Metric("tokenwheel_rocksdb_flushes_total", "counter", "Memtable flushes finished.", s.flushes);
+  w.Metric("tokenwheel_rocksdb_compactions_total", "counter", "Compactions finished.",
+           s.compactions);
+  w.Metric("tokenwheel_rocksdb_compaction_read_bytes_total", "counter", "Bytes compactions read.",
+           s.compaction_read_bytes);
+  w.Metric("tokenwheel_rocksdb_compaction_written_bytes_total", "counter",
+           "Bytes compactions wrote.", s.compaction_write_bytes);
+}
+
 void EngineMetrics(const EngineStats& s, Writer& w) {
   w.Metric("tokenwheel_live_tasks", "gauge", "Tasks SCHEDULED or STARTED.", s.live_tasks);
   w.Metric("tokenwheel_pending_timers", "gauge", "Timers armed in the timing wheel.",
@@ -107,8 +131,21 @@ void EngineMetrics(const EngineStats& s, Writer& w) {
            s.last_event_seq);
   w.Metric("tokenwheel_events_not_acked", "gauge",
            "Outcome events the slowest consumer has not acknowledged.", s.events_not_acked);
+  w.Header("tokenwheel_consumer_events_not_acked", "gauge",
+           "Outcome events a consumer has not acknowledged, per consumer.");
+  for (const ConsumerInfo& c : s.consumers) {
+    const uint64_t lag = s.last_event_seq > c.acked_seq ? s.last_event_seq - c.acked_seq : 0;
+    w.Sample("tokenwheel_consumer_events_not_acked", "consumer=\"" + Label(c.name) + "\"", lag);
+  }
   w.Metric("tokenwheel_engine_commands_total", "counter", "Commands the engine applied.",
            s.commands);
+  w.Metric("tokenwheel_engine_queue_depth", "gauge", "Commands waiting for the engine thread.",
+           s.queue_depth);
+  w.Metric("tokenwheel_engine_queue_capacity", "gauge",
+           "The bound of the engine's command queue; past it calls are refused as overloaded.",
+           s.queue_max);
+  w.Metric("tokenwheel_engine_queue_refusals_total", "counter",
+           "Calls refused because the engine's command queue was full.", s.queue_refusals);
   w.Header("tokenwheel_engine_batch_commands", "histogram", "Commands per group commit.");
   w.Histogram("tokenwheel_engine_batch_commands", "", s.batch_commands, kBatchBounds, 1);
   w.Header("tokenwheel_engine_commit_seconds", "histogram",
@@ -117,6 +154,7 @@ void EngineMetrics(const EngineStats& s, Writer& w) {
   w.Header("tokenwheel_timer_lateness_seconds", "histogram",
            "How late each timeout fired after its deadline (engine clock, 1 ms resolution).");
   w.Histogram("tokenwheel_timer_lateness_seconds", "", s.timer_lateness_us, kLatencyBoundsUs, 1e6);
+  StoreMetrics(s.store, w);
   w.Metric("tokenwheel_storage_ok", "gauge", "1 while the storage works, 0 after a failure.",
            uint64_t{s.storage.ok ? 1u : 0u});
   w.Metric("tokenwheel_storage_failures_total", "counter", "Storage failures.", s.storage.failures);

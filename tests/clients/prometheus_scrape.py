@@ -7,8 +7,8 @@ Starts tokenwheeld (free loopback ports, a temp data dir), creates an activity a
 on it through the gateway, then starts Prometheus on 127.0.0.1 (a free port, its own temp TSDB)
 with one scrape job for the gateway every second, and asks Prometheus's HTTP API for what it
 scraped: the target up, the engine's live tasks and queued tasks per activity equal to what was
-issued, a commit-latency histogram with observations, the gateway's request counter for
-IssueTask. Both servers are stopped by PID on every exit path. Exit 0 iff every check held.
+issued, a commit-latency histogram and a WAL-sync histogram with observations, the engine's
+queue bound, the gateway's request counter for IssueTask. Both servers are stopped by PID on every exit path. Exit 0 iff every check held.
 """
 
 import argparse
@@ -123,6 +123,11 @@ def main():
         assert [(m.get("activity"), v) for m, v in queued] == [(arn, float(TASKS))], queued
         wait_for(prom, "tokenwheel_engine_commit_seconds_count", lambda s: s[0][1] > 0,
                  "commit latency histogram")
+        # Every synced issue waited for a WAL sync, timed at the file system under RocksDB.
+        wait_for(prom, "tokenwheel_wal_sync_seconds_count", lambda s: s[0][1] >= TASKS,
+                 "WAL sync histogram")
+        wait_for(prom, "tokenwheel_engine_queue_capacity", lambda s: s[0][1] > 0,
+                 "engine queue bound")
         wait_for(prom, 'tokenwheel_gateway_requests_total{operation="IssueTask",code=""}',
                  lambda s: s[0][1] == TASKS, "IssueTask requests")
         print(f"prometheus_scrape: ok (prometheus on 127.0.0.1:{prom.port} scraped "

@@ -470,16 +470,45 @@ TEST_F(GatewayTest, HealthAndMetrics) {
   auto metrics = c->Get("/metrics");
   ASSERT_TRUE(metrics.has_value());
   EXPECT_EQ(metrics->status, 200);
-  for (const char* needle :
-       {"tokenwheel_live_tasks 1", "tokenwheel_engine_commit_seconds_bucket{le=",
-        "tokenwheel_gateway_requests_total{operation=\"IssueTask\",code=\"\"} 1",
-        "tokenwheel_gateway_requests_total{operation=\"SendTaskHeartbeat\",code=\"InvalidToken\"} "
-        "1",
-        "tokenwheel_gateway_request_seconds_count{operation=\"IssueTask\"} 1",
-        "tokenwheel_timeouts_total{clock=\"heartbeat\"} 0", "tokenwheel_storage_ok 1",
-        "tokenwheel_gateway_connections "}) {
+  for (const std::string& needle : std::vector<std::string>{
+           "tokenwheel_live_tasks 1", "tokenwheel_engine_commit_seconds_bucket{le=",
+           "tokenwheel_gateway_requests_total{operation=\"IssueTask\",code=\"\"} 1",
+           "tokenwheel_gateway_requests_total{operation=\"SendTaskHeartbeat\",code="
+           "\"InvalidToken\"} "
+           "1",
+           "tokenwheel_gateway_request_seconds_count{operation=\"IssueTask\"} 1",
+           "tokenwheel_timeouts_total{clock=\"heartbeat\"} 0", "tokenwheel_storage_ok 1",
+           "tokenwheel_gateway_connections ", "tokenwheel_engine_queue_depth ",
+           "tokenwheel_engine_queue_capacity " + std::to_string(EngineOptions().command_queue_max),
+           "tokenwheel_engine_queue_refusals_total 0",
+           // A MemoryStore measures nothing underneath: the store's series are there, at zero.
+           "tokenwheel_wal_sync_seconds_count 0",
+           "tokenwheel_rocksdb_write_stalls_total{condition=\"stopped\"} 0",
+           "tokenwheel_rocksdb_compaction_written_bytes_total 0"}) {
     EXPECT_NE(metrics->body.find(needle), std::string::npos) << needle << "\n" << metrics->body;
   }
+}
+
+// Each consumer's lag: the events after its last acknowledgement.
+TEST_F(GatewayTest, MetricsNameEachConsumersEventsNotAcked) {
+  StartGateway();
+  const auto Lag = [&] {
+    auto m = Connect()->Get("/metrics");
+    EXPECT_TRUE(m.has_value());
+    const std::string needle = "tokenwheel_consumer_events_not_acked{consumer=\"wf\"} ";
+    const size_t at = m ? m->body.find(needle) : std::string::npos;
+    if (at == std::string::npos) return std::string("absent");
+    return m->body.substr(at + needle.size(), m->body.find('\n', at) - at - needle.size());
+  };
+  EXPECT_EQ(Lag(), "absent");
+  CallOk(Sfn("SendTaskSuccess"), {{"taskToken", IssueCallback()}, {"output", "1"}});
+  CallOk(Tw("GetOutcomes"), {{"consumer", "wf"}, {"fromSequence", 1}});  // made at seq 1
+  EXPECT_EQ(Lag(), "0");
+  CallOk(Sfn("SendTaskSuccess"), {{"taskToken", IssueCallback()}, {"output", "2"}});
+  CallOk(Sfn("SendTaskSuccess"), {{"taskToken", IssueCallback()}, {"output", "3"}});
+  EXPECT_EQ(Lag(), "2");
+  CallOk(Tw("AckOutcomes"), {{"consumer", "wf"}, {"sequence", 2}});
+  EXPECT_EQ(Lag(), "1");
 }
 
 TEST_F(GatewayTest, HealthSaysWhenTheStorageFailedAndWhenItWorksAgain) {
