@@ -72,6 +72,14 @@ bench-peers: release
 	$(TW_BENCH) --workload recovery --tasks $(BENCH_PEERS_TASKS) --clients 8 $(BENCH_PEERS_ARGS)
 	bash tools/bench/report.sh $(BENCH_PEERS_OUT) docs/bench docs/BENCHMARKS.md
 
+# Disk usage under steady load with retention on (docs/OPERATIONS.md, "Retention"): the data
+# directory's size every SAMPLE_S seconds while tokenwheel-bench runs the callback workload at
+# RATE/s for RUN_S seconds, tokenwheeld keeping finished tasks RETENTION_S seconds.
+.PHONY: bench-retention
+bench-retention: release
+	bash tools/bench/retention.sh build/retention
+	cp build/retention/retention-disk.png docs/bench/retention-disk.png
+
 # The server in the foreground on ./data: Cap'n Proto on 127.0.0.1:7411, the AWS gateway on
 # 127.0.0.1:8083 (Ctrl-C stops it cleanly).
 run: release

@@ -53,6 +53,7 @@
 #include "engine/clock.h"
 #include "engine/latency_histogram.h"
 #include "engine/limits.h"
+#include "engine/log.h"
 #include "engine/store.h"
 #include "engine/types.h"
 
@@ -94,6 +95,9 @@ struct EngineOptions {
   int64_t storage_retry_ms = limits::kStorageRetryMsDefault;
   // Where Checkpoint writes, each into its own new subdirectory (empty: checkpoints are off).
   std::string backup_dir;
+  // Where the engine's log records go (storage failures, reopens); unset: stderr. Called on the
+  // engine thread.
+  LogSink log;
 };
 
 // Whether the engine's storage works (Engine::Health, EngineStats::storage).

@@ -548,9 +548,15 @@ class EngineImpl final : public Engine {
     }
     down_.store(true, std::memory_order_release);
     next_reopen_ms_ = now + options_.storage_retry_ms;
-    std::fprintf(stderr, "tokenwheel engine: storage failure, refusing calls%s: %s\n",
-                 options_.reopen_store ? " until the store opens again" : " until a restart",
-                 failure.ToString().c_str());
+    Emit(options_.log,
+         {LogLevel::kError,
+          "engine",
+          "storage_failure",
+          std::string("storage failure, refusing calls") +
+              (options_.reopen_store ? " until the store opens again" : " until a restart") + ": " +
+              failure.ToString(),
+          {{"error", failure.ToString()},
+           {"retry_ms", options_.reopen_store ? std::to_string(options_.storage_retry_ms) : ""}}});
   }
 
   // Engine thread: the failed store can be closed and opened again: the reopen is configured
@@ -607,8 +613,13 @@ class EngineImpl final : public Engine {
       std::lock_guard<std::mutex> lock(health_mu_);
       health_.error = "reopening the store failed: " + s.ToString();
       if (reopen_failures_logged_++ % kReopenFailuresPerLog == 0) {
-        std::fprintf(stderr, "tokenwheel engine: %s (retrying every %lld ms)\n",
-                     health_.error.c_str(), static_cast<long long>(options_.storage_retry_ms));
+        Emit(options_.log,
+             {LogLevel::kWarn,
+              "engine",
+              "storage_reopen_failed",
+              health_.error + " (retrying every " + std::to_string(options_.storage_retry_ms) +
+                  " ms)",
+              {{"error", s.ToString()}, {"retry_ms", std::to_string(options_.storage_retry_ms)}}});
       }
       return false;
     }
@@ -638,11 +649,14 @@ class EngineImpl final : public Engine {
     }
     reopen_failures_logged_ = 0;
     down_.store(false, std::memory_order_release);
-    std::fprintf(stderr,
-                 "tokenwheel engine: storage works again; state rebuilt from the store: "
-                 "recovered_tasks=%llu recovery_ms=%lld\n",
-                 static_cast<unsigned long long>(RecoveredTasks()),
-                 static_cast<long long>(RecoveryMs()));
+    const std::string tasks = std::to_string(RecoveredTasks());
+    const std::string ms = std::to_string(RecoveryMs());
+    Emit(options_.log, {LogLevel::kInfo,
+                        "engine",
+                        "storage_recovered",
+                        "storage works again; state rebuilt from the store: recovered_tasks=" +
+                            tasks + " recovery_ms=" + ms,
+                        {{"recovered_tasks", tasks}, {"recovery_ms", ms}}});
     // Subscribers re-read from their cursors: the store may hold events that were never
     // announced (a failed batch that reached the disk after all).
     NotifyListeners(last_seq);

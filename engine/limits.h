@@ -129,6 +129,11 @@ inline constexpr int64_t kRpcCloseFlushMs = 1000;
 // The server's log: at most one line per kind of event per interval
 // (ServerOptions::log_interval_ms); the next line of that kind counts those left out.
 inline constexpr int64_t kRpcLogIntervalMsDefault = 10'000;
+
+// tokenwheeld's --log-file: spdlog's rotating file sink starts a new file past this size and
+// keeps this many older ones (LOG.1 .. LOG.N), so the log's disk use is bounded.
+inline constexpr size_t kLogFileBytesMax = 64u << 20;
+inline constexpr size_t kLogFilesKept = 4;
 // A connection whose every call is unanswered must not be closed for its
 // questions; one batch call always fits; the bounds nest.
 static_assert(kRpcConnectionPayloadCallsMax <= kRpcConnectionCallsMax);

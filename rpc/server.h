@@ -73,6 +73,7 @@
 #include "engine/clock.h"
 #include "engine/engine.h"
 #include "engine/limits.h"
+#include "engine/log.h"
 #include "engine/types.h"
 
 namespace tw::rpc {
@@ -90,10 +91,10 @@ struct ServerOptions {
   // Single engine calls waiting for the engine, all connections together; past it a single
   // call is answered OVERLOADED at once (see "Limits").
   size_t calls_in_flight_max = limits::kRpcCallsInFlightMax;
-  // Where log lines go, one call per line, on the RPC thread. Unset: stderr, prefixed
-  // "tokenwheel rpc: ". At most one line per kind of event per log_interval_ms; the next line
-  // of a kind says how many were left out.
-  std::function<void(const std::string& line)> log;
+  // Where log records go (component "rpc"), on the RPC thread. Unset: stderr. At most one
+  // record per kind of event per log_interval_ms; the next one of a kind says how many were
+  // left out (field "suppressed").
+  LogSink log;
   int64_t log_interval_ms = limits::kRpcLogIntervalMsDefault;
   // The clock of that rate limit; null: the system clock. REQUIRES: outlives the server.
   const Clock* clock = nullptr;

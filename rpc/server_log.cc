@@ -1,10 +1,35 @@
 #include "rpc/server_log.h"
 
-#include <cstdio>
-
 #include "engine/assert.h"
 
 namespace tw::rpc {
+
+namespace {
+
+// The event name of each kind, as LogRecord::event.
+const char* EventName(LogKind kind) {
+  switch (kind) {
+    case LogKind::kConnectionLimit:
+      return "connection_limit";
+    case LogKind::kAcceptFailed:
+      return "accept_failed";
+    case LogKind::kHandshakeTimeout:
+      return "handshake_timeout";
+    case LogKind::kQuestionsLimit:
+      return "questions_limit";
+    case LogKind::kOverloaded:
+      return "overloaded";
+    case LogKind::kPollShed:
+      return "poll_shed";
+    case LogKind::kConnectionError:
+      return "connection_error";
+    case LogKind::kCount:
+      break;
+  }
+  return "rpc";
+}
+
+}  // namespace
 
 RateLimitedLog::RateLimitedLog(const ServerOptions& options)
     : sink_(options.log),
@@ -19,20 +44,17 @@ void RateLimitedLog::Log(LogKind kind, const std::string& line) {
     ++k.left_out;
     return;
   }
-  std::string out = line;
+  LogRecord r{LogLevel::kWarn, "rpc", EventName(kind), line, {}};
   if (k.left_out > 0) {
-    out += " (and " + std::to_string(k.left_out) + " more since the last such line)";
+    r.message += " (and " + std::to_string(k.left_out) + " more since the last such line)";
+    r.fields.emplace_back("suppressed", std::to_string(k.left_out));
   }
   k = Kind{true, now_ms, 0};
-  Emit(out);
+  tw::Emit(sink_, r);
 }
 
 void RateLimitedLog::Emit(const std::string& line) const {
-  if (sink_) {
-    sink_(line);
-  } else {
-    std::fprintf(stderr, "tokenwheel rpc: %s\n", line.c_str());
-  }
+  tw::Emit(sink_, {LogLevel::kInfo, "rpc", "notice", line, {}});
 }
 
 }  // namespace tw::rpc

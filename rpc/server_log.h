@@ -40,7 +40,7 @@ class RateLimitedLog {
     int64_t last_ms = 0;
     uint64_t left_out = 0;
   };
-  const std::function<void(const std::string&)> sink_;
+  const LogSink sink_;
   SystemClock system_clock_;
   const Clock* const clock_;
   const int64_t interval_ms_;

@@ -15,6 +15,7 @@ packages=(
   nlohmann-json3-dev      # JSON parsing and validation
   libssl-dev              # HMAC-SHA256 for tokens, CSPRNG for task ids
   libcli11-dev            # argument parsing for the server and CLI
+  libspdlog-dev           # tokenwheeld's log: levels, text or JSON lines, rotating file
   googletest libgtest-dev libgmock-dev
   libbenchmark-dev
   libjemalloc-dev         # malloc for the server and benchmarks: glibc malloc was ~22% of the RPC thread

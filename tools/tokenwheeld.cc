@@ -17,6 +17,10 @@
 // each file's unsynced tail survives, as a torn write), and the process dies of SIGKILL. The
 // production binary has neither the flag nor the signal.
 //
+// Logging: one record per start, stop, recovery, storage failure and overload episode (never one
+// per request), through tools/log_sink.h: text or JSON lines (--log-format), on stderr or in a
+// rotating file (--log-file), from --log-level up.
+//
 // Threads: main() blocks SIGTERM / SIGINT before any thread exists (so every thread inherits the
 // mask) and then waits for them with sigwait(); the engine's threads, the Cap'n Proto server's
 // thread and the gateway's thread do the work.
@@ -45,6 +49,7 @@
 #include "rpc/server.h"
 #include "storage/rocksdb_store.h"
 #include "tools/cli_args.h"
+#include "tools/log_sink.h"
 #ifdef TW_POWER_CUT_BUILD
 #include "storage/fault_fs.h"
 #include "storage/rocksdb_store_testing.h"
@@ -70,23 +75,37 @@ struct Flags {
   uint64_t aws_connections_max = tw::limits::kAwsConnectionsMax;
   std::string backup_dir;
   std::string config;
+  std::string log_format = "text";
+  std::string log_level = "info";
+  std::string log_file;
   uint64_t power_cut_seed = 1;  // the power-cut build only: 0 drops every unsynced byte
 };
 
-// One log line on stderr: UTC time, program, message.
-void Log(const std::string& message) {
-  const auto now = std::chrono::system_clock::now();
-  const std::time_t secs = std::chrono::system_clock::to_time_t(now);
-  const auto ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char stamp[32];
-  std::strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
-  std::fprintf(stderr, "%s.%03lldZ tokenwheeld: %s\n", stamp, static_cast<long long>(ms),
-               message.c_str());
-  std::fflush(stderr);
-}
+using Fields = std::vector<std::pair<std::string, std::string>>;
+
+// tokenwheeld's own records (component "tokenwheeld"), through the sink main() made.
+class Logger {
+ public:
+  explicit Logger(tw::LogSink sink) : sink_(std::move(sink)) {}
+
+  void Info(const char* event, const std::string& message, Fields fields = {}) const {
+    Log(tw::LogLevel::kInfo, event, message, std::move(fields));
+  }
+  void Warn(const char* event, const std::string& message, Fields fields = {}) const {
+    Log(tw::LogLevel::kWarn, event, message, std::move(fields));
+  }
+  void Error(const char* event, const std::string& message, Fields fields = {}) const {
+    Log(tw::LogLevel::kError, event, message, std::move(fields));
+  }
+  const tw::LogSink& sink() const { return sink_; }
+
+ private:
+  void Log(tw::LogLevel level, const char* event, const std::string& message, Fields fields) const {
+    tw::Emit(sink_, {level, "tokenwheeld", event, message, std::move(fields)});
+  }
+
+  tw::LogSink sink_;
+};
 
 // A config file's integer: non-negative, in T's range (nlohmann's get<T> would wrap -1).
 template <typename T>
@@ -130,6 +149,9 @@ bool ApplyConfig(const CLI::App& app, Flags* f, std::string* error) {
       if (key == "backup-dir") f->backup_dir = value.get<std::string>();
       if (key == "durability") f->durability = value.get<std::string>();
       if (key == "commit") f->commit = value.get<std::string>();
+      if (key == "log-format") f->log_format = value.get<std::string>();
+      if (key == "log-level") f->log_level = value.get<std::string>();
+      if (key == "log-file") f->log_file = value.get<std::string>();
       if (key == "tick-ms") ok = ConfigInteger(value, key, &f->tick_ms, error);
       if (key == "max-poll-seconds") ok = ConfigInteger(value, key, &f->max_poll_seconds, error);
       if (key == "region") f->region = value.get<std::string>();
@@ -162,7 +184,7 @@ bool MakePrivate(const std::filesystem::path& path) {
 
 // The data dir, its db dir and every file in them become the server's alone. New files are
 // already (umask 077); this covers what an older build created world-readable.
-void MakeDataDirPrivate(const std::string& data_dir) {
+void MakeDataDirPrivate(const std::string& data_dir, const Logger& log) {
   size_t changed = 0;
   std::error_code ec;
   for (const std::filesystem::path& dir :
@@ -174,8 +196,9 @@ void MakeDataDirPrivate(const std::string& data_dir) {
     }
   }
   if (changed > 0) {
-    Log("took group and other permissions off " + std::to_string(changed) +
-        " files and directories in " + data_dir);
+    log.Warn("permissions_fixed", "took group and other permissions off " +
+                                      std::to_string(changed) + " files and directories in " +
+                                      data_dir);
   }
 }
 
@@ -195,7 +218,7 @@ sigset_t ServerSignals() {
 using StoreOpener = std::function<tw::Status(std::unique_ptr<tw::Store>*)>;
 
 #ifndef TW_POWER_CUT_BUILD
-StoreOpener MakeStoreOpener(const tw::RocksStoreOptions& options) {
+StoreOpener MakeStoreOpener(const tw::RocksStoreOptions& options, const Logger& /*log*/) {
   return [options](std::unique_ptr<tw::Store>* out) { return tw::OpenRocksStore(options, out); };
 }
 #else
@@ -205,9 +228,10 @@ std::shared_ptr<tw::FaultFs>& PowerCutFs() {
   return fs;
 }
 
-StoreOpener MakeStoreOpener(const tw::RocksStoreOptions& options) {
-  Log("WARNING: power-cut build: the store runs on a fault-injecting file system and SIGUSR1 "
-      "drops every unsynced write. For tools/crashtest only.");
+StoreOpener MakeStoreOpener(const tw::RocksStoreOptions& options, const Logger& log) {
+  log.Warn("power_cut_build",
+           "WARNING: power-cut build: the store runs on a fault-injecting file system and "
+           "SIGUSR1 drops every unsynced write. For tools/crashtest only.");
   tw::RocksStoreTestHooks hooks;
   hooks.file_system = PowerCutFs();
   return [options, hooks](std::unique_ptr<tw::Store>* out) {
@@ -219,14 +243,15 @@ constexpr int64_t kPowerCutQuietMs = 5000;
 
 // The machine loses power: nothing more reaches a file, what was not synced is gone (but for a
 // torn tail), and the process dies with no chance to write anything else.
-[[noreturn]] void CutPower(uint64_t seed) {
+[[noreturn]] void CutPower(uint64_t seed, const Logger& log) {
   PowerCutFs()->SetActive(false);
   // A write that was under way when the power went must not land after the truncation.
   const bool quiet = PowerCutFs()->WaitForCallsInFlight(kPowerCutQuietMs);
   const tw::Status dropped = PowerCutFs()->DropUnsyncedData(seed);
-  Log("power cut (SIGUSR1): unsynced writes dropped, torn_seed=" + std::to_string(seed) +
-      (quiet ? std::string() : " (a write was still under way)") +
-      (dropped.ok() ? std::string() : " error=" + dropped.ToString()));
+  log.Warn("power_cut",
+           "power cut (SIGUSR1): unsynced writes dropped, torn_seed=" + std::to_string(seed) +
+               (quiet ? std::string() : " (a write was still under way)") +
+               (dropped.ok() ? std::string() : " error=" + dropped.ToString()));
   ::kill(::getpid(), SIGKILL);
   std::abort();  // not reached
 }
@@ -266,21 +291,22 @@ bool Validate(const Flags& f, std::string* error) {
   return error->empty();
 }
 
-int Serve(const Flags& f) {
+int Serve(const Flags& f, const Logger& log) {
   const bool sync = f.durability == "sync";
   if (!sync) {
-    Log("WARNING: --durability=none: acknowledged transitions are NOT synced to disk; a power "
-        "loss or OS crash can lose them. Use only for throwaway runs and benchmarks.");
+    log.Warn("durability_none",
+             "WARNING: --durability=none: acknowledged transitions are NOT synced to disk; a "
+             "power loss or OS crash can lose them. Use only for throwaway runs and benchmarks.");
   }
   // Every connection is a descriptor: the soft limit (1024 under systemd) goes up to the hard one.
   const auto open_files = tw::rpc::RaiseOpenFilesLimit();
-  if (!open_files.ok()) Log("warning: " + open_files.error.message);
+  if (!open_files.ok()) log.Warn("open_files_limit", open_files.error.message);
   std::shared_ptr<const tw::rpc::aws::Credentials> credentials;
   if (!f.aws_credentials.empty()) {
     std::unique_ptr<tw::rpc::aws::Credentials> loaded;
     tw::Status cs = tw::rpc::aws::Credentials::LoadFile(f.aws_credentials, &loaded);
     if (!cs.ok()) {
-      Log("error: --aws-credentials: " + cs.message());
+      log.Error("start_failed", "--aws-credentials: " + cs.message());
       return 1;
     }
     credentials = std::move(loaded);
@@ -288,15 +314,16 @@ int Serve(const Flags& f) {
   std::error_code ec;
   std::filesystem::create_directories(f.data_dir, ec);  // 0700 under the umask
   if (ec) {
-    Log("error: cannot create data dir " + f.data_dir + ": " + ec.message());
+    log.Error("start_failed", "cannot create data dir " + f.data_dir + ": " + ec.message());
     return 1;
   }
-  MakeDataDirPrivate(f.data_dir);
+  MakeDataDirPrivate(f.data_dir, log);
   if (!f.backup_dir.empty()) {
     std::error_code ec;
     std::filesystem::create_directories(f.backup_dir, ec);
     if (ec || !std::filesystem::is_directory(f.backup_dir, ec)) {
-      Log("error: cannot create backup dir " + f.backup_dir + (ec ? ": " + ec.message() : ""));
+      log.Error("start_failed",
+                "cannot create backup dir " + f.backup_dir + (ec ? ": " + ec.message() : ""));
       return 1;
     }
     MakePrivate(f.backup_dir);
@@ -305,11 +332,11 @@ int Serve(const Flags& f) {
   tw::RocksStoreOptions store_options;
   store_options.path = f.data_dir + "/db";
   store_options.sync_default = sync;
-  StoreOpener open_store = MakeStoreOpener(store_options);
+  StoreOpener open_store = MakeStoreOpener(store_options, log);
   std::unique_ptr<tw::Store> store;
   tw::Status s = open_store(&store);
   if (!s.ok()) {
-    Log("error: opening the store in " + store_options.path + ": " + s.ToString());
+    log.Error("start_failed", "opening the store in " + store_options.path + ": " + s.ToString());
     return 1;
   }
 
@@ -323,13 +350,14 @@ int Serve(const Flags& f) {
   engine_options.token_key_file = f.data_dir + "/token.key";
   engine_options.storage_retry_ms = f.storage_retry_ms;
   engine_options.reopen_store = open_store;
+  engine_options.log = log.sink();
   engine_options.backup_dir =
       f.backup_dir.empty() ? ""
                            : std::filesystem::absolute(f.backup_dir).lexically_normal().string();
   tw::SystemClock clock;
   auto opened = tw::Engine::Open(engine_options, std::move(store), &clock);
   if (!opened.ok()) {
-    Log("error: opening the engine in " + f.data_dir + ": " + opened.error.message);
+    log.Error("start_failed", "opening the engine in " + f.data_dir + ": " + opened.error.message);
     return 1;
   }
   std::unique_ptr<tw::Engine> engine = std::move(opened.value);
@@ -340,10 +368,10 @@ int Serve(const Flags& f) {
   server_options.server_version = "tokenwheeld";
   server_options.connections_max = f.connections_max;
   server_options.handshake_timeout_ms = f.handshake_timeout_ms;
-  server_options.log = Log;
+  server_options.log = log.sink();
   auto started = tw::rpc::Server::Start(engine.get(), server_options);
   if (!started.ok()) {
-    Log("error: listening on " + f.rpc_listen + ": " + started.error.message);
+    log.Error("start_failed", "listening on " + f.rpc_listen + ": " + started.error.message);
     engine->Stop();
     return 1;
   }
@@ -356,33 +384,44 @@ int Serve(const Flags& f) {
     gateway_options.max_poll_seconds = f.max_poll_seconds;
     gateway_options.server_version = "tokenwheeld";
     gateway_options.connections_max = f.aws_connections_max;
+    gateway_options.log = log.sink();
     auto gw = tw::rpc::aws::Gateway::Start(engine.get(), gateway_options);
     if (!gw.ok()) {
-      Log("error: AWS gateway on " + f.aws_listen + ": " + gw.error.message);
+      log.Error("start_failed", "AWS gateway on " + f.aws_listen + ": " + gw.error.message);
       server->StopAccepting();
       engine->Stop();
       return 1;
     }
     gateway = std::move(gw.value);
     if (!credentials) {
-      Log("WARNING: no --aws-credentials: the AWS gateway on " + gateway->address() +
-          " checks no signatures (loopback only)");
+      log.Warn("gateway_unsigned", "WARNING: no --aws-credentials: the AWS gateway on " +
+                                       gateway->address() +
+                                       " checks no signatures (loopback only)");
     }
   }
-  Log("started, listening on " + server->address() +
-      " aws_listen=" + (gateway ? gateway->address() : std::string("off")) +
-      " data_dir=" + f.data_dir + " recovered_tasks=" + std::to_string(engine->RecoveredTasks()) +
-      " recovery_ms=" + std::to_string(engine->RecoveryMs()) + " durability=" + f.durability +
-      " commit=" + f.commit + " tick_ms=" + std::to_string(f.tick_ms) +
-      " max_poll_seconds=" + std::to_string(f.max_poll_seconds) +
-      " open_files=" + std::to_string(open_files.ok() ? open_files.value : 0));
+  const std::string aws = gateway ? gateway->address() : std::string("off");
+  Fields facts{{"rpc_listen", server->address()},
+               {"aws_listen", aws},
+               {"data_dir", f.data_dir},
+               {"recovered_tasks", std::to_string(engine->RecoveredTasks())},
+               {"recovery_ms", std::to_string(engine->RecoveryMs())},
+               {"durability", f.durability},
+               {"commit", f.commit},
+               {"tick_ms", std::to_string(f.tick_ms)},
+               {"max_poll_seconds", std::to_string(f.max_poll_seconds)},
+               {"open_files", std::to_string(open_files.ok() ? open_files.value : 0)}};
+  std::string line = "started, listening on " + server->address();
+  for (size_t i = 1; i < facts.size(); ++i) {
+    line += " " + facts[i].first + "=" + facts[i].second;
+  }
+  log.Info("started", line, std::move(facts));
 
   const sigset_t stop_signals = ServerSignals();
   int signo = 0;
   while (sigwait(&stop_signals, &signo) != 0) {
   }
 #ifdef TW_POWER_CUT_BUILD
-  if (signo == SIGUSR1) CutPower(f.power_cut_seed);
+  if (signo == SIGUSR1) CutPower(f.power_cut_seed, log);
 #endif
   const auto t0 = std::chrono::steady_clock::now();
   const std::string address = server->address();
@@ -399,8 +438,14 @@ int Serve(const Flags& f) {
   const auto stop_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
           .count();
-  Log(std::string("stopped on ") + (signo == SIGTERM ? "SIGTERM" : "SIGINT") +
-      " data_dir=" + f.data_dir + " listen=" + address + " stop_ms=" + std::to_string(stop_ms));
+  const std::string signal = signo == SIGTERM ? "SIGTERM" : "SIGINT";
+  log.Info("stopped",
+           "stopped on " + signal + " data_dir=" + f.data_dir + " listen=" + address +
+               " stop_ms=" + std::to_string(stop_ms),
+           {{"signal", signal},
+            {"data_dir", f.data_dir},
+            {"listen", address},
+            {"stop_ms", std::to_string(stop_ms)}});
   return 0;
 }
 
@@ -497,6 +542,21 @@ int main(int argc, char** argv) {
                             "(0: none)")
       ->capture_default_str();
 #endif
+  app.add_option("--log-format", f.log_format,
+                 "text: one line per record for people; json: one JSON object per line (ts, "
+                 "level, component, event, msg, then the record's fields)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"text", "json"}));
+  app.add_option("--log-level", f.log_level,
+                 "Records below this level are dropped: debug, info (start, stop, recovery), warn "
+                 "(overload episodes, refused connections), error (storage failures)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
+  app.add_option("--log-file", f.log_file,
+                 "Write the log to this file, rotated at " +
+                     std::to_string(tw::limits::kLogFileBytesMax >> 20) + " MiB with " +
+                     std::to_string(tw::limits::kLogFilesKept) +
+                     " older files kept; unset: stderr (under systemd: the journal)");
   app.add_option("--config", f.config,
                  "JSON file with any of the keys above, without the dashes prefix (e.g. "
                  "{\"data-dir\": \"/var/lib/tokenwheel\", \"durability\": \"sync\"}); flags "
@@ -510,13 +570,20 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::string error;
+  // Until the flags say otherwise: text on stderr.
+  const Logger early(tw::tools::MakeLogSink(tw::tools::LogOptions(), &error));
   if (!f.config.empty() && !ApplyConfig(app, &f, &error)) {
-    Log("error: " + error);
+    early.Error("start_failed", error);
     return 1;
   }
   if (!Validate(f, &error)) {
-    Log("error: " + error);
+    early.Error("start_failed", error);
     return 1;
   }
-  return Serve(f);
+  tw::LogSink sink = tw::tools::MakeLogSink({f.log_format, f.log_level, f.log_file}, &error);
+  if (!sink) {
+    early.Error("start_failed", error);
+    return 1;
+  }
+  return Serve(f, Logger(std::move(sink)));
 }

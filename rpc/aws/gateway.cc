@@ -60,10 +60,13 @@ int64_t MicrosSince(Clock::time_point t0) {
   return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count();
 }
 
-// One log line on stderr, at most once per limits::kAwsLogIntervalMs for each kind of event;
-// the next line says how many were left out.
+// One log record of one kind of event, at most once per limits::kAwsLogIntervalMs; the next
+// one says how many were left out (field "suppressed").
 class RateLimitedLog {
  public:
+  // REQUIRES: `sink` outlives the log.
+  RateLimitedLog(const LogSink* sink, const char* event) : sink_(sink), event_(event) {}
+
   void Log(const std::string& message) {
     const auto now = Clock::now();
     if (now < next_) {
@@ -71,16 +74,18 @@ class RateLimitedLog {
       return;
     }
     next_ = now + std::chrono::milliseconds(limits::kAwsLogIntervalMs);
+    LogRecord r{LogLevel::kWarn, "gateway", event_, message, {}};
     if (suppressed_ > 0) {
-      std::fprintf(stderr, "tokenwheel gateway: %s (and %llu more like it)\n", message.c_str(),
-                   static_cast<unsigned long long>(suppressed_));
-    } else {
-      std::fprintf(stderr, "tokenwheel gateway: %s\n", message.c_str());
+      r.message += " (and " + std::to_string(suppressed_) + " more like it)";
+      r.fields.emplace_back("suppressed", std::to_string(suppressed_));
     }
+    Emit(*sink_, r);
     suppressed_ = 0;
   }
 
  private:
+  const LogSink* sink_;
+  const char* event_;
   Clock::time_point next_{};
   uint64_t suppressed_ = 0;
 };
@@ -231,10 +236,10 @@ class GatewayImpl final : public Gateway {
   size_t body_bytes_ = 0;                          // reserved by connections reading a body
   size_t reply_bytes_ = 0;                         // of answers being written
   std::vector<std::weak_ptr<Connection>> paused_;  // waiting for the reply backlog to drain
-  RateLimitedLog accept_log_;
-  RateLimitedLog refuse_log_;
-  RateLimitedLog auth_log_;
-  RateLimitedLog write_errors_log_;
+  RateLimitedLog accept_log_{&options_.log, "accept_failed"};
+  RateLimitedLog refuse_log_{&options_.log, "connection_limit"};
+  RateLimitedLog auth_log_{&options_.log, "request_not_authenticated"};
+  RateLimitedLog write_errors_log_{&options_.log, "write_failed"};
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1089,7 +1094,11 @@ void GatewayImpl::Run() {
       io_.run();
       return;
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "tokenwheel gateway: a handler failed: %s\n", e.what());
+      Emit(options_.log, {LogLevel::kError,
+                          "gateway",
+                          "handler_failed",
+                          std::string("a handler failed: ") + e.what(),
+                          {}});
     }
   }
 }

@@ -36,6 +36,7 @@
 #include "engine/clock.h"
 #include "engine/engine.h"
 #include "engine/limits.h"
+#include "engine/log.h"
 #include "engine/types.h"
 #include "rpc/aws/sigv4.h"
 
@@ -53,6 +54,9 @@ struct GatewayOptions {
   int64_t idle_timeout_ms = limits::kAwsIdleTimeoutMsDefault;
   int64_t request_timeout_ms = limits::kAwsRequestTimeoutMsDefault;
   std::string server_version = "tokenwheel";
+  // Where the gateway's log records go (refused connections, accept failures, bad signatures:
+  // at most one per kind per limits::kAwsLogIntervalMs); unset: stderr. Gateway thread.
+  LogSink log;
   // Tests only: runs on the gateway thread just before the answer of a GetActivityTask that
   // got a task is written (to kill the connection at that moment).
   std::function<void()> before_task_write;

@@ -6,6 +6,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -153,6 +156,52 @@ TEST(DaemonTest, IntegersAreDecimalAndInRange) {
     EXPECT_EQ(r.exit_code, 1) << config;
     EXPECT_NE(r.err.find("must be an integer"), std::string::npos) << config << ": " << r.err;
   }
+}
+
+// --log-format json --log-file: one JSON object per line, a record per start and stop with its
+// facts as fields, and none per request.
+TEST(DaemonTest, JsonLogsToAFileOneRecordPerEpisodeNotPerRequest) {
+  TempDir tmp;
+  const std::string log_file = tmp.path() + "/tokenwheeld.json";
+  // Its stderr goes to the same file (both append): the start line is found there, and any
+  // line that is not a record would show up.
+  ServerProcess server(tmp.path() + "/data", log_file,
+                       {"--log-format", "json", "--log-file", log_file});
+  ASSERT_TRUE(server.Start());
+  auto client = ConnectOrFail(server.address());
+  ASSERT_NE(client, nullptr);
+  for (int i = 0; i < 50; ++i) {
+    IssueTaskRequest req;
+    req.input = "{\"i\":" + std::to_string(i) + "}";
+    ASSERT_TRUE(client->IssueTask(req).ok());
+  }
+  client.reset();
+  EXPECT_EQ(server.Terminate(), 0);
+  std::map<std::string, nlohmann::json> by_event;
+  std::istringstream lines(ReadFile(log_file));
+  size_t count = 0;
+  for (std::string line; std::getline(lines, line); ++count) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    ASSERT_TRUE(j.is_object()) << line;
+    for (const char* key : {"ts", "level", "component", "event", "msg"}) {
+      EXPECT_TRUE(j.contains(key)) << key << " missing: " << line;
+    }
+    by_event[j.value("event", "")] = j;
+  }
+  EXPECT_LE(count, 4u) << ReadFile(log_file);  // started, stopped, and start-up warnings
+  ASSERT_EQ(by_event.count("started"), 1u) << ReadFile(log_file);
+  EXPECT_EQ(by_event["started"]["rpc_listen"], server.address());
+  EXPECT_EQ(by_event["started"]["durability"], "sync");
+  ASSERT_EQ(by_event.count("stopped"), 1u);
+  EXPECT_EQ(by_event["stopped"]["signal"], "SIGTERM");
+  EXPECT_EQ(by_event["stopped"]["level"], "info");
+}
+
+TEST(DaemonTest, ABadLogFlagIsRefused) {
+  TempDir tmp;
+  CliResult r =
+      RunDaemon({"--data-dir", tmp.path() + "/data", "--log-format", "xml"}, tmp.path() + "/log");
+  EXPECT_NE(r.exit_code, 0);
 }
 
 }  // namespace

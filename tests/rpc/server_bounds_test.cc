@@ -673,9 +673,9 @@ TEST_F(ServerBoundsTest, IdleConnectionsAreClosedAfterTheHandshakeTimeout) {
   options.connections_max = 4;
   std::mutex log_mu;
   std::vector<std::string> log;
-  options.log = [&](const std::string& line) {
+  options.log = [&](const LogRecord& r) {
     std::lock_guard<std::mutex> lock(log_mu);
-    log.push_back(line);
+    log.push_back(r.event + ": " + r.message);
   };
   StartServer(options);
   auto early = Connect();  // made a call (getInfo): handshaken
@@ -711,7 +711,10 @@ TEST_F(ServerBoundsTest, IdleConnectionsAreClosedAfterTheHandshakeTimeout) {
   EXPECT_TRUE(early->Ping("still in").ok());  // older than the timeout, and kept
   std::lock_guard<std::mutex> lock(log_mu);
   size_t timeouts = 0;
-  for (const auto& line : log) timeouts += line.find("sent no call") != std::string::npos;
+  for (const auto& line : log) {
+    timeouts +=
+        line.rfind("handshake_timeout: ", 0) == 0 && line.find("sent no call") != std::string::npos;
+  }
   EXPECT_GE(timeouts, 1u);
 }
 
@@ -726,15 +729,15 @@ TEST_F(ServerBoundsTest, TheConnectionCapRefusesCleanlyAndLogsAtARate) {
   options.log_interval_ms = 10'000;
   std::mutex log_mu;
   std::vector<std::string> log;
-  options.log = [&](const std::string& line) {
+  options.log = [&](const LogRecord& r) {
     std::lock_guard<std::mutex> lock(log_mu);
-    log.push_back(line);
+    log.push_back(r.event + ": " + r.message);
   };
   auto limit_lines = [&]() {
     std::lock_guard<std::mutex> lock(log_mu);
     std::vector<std::string> lines;
     for (const auto& line : log) {
-      if (line.find("connection limit") != std::string::npos) lines.push_back(line);
+      if (line.rfind("connection_limit: connection limit", 0) == 0) lines.push_back(line);
     }
     return lines;
   };

@@ -123,6 +123,10 @@ int Main(int argc, char** argv) {
       ->check(CLI::ExistingDirectory);
   app.add_option("--work-dir", so.work_dir, "temp dirs of the systems go here");
   app.add_option("--tokenwheeld", so.tokenwheeld, "the server binary");
+  app.add_option("--server-arg", so.tokenwheeld_args,
+                 "one more flag for tokenwheeld, e.g. --server-arg=--retention-seconds=60 "
+                 "(repeatable)")
+      ->allow_extra_args(false);
   app.add_option("--pg-bin-dir", so.pg_bin_dir, "PostgreSQL's initdb and postgres");
   app.add_option("--redis-server", so.redis_server, "the redis-server binary");
   app.add_flag("--keep", so.keep, "keep the systems' data dirs");

@@ -139,11 +139,12 @@ class System {
 };
 
 struct SystemOptions {
-  std::string work_dir;      // temp dirs go here
-  std::string tokenwheeld;   // the server binary
-  std::string pg_bin_dir;    // initdb, postgres
-  std::string redis_server;  // the redis-server binary
-  bool keep = false;         // keep the data dirs
+  std::string work_dir;                       // temp dirs go here
+  std::string tokenwheeld;                    // the server binary
+  std::vector<std::string> tokenwheeld_args;  // more flags for it (--server-arg)
+  std::string pg_bin_dir;                     // initdb, postgres
+  std::string redis_server;                   // the redis-server binary
+  bool keep = false;                          // keep the data dirs
 };
 
 std::unique_ptr<System> MakeTokenwheel(const SystemOptions& o, bool gateway);

@@ -273,7 +273,7 @@ class TokenwheelSystem final : public ServedSystem<crashtest::ServerProcess> {
   bool Start(std::string* error) override {
     if (!MakeDir("tokenwheel", error)) return false;
     server_ = std::make_unique<crashtest::ServerProcess>(
-        o_.tokenwheeld, dir_ + "/data", dir_ + "/tokenwheeld.log", std::vector<std::string>{});
+        o_.tokenwheeld, dir_ + "/data", dir_ + "/tokenwheeld.log", o_.tokenwheeld_args);
     if (!server_->Start(kStartTimeoutMs, error)) return false;
     return CreateActivity(error);
   }
