@@ -86,7 +86,7 @@ constexpr std::string_view kPage = R"html(<!DOCTYPE html>
   <div class="card"><div class="v" id="events-not-acked">-</div><div class="k">events not acked</div></div>
   <div class="card"><div class="v" id="connections">-</div><div class="k">gateway connections</div></div>
 </div>
-<h2>Last <span id="window-minutes"></span> minutes</h2>
+<h2>Throughput and timeouts (up to the last <span id="window-minutes"></span> minutes)</h2>
 <div class="charts">
   <div class="chart"><div class="title">transitions per second (engine commands applied)</div>
     <svg id="chart-throughput" viewBox="0 0 600 160" preserveAspectRatio="none" role="img"></svg></div>
@@ -145,8 +145,10 @@ function drawChart(id, key, color) {
   const svg = document.getElementById(id);
   while (svg.firstChild) svg.removeChild(svg.firstChild);
   const W = 600, H = 160, L = 44, B = 16, T = 6;
+  // The window grows with the page's history (at least a minute) up to HISTORY_SAMPLES polls.
   const end = samples.length ? samples[samples.length - 1].t : 0;
-  const span = HISTORY_SAMPLES * POLL_MS;
+  const full = HISTORY_SAMPLES * POLL_MS;
+  const span = samples.length ? Math.min(full, Math.max(60000, end - samples[0].t)) : full;
   const top = niceMax(Math.max(0, ...samples.map(p => p[key])));
   const x = t => L + (W - L) * (1 - (end - t) / span);
   const y = v => T + (H - B - T) * (1 - v / top);
@@ -156,7 +158,8 @@ function drawChart(id, key, color) {
     svg.appendChild(svgEl(svg, 'text', {x: L - 4, y: y(top * f) + 3, 'text-anchor': 'end'},
                           num(Math.round(top * f * 10) / 10)));
   }
-  svg.appendChild(svgEl(svg, 'text', {x: L, y: H - 3}, Math.round(span / 60000) + ' min ago'));
+  const ago = span >= 120000 ? Math.round(span / 60000) + ' min ago' : Math.round(span / 1000) + ' s ago';
+  svg.appendChild(svgEl(svg, 'text', {x: L, y: H - 3}, ago));
   svg.appendChild(svgEl(svg, 'text', {x: W, y: H - 3, 'text-anchor': 'end'}, 'now'));
   if (samples.length === 0) return;
   const pts = samples.map(p => x(p.t).toFixed(1) + ',' + y(p[key]).toFixed(1));

@@ -2,7 +2,7 @@
 """A real browser (Debian `chromium`, headless) renders the gateway's status page (GET /).
 
   /usr/bin/python3 tests/clients/status_page_chromium.py --tokenwheeld PATH [--chromium PATH]
-      [--screenshot-out FILE] [--load-seconds N]
+      [--screenshot-out FILE] [--live-seconds N]
 
 Starts tokenwheeld (free loopback ports, a temp data dir), creates two activities, issues tasks
 on them and a callback task, and has a worker take one task, all through the gateway's JSON
@@ -12,8 +12,9 @@ enough for the page's script to poll status.json a few times, and checks the ren
 script ran and found the storage ok, each activity's row shows its name and queued count, the
 live / queued / started cards show the API's figures, and the throughput chart has a series.
 Last, a `--screenshot` of the page (a PNG of the window's size, in the temp dir; copied to
---screenshot-out if given, which is how docs/status-page.png is made, with --load-seconds of
-background traffic so the chart has data).
+--screenshot-out if given). docs/status-page.png is made with --live-seconds 90: then the
+screenshot is taken over DevTools after 90 s of real time with background traffic (tasks issued,
+taken, completed, some timing out), so the chart has data.
 
 Chromium talks to nothing but 127.0.0.1: its own temp profile and HOME, no proxy, background
 networking, sync, component updates, crash reports and the like off, and every host name but
@@ -23,10 +24,13 @@ PID (tests/clients/harness.py). Exit 0 iff every check held.
 """
 
 import argparse
+import base64
+import fcntl
 import html
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import struct
@@ -45,7 +49,7 @@ ACTIVITIES = {"payments": 3, "emails": 2}  # name -> tasks issued on it
 TAKEN = "payments"  # a worker takes one of its tasks: STARTED
 CHROMIUM_BOUND_S = 120  # one headless run, on a loaded machine
 VIRTUAL_TIME_MS = 6000  # the page polls every second: about six polls
-WINDOW = (1100, 900)
+WINDOW = (1100, 720)
 
 # Nothing leaves the machine: no first-run, sync, component or safe-browsing traffic, no proxy,
 # and every name but 127.0.0.1 resolves to nothing.
@@ -97,6 +101,78 @@ def run_chromium(binary, tmp, name, args):
             tail = f.read().decode(errors="replace")[-2000:]
         raise AssertionError(f"chromium ({name}) exited with {proc.returncode}:\n{tail}")
     return out.decode(errors="replace")
+
+
+def screenshot_after(binary, tmp, url, seconds, out_path):
+    """For the docs: the page in real time (virtual time would squeeze the chart's minutes into
+    a moment of the server's clock). Chromium is driven over --remote-debugging-pipe (DevTools
+    messages on fds 3 and 4, no port): open `url`, let the page poll for `seconds`, capture."""
+    home = os.path.join(tmp, "home-live")
+    os.makedirs(home)
+    pipe_r, to_chrome_w = os.pipe()
+    from_chrome_r, pipe_w = os.pipe()
+    # The child's ends, out of the way of 3 and 4, which their copies take in the child.
+    to_chrome_r = fcntl.fcntl(pipe_r, fcntl.F_DUPFD_CLOEXEC, 10)
+    from_chrome_w = fcntl.fcntl(pipe_w, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(pipe_r)
+    os.close(pipe_w)
+
+    def child_setup():
+        h._die_with_parent()
+        os.dup2(to_chrome_r, 3, inheritable=True)
+        os.dup2(from_chrome_w, 4, inheritable=True)
+
+    cmd = [binary, *CHROMIUM_FLAGS, f"--user-data-dir={os.path.join(tmp, 'profile-live')}",
+           "--remote-debugging-pipe", f"--window-size={WINDOW[0]},{WINDOW[1]}"]
+    with open(os.path.join(tmp, "chromium-live.log"), "wb") as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                                env=chromium_env(home), start_new_session=True,
+                                preexec_fn=child_setup, pass_fds=(3, 4))
+    inbox = b""
+    ids = iter(range(1, 1000))
+
+    def call(method, session=None, **params):
+        nonlocal inbox
+        msg_id = next(ids)
+        msg = {"id": msg_id, "method": method, "params": params}
+        if session:
+            msg["sessionId"] = session
+        os.write(to_chrome_w, json.dumps(msg).encode() + b"\0")
+        deadline = time.monotonic() + CHROMIUM_BOUND_S
+        while time.monotonic() < deadline:
+            while b"\0" in inbox:
+                raw, inbox = inbox.split(b"\0", 1)
+                answer = json.loads(raw)
+                if answer.get("id") == msg_id:
+                    assert "error" not in answer, f"{method}: {answer['error']}"
+                    return answer["result"]
+            ready, _, _ = select.select([from_chrome_r], [], [], 1)
+            if ready:
+                chunk = os.read(from_chrome_r, 1 << 20)
+                assert chunk, "chromium closed its DevTools pipe"
+                inbox += chunk
+        raise AssertionError(f"chromium did not answer {method}")
+
+    try:
+        for fd in (to_chrome_r, from_chrome_w):  # the child's ends: EOF when chromium exits
+            os.close(fd)
+        target = call("Target.createTarget", url="about:blank")["targetId"]
+        session = call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        call("Emulation.setDeviceMetricsOverride", session, width=WINDOW[0], height=WINDOW[1],
+             deviceScaleFactor=1, mobile=False)
+        call("Page.navigate", session, url=url)
+        time.sleep(seconds)  # the page polls in real time meanwhile: the chart's data
+        shot = call("Page.captureScreenshot", session, format="png")["data"]
+        with open(out_path, "wb") as f:
+            f.write(base64.b64decode(shot))
+    finally:
+        os.close(to_chrome_w)
+        os.close(from_chrome_r)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # its own group: start_new_session
+        except ProcessLookupError:
+            pass
+        proc.wait()
 
 
 def get_json(url):
@@ -163,8 +239,8 @@ def main():
     ap.add_argument("--tokenwheeld", required=True)
     ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     ap.add_argument("--screenshot-out", help="also copy the screenshot here")
-    ap.add_argument("--load-seconds", type=float, default=0,
-                    help="background traffic before and during the screenshot")
+    ap.add_argument("--live-seconds", type=float, default=0,
+                    help="screenshot after this long in real time, with background traffic")
     a = ap.parse_args()
     if not os.access(a.chromium, os.X_OK):
         print(f"chromium not found at {a.chromium} (tools/install-deps.sh installs it)",
@@ -199,16 +275,17 @@ def main():
                            [f"--virtual-time-budget={VIRTUAL_TIME_MS}", "--dump-dom", url])
         check_dom(dom, status, arns)
 
-        if a.load_seconds > 0:
+        shot = os.path.join(tmp, "status-page.png")
+        if a.live_seconds > 0:
             load_arn = api.aws("CreateActivity", name="thumbnails")["activityArn"]
             load = threading.Thread(target=background_load,
                                     args=(h.JsonApi(server.endpoint), load_arn, stop_load))
             load.start()
-            time.sleep(a.load_seconds)  # traffic for the chart, not a wait for a timeout
-        shot = os.path.join(tmp, "status-page.png")
-        run_chromium(a.chromium, tmp, "screenshot",
-                     [f"--virtual-time-budget={VIRTUAL_TIME_MS * (4 if a.load_seconds else 1)}",
-                      f"--screenshot={shot}", f"--window-size={WINDOW[0]},{WINDOW[1]}", url])
+            screenshot_after(a.chromium, tmp, url, a.live_seconds, shot)
+        else:
+            run_chromium(a.chromium, tmp, "screenshot",
+                         [f"--virtual-time-budget={VIRTUAL_TIME_MS}", f"--screenshot={shot}",
+                          f"--window-size={WINDOW[0]},{WINDOW[1]}", url])
         size = check_png(shot)
         if a.screenshot_out:
             shutil.copyfile(shot, a.screenshot_out)
