@@ -172,10 +172,16 @@ inline constexpr size_t kAwsRefusalsInProgressMax = 64;
 inline constexpr size_t kAwsCredentialsFileBytesMax = 64 << 10;
 inline constexpr size_t kAwsAccessKeyIdCharsMax = 128;  // AWS's own maximum
 inline constexpr size_t kAwsSecretKeyCharsMax = 256;    // AWS's are 40
+// The status page (GET /, rpc/aws/status_page.h) polls GET /status.json every
+// kStatusPagePollMs and its chart keeps the last kStatusPageHistorySamples samples, in the
+// browser (10 minutes): the gateway keeps no history.
+inline constexpr int64_t kStatusPagePollMs = 1000;
+inline constexpr size_t kStatusPageHistorySamples = 600;
 static_assert(kAwsCallsInFlightMax <= kCommandQueueMax);
 static_assert(kAwsPayloadCallsInFlightMax <= kAwsCallsInFlightMax);
 static_assert(kRequestBytesMax <= kAwsBodyBytesInFlightMax);
 static_assert(kAwsAcceptBackoffMsMin <= kAwsAcceptBackoffMsMax);
+static_assert(kStatusPagePollMs >= 250);  // one status call per poll: a light load
 // Every connection may hold a long poll: the engine must take that many waiting polls.
 static_assert(kAwsConnectionsMax <= kPollWaitersMax);
 

@@ -21,6 +21,7 @@ packages=(
   libjemalloc-dev         # malloc for the server and benchmarks: glibc malloc was ~22% of the RPC thread
   awscli python3-boto3 python3-botocore  # real AWS clients: tests/clients, examples
   prometheus              # a real scraper of /metrics: tests/clients/prometheus_scrape.py
+  chromium                # a real browser renders the status page (GET /): tests/clients/status_page_chromium.py
   postgresql libpq-dev    # tokenwheel-bench's peer: PostgreSQL 15 server and its C client
   redis-server libhiredis-dev  # tokenwheel-bench's peer: Redis 7 server and its C client
   gnuplot-nox             # tokenwheel-bench's plots (make bench-peers)

@@ -32,6 +32,7 @@
 #include "engine/assert.h"
 #include "rpc/aws/metrics.h"
 #include "rpc/aws/protocol.h"
+#include "rpc/aws/status_page.h"
 #include "rpc/bridge.h"
 #include "rpc/json_forms.h"
 #include "rpc/mailbox.h"
@@ -371,6 +372,11 @@ class Connection final : public std::enable_shared_from_this<Connection> {
     const std::string_view target = View(request_.target());
     if (request_.method() == http::verb::get && target == "/healthz") return Health();
     if (request_.method() == http::verb::get && target == "/metrics") return Metrics();
+    // The status page, like /metrics, needs no signature (docs/OPERATIONS.md).
+    if (request_.method() == http::verb::get && (target == "/" || target == "/index.html")) {
+      return Send(http::status::ok, StatusPageHtml(), kStatusPageContentType, {}, nullptr);
+    }
+    if (request_.method() == http::verb::get && target == "/status.json") return StatusJson();
     if (request_.method() != http::verb::post || target.substr(0, target.find('?')) != "/") {
       return Reject(ErrorReply{kUnknownOperationException,
                                "no such resource: " + std::string(View(request_.method_string())) +
@@ -452,6 +458,7 @@ class Connection final : public std::enable_shared_from_this<Connection> {
   void Stats();
   void Health();
   void Metrics();
+  void StatusJson();
 
   // AWS answers a repeated completion as TaskTimedOut: the native duplicate flag is tokenwheel's.
   void AnswerCompletion(const Result<CompletionReply>& r) {
@@ -844,6 +851,18 @@ void Connection::Metrics() {
                       if (!r.ok()) return s.AnswerEngineError(r.error);
                       s.Send(http::status::ok, RenderMetrics(r.value, s.gw_.Snapshot()),
                              kMetricsContentType, {}, nullptr);
+                    },
+                    Admission::kAlways);
+}
+
+void Connection::StatusJson() {
+  Engine* engine = gw_.engine();
+  Call<EngineStats>([engine](Callback<EngineStats> cb) { engine->GetStats(std::move(cb)); },
+                    [](Connection& s, Result<EngineStats> r) {
+                      if (!r.ok()) return s.AnswerEngineError(r.error);
+                      s.Send(http::status::ok,
+                             RenderStatusJson(r.value, s.gw_.Snapshot(), s.gw_.clock().NowMs()),
+                             kStatusJsonContentType, {}, nullptr);
                     },
                     Admission::kAlways);
 }

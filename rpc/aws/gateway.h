@@ -1,8 +1,9 @@
 // The AWS JSON 1.0 gateway: serves the AWS Step Functions activity and task-token operations
 // (AWSStepFunctions.*) and tokenwheel's issuer operations (TokenWheel.*) over HTTP/1.1 for one
 // Engine, so that unchanged AWS CLI, boto3 and AWS SDK workers, and workflow engines in any
-// language, talk to tokenwheel. Also GET /healthz and GET /metrics (Prometheus text). The
-// narrow header the mains include; docs/AWS_GATEWAY.md documents the wire.
+// language, talk to tokenwheel. Also GET /healthz, GET /metrics (Prometheus text) and the
+// operator's status page, GET / and GET /status.json (rpc/aws/status_page.h). The narrow header
+// the mains include; docs/AWS_GATEWAY.md documents the wire.
 //
 // Threads. One thread runs one Boost.Asio loop: it accepts, reads and parses requests, checks
 // SigV4 signatures, hands calls to the engine through rpc/bridge.h (a burst of calls wakes the
@@ -47,7 +48,9 @@ struct GatewayOptions {
   // The keys whose SigV4 signatures are accepted. Null: signatures are not checked, and Start
   // refuses to listen on an address that is not loopback.
   std::shared_ptr<const Credentials> credentials;
-  Clock* clock = nullptr;  // SigV4 request times are checked against it; null: the system clock
+  // SigV4 request times are checked against it, and status.json's nowMs read from it; null:
+  // the system clock.
+  Clock* clock = nullptr;
   uint32_t max_poll_seconds = limits::kPollSecondsDefault;
   size_t connections_max = limits::kAwsConnectionsMax;
   size_t calls_max = limits::kAwsCallsInFlightMax;
