@@ -236,6 +236,17 @@ std::vector<std::pair<std::string, uint64_t>> ActivityRegistry::QueuedPerActivit
   return out;
 }
 
+std::vector<std::pair<std::string, uint64_t>> ActivityRegistry::StartedPerActivity() const {
+  std::vector<std::pair<std::string, uint64_t>> out;
+  out.reserve(by_name_.size());
+  for (const auto& [name, slot] : by_name_) {
+    const Activity& a = activities_[slot];
+    TW_ASSERT(a.live_refs >= a.queued);  // the queued tasks are live tasks of the slot
+    out.emplace_back(a.arn, a.live_refs - a.queued);
+  }
+  return out;
+}
+
 std::string ActivityRegistry::ArnForActivityId(uint64_t activity_id) const {
   std::lock_guard<std::mutex> lock(arn_mu_);
   auto it = arn_by_id_.find(activity_id);

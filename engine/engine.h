@@ -219,6 +219,8 @@ struct EngineStats {
   uint64_t commands = 0;
   uint64_t index_bytes = 0;  // in-memory task index + timing wheel, outside RocksDB
   std::vector<std::pair<std::string, uint64_t>> queued_per_activity;  // arn -> SCHEDULED count
+  // arn -> STARTED count (handed to a worker, not ended), same order as queued_per_activity.
+  std::vector<std::pair<std::string, uint64_t>> started_per_activity;
   std::vector<ConsumerInfo> consumers;
   // How long each group commit that wrote something took on the writer thread (RocksDB write,
   // and the WAL sync with durability sync), since the engine opened: a count per

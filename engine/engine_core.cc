@@ -354,6 +354,7 @@ EngineStats EngineCore::StatsNow() const {
   st.timer_lateness_max_us = timer_lateness_max_us_;
   st.index_bytes = bytes_allocated();
   st.queued_per_activity = registry_.QueuedPerActivity();
+  st.started_per_activity = registry_.StartedPerActivity();
   st.store = store_->Stats();
   return st;
 }

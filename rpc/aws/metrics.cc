@@ -121,6 +121,11 @@ void EngineMetrics(const EngineStats& s, Writer& w) {
   for (const auto& [arn, n] : s.queued_per_activity) {
     w.Sample("tokenwheel_queued_tasks", "activity=\"" + Label(arn) + "\"", n);
   }
+  w.Header("tokenwheel_started_tasks", "gauge",
+           "STARTED tasks (handed to a worker, not ended), per activity.");
+  for (const auto& [arn, n] : s.started_per_activity) {
+    w.Sample("tokenwheel_started_tasks", "activity=\"" + Label(arn) + "\"", n);
+  }
   w.Header("tokenwheel_timeouts_total", "counter", "Tasks timed out, by the clock that fired.");
   for (TimeoutKind k :
        {TimeoutKind::kHeartbeat, TimeoutKind::kOverall, TimeoutKind::kScheduleToStart}) {

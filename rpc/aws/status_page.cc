@@ -66,7 +66,7 @@ constexpr std::string_view kPage = R"html(<!DOCTYPE html>
           box-shadow: 0 1px 2px #0002; }
   th, td { text-align: left; padding: 6px 10px; border-bottom: 1px solid #e3e7ee; }
   th { font-size: 12px; color: #5b6575; font-weight: 600; }
-  td.queued { font-variant-numeric: tabular-nums; text-align: right; }
+  td.queued, td.started { font-variant-numeric: tabular-nums; text-align: right; }
   th.queued { text-align: right; }
   td.arn { color: #5b6575; font-size: 12px; word-break: break-all; }
   .note { color: #5b6575; font-size: 12px; }
@@ -95,10 +95,11 @@ constexpr std::string_view kPage = R"html(<!DOCTYPE html>
 </div>
 <h2>Activities</h2>
 <table>
-  <thead><tr><th>name</th><th>ARN</th><th class="queued">queued</th></tr></thead>
-  <tbody id="activities"><tr><td colspan="3" class="note">loading</td></tr></tbody>
+  <thead><tr><th>name</th><th>ARN</th><th class="queued">queued</th><th class="queued">started</th></tr></thead>
+  <tbody id="activities"><tr><td colspan="4" class="note">loading</td></tr></tbody>
 </table>
-<p class="note">Started tasks are counted for all activities together (live minus queued).
+<p class="note">The started card counts every started task, callback tasks (issued with no
+activity) included; the table, those of each activity.
 Timeouts by clock: <span id="timeouts-by-clock">-</span>.</p>
 </main>
 <script>
@@ -177,7 +178,7 @@ function renderActivities(list) {
   if (list.length === 0) {
     const tr = body.insertRow();
     const td = tr.insertCell();
-    td.colSpan = 3;
+    td.colSpan = 4;
     td.className = 'note';
     td.textContent = 'no activities';
     return;
@@ -185,7 +186,9 @@ function renderActivities(list) {
   for (const a of list) {
     const tr = body.insertRow();
     tr.dataset.arn = a.arn;
-    for (const [cls, v] of [['name', a.name], ['arn', a.arn], ['queued', num(a.queued)]]) {
+    const cells = [['name', a.name], ['arn', a.arn], ['queued', num(a.queued)],
+                   ['started', num(a.started)]];
+    for (const [cls, v] of cells) {
       const td = tr.insertCell();
       td.className = cls;
       td.textContent = v;
@@ -260,8 +263,14 @@ std::string StatusPageHtml() {
 std::string RenderStatusJson(const EngineStats& s, const GatewayCounters& g, int64_t now_ms) {
   json activities = json::array();
   uint64_t queued = 0;
-  for (const auto& [arn, n] : s.queued_per_activity) {
-    activities.push_back({{"arn", arn}, {"name", ActivityName(arn)}, {"queued", n}});
+  TW_ASSERT(s.started_per_activity.size() == s.queued_per_activity.size());
+  for (size_t i = 0; i < s.queued_per_activity.size(); ++i) {
+    const auto& [arn, n] = s.queued_per_activity[i];
+    TW_ASSERT(s.started_per_activity[i].first == arn);
+    activities.push_back({{"arn", arn},
+                          {"name", ActivityName(arn)},
+                          {"queued", n},
+                          {"started", s.started_per_activity[i].second}});
     queued += n;
   }
   const auto timeouts = [&s](TimeoutKind k) { return s.timeouts[static_cast<size_t>(k)]; };

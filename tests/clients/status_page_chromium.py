@@ -9,8 +9,9 @@ on them and a callback task, and has a worker take one task, all through the gat
 protocol. Reads GET /status.json and checks its figures equal what was created. Then runs
 `chromium --headless --dump-dom` on http://127.0.0.1:PORT/ with a virtual-time budget long
 enough for the page's script to poll status.json a few times, and checks the rendered DOM: the
-script ran and found the storage ok, each activity's row shows its name and queued count, the
-live / queued / started cards show the API's figures, and the throughput chart has a series.
+script ran and found the storage ok, each activity's row shows its name, queued and started
+counts, the live / queued / started cards show the API's figures, and the throughput chart has
+a series.
 Last, a `--screenshot` of the page (a PNG of the window's size, in the temp dir; copied to
 --screenshot-out if given). docs/status-page.png is made with --live-seconds 90: then the
 screenshot is taken over DevTools after 90 s of real time with background traffic (tasks issued,
@@ -205,6 +206,8 @@ def check_dom(dom, status, arns):
         cells = dict(re.findall(r'<td class="(\w+)">([^<]*)</td>', row.group(1)))
         assert cells.get("name") == name, f"row of {arn}: {cells}"
         assert cells.get("queued") == str(expected), f"row of {arn}: {cells}, want {expected}"
+        started = 1 if name == TAKEN else 0
+        assert cells.get("started") == str(started), f"row of {arn}: {cells}, want {started}"
     chart = re.search(r'<svg id="chart-throughput".*?</svg>', dom, re.S)
     assert chart and 'class="series"' in chart.group(0), "the throughput chart has no series"
     for ref in re.findall(r'\b(?:src|href)="([^"]*)"', dom):
@@ -269,6 +272,8 @@ def main():
         assert {x["name"]: x["queued"] for x in status["activities"]} == \
             {n: c - (1 if n == TAKEN else 0) for n, c in ACTIVITIES.items()}, status
         assert {x["name"]: x["arn"] for x in status["activities"]} == arns, status
+        assert {x["name"]: x["started"] for x in status["activities"]} == \
+            {n: 1 if n == TAKEN else 0 for n in ACTIVITIES}, status
 
         url = f"http://{server.aws_address}/"
         dom = run_chromium(a.chromium, tmp, "dom",

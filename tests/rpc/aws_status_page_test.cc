@@ -191,8 +191,10 @@ TEST_F(StatusPageTest, StatusJsonCountsWhatWasCreated) {
   EXPECT_EQ(s["queuedTasks"], 3);
   EXPECT_EQ(s["startedTasks"], 2);
   EXPECT_EQ(s["activities"], json::parse(R"([
-      {"arn": "arn:aws:states:us-east-1:000000000000:activity:alpha", "name": "alpha", "queued": 2},
-      {"arn": "arn:aws:states:us-east-1:000000000000:activity:beta", "name": "beta", "queued": 1}
+      {"arn": "arn:aws:states:us-east-1:000000000000:activity:alpha", "name": "alpha", "queued": 2,
+       "started": 1},
+      {"arn": "arn:aws:states:us-east-1:000000000000:activity:beta", "name": "beta", "queued": 1,
+       "started": 0}
     ])"));
   EXPECT_EQ(s["waitingPolls"], 0);
   EXPECT_EQ(s["pendingTimers"], 2);              // the taken task's and the callback task's
