@@ -119,6 +119,10 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(int64_t{1}, kTasksMax));
   app.add_option("--clock-s", wo.storm_clock_s, "timeout-storm: the heartbeat clock, seconds")
       ->check(CLI::Range(1, 3600));
+  app.add_option("--load-rate", wo.storm_load_rate,
+                 "timeout-storm: a callback load at this many operations/s while the timers "
+                 "fire (0: idle); the figures under \"load\"")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--out", out_dir, "write <workload>[-batch<B>].json and plot data here")
       ->check(CLI::ExistingDirectory);
   app.add_option("--work-dir", so.work_dir, "temp dirs of the systems go here");

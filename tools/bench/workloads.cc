@@ -5,6 +5,7 @@
 #include <chrono>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -360,7 +361,19 @@ nlohmann::json RunStorm(System& sys, const WorkloadOptions& o) {
   IssueAll issued = IssueMany(sys, o.clients, o.tasks, {false, 1, kLongClockS, o.storm_clock_s});
   const int64_t issue_end_ms = WallMs();
   if (!issued.error.empty()) abort = true;
+  // The load runs until a second past the last deadline (the issue's end plus the clock).
+  std::optional<StepResult> load;
+  std::thread loader;
+  if (o.storm_load_rate > 0 && issued.error.empty()) {
+    loader = std::thread([&] {
+      WorkloadOptions lo = o;
+      lo.seconds = static_cast<double>(o.storm_clock_s) + 1.0;
+      load = RunStep(sys, lo, o.storm_load_rate, [](int) { return CallbackOp(1); });
+    });
+  }
   collector.join();  // a peer's timeout loop stops with it
+  if (loader.joinable()) loader.join();
+  if (load && !load->error.empty()) return {{"error", "load: " + load->error}};
   if (!issued.error.empty()) return {{"error", issued.error}};
   if (!collect_error.empty()) return {{"error", collect_error}};
 
@@ -421,6 +434,15 @@ nlohmann::json RunStorm(System& sys, const WorkloadOptions& o) {
          {"early", early},
          {"live_after", sys.LiveTasks()}}},
        {"server_timer_lateness", sys.ServerTimerLateness()}};
+  // Timers pending when the first deadline passed: every task issued by then (the clock is
+  // longer than the issuing when deadlines are to pass under a full wheel).
+  j["pending_at_first_deadline"] = issue_end_ms <= issue_begin_ms + clock_ms
+                                       ? nlohmann::json(issued.issued)
+                                       : nlohmann::json(nullptr);
+  if (load) {
+    j["load"] = StepJson(*load);
+    j["load_rate"] = o.storm_load_rate;
+  }
 
   if (static_cast<int64_t>(seen.size()) < o.tasks) {
     j["error"] = "saw " + std::to_string(seen.size()) + " of " + std::to_string(o.tasks) +

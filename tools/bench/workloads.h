@@ -23,6 +23,9 @@ struct WorkloadOptions {
   int64_t tasks = 1'000'000;   // storm, heartbeats, recovery
   uint32_t storm_clock_s = 5;  // the storm's heartbeat clock
   int heartbeats_per_op = 10;  // heartbeats workload: heartbeats per completion
+  // timeout-storm: a callback load at this many operations/s (open loop) from the end of the
+  // issuing until past the last deadline, so timers fire under load; 0: none (idle).
+  double storm_load_rate = 0;
 };
 
 // Parses "callback" ...; false for an unknown name.
