@@ -1229,7 +1229,13 @@ TEST_F(EngineTest, FullCommandQueueAnswersThrottlingAtOnce) {
   EXPECT_TRUE(IsError(issue_over.Get(), ErrorCode::kOverloaded));
   for (auto& q : admitted) EXPECT_TRUE(IsOk(q->Get()));
   for (auto& q : admitted_issues) EXPECT_TRUE(IsOk(q->Get()));
-  EXPECT_EQ(Stats().live_tasks, admitted_issues.size()) << "a refused issue creates nothing";
+  const EngineStats after = Stats();
+  EXPECT_EQ(after.live_tasks, admitted_issues.size()) << "a refused issue creates nothing";
+  // Stats say so: the refusals (one Sync, and one or two issues), the bound, an empty queue.
+  EXPECT_GE(after.queue_refusals, 2u);
+  EXPECT_LE(after.queue_refusals, 3u);
+  EXPECT_EQ(after.queue_max, 8u);
+  EXPECT_EQ(after.queue_depth, 0u);
 }
 
 TEST_F(EngineTest, StorageFailurePoisonsTheEngine) {
