@@ -385,7 +385,8 @@ Peak MeasurePeakTasksPerSecond() {
   return p;
 }
 
-// The p99 goal of issue 4 for the paced runs; each run also counts the seconds that missed it.
+// The p99 goal for the paced runs (docs/BENCHMARKS.md); each run also counts the seconds that
+// missed it.
 constexpr uint32_t kGoalP99Us = 5'000;
 // A group commit (RocksDB write + WAL sync) this slow is a stall of the disk: the engine's
 // commit p99 is ~0.3-0.8 ms, and BM_DiskSync counts the disk's own syncs over 2 ms.

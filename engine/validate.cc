@@ -149,7 +149,7 @@ std::string NlohmannProblem(std::string_view payload) {
 // "" if `payload` (valid UTF-8) is exactly one JSON value, else a short reason. IsJsonValue
 // decides, over every byte; nlohmann/json only explains a refusal. nlohmann/json cannot be the
 // judge: it takes a NUL between tokens for the end of its input (a habit from C strings), so it
-// accepts `{}\0garbage` and `1\0` (issue 18: they were stored). On every other input the two
+// accepts `{}\0garbage` and `1\0` (they were once stored). On every other input the two
 // agree (json_scan_test).
 std::string JsonProblem(std::string_view payload) {
   if (IsJsonValue(payload)) return {};

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Real AWS clients against tokenwheeld's AWS JSON 1.0 gateway (issue 19).
+"""Real AWS clients against tokenwheeld's AWS JSON 1.0 gateway.
 
   /usr/bin/python3 tests/clients/run_clients.py --client CLIENT --tokenwheeld PATH
 

@@ -133,8 +133,8 @@ TEST(JsonScanTest, RefusesWhatIsNotExactlyOneValue) {
   }
 }
 
-// Issue 18: "{}\0garbage" was accepted. Every byte counts: a raw control character is refused
-// wherever it is, but for the JSON whitespace (tab, LF, CR) between tokens.
+// A regression: "{}\0garbage" was once accepted. Every byte counts: a raw control character is
+// refused wherever it is, but for the JSON whitespace (tab, LF, CR) between tokens.
 TEST(JsonScanTest, RefusesRawControlCharactersAnywhere) {
   for (const std::string& bad : std::vector<std::string>{
            std::string("{}\0garbage", 10), std::string("1\0", 2), std::string("\0", 1),

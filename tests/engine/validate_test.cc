@@ -238,7 +238,7 @@ TEST(ValidateOutputTest, NotJsonIsInvalidOutputWithAReason) {
   }
 }
 
-// Issue 18: nlohmann/json stops at a NUL between tokens, and "{}\0garbage" was stored. Every
+// A regression: nlohmann/json stops at a NUL between tokens, and "{}\0garbage" was stored. Every
 // byte counts: a raw control character is refused wherever it is, at its own offset.
 std::vector<std::pair<std::string, std::string>> ControlCharacterCases() {
   return {

@@ -1,4 +1,4 @@
-// 10,000 concurrent GetActivityTask long polls on one tokenwheeld (issue 19): every one waits in
+// 10,000 concurrent GetActivityTask long polls on one tokenwheeld: every one waits in
 // the engine, tasks issued meanwhile go to waiting pollers, one each, and the server still
 // answers other calls. Each activity takes at most 1,000 pollers (AWS's limit), so the polls
 // are spread over ten. The memory per waiting poll is measured by tw_bench_gateway
@@ -113,11 +113,11 @@ constexpr bool kSanitized = true;  // RSS is then mostly the sanitizer's
 constexpr bool kSanitized = false;
 #endif
 
-// Issue 18's abuse, on the gateway: many connections ask for a ~256 KiB task description and
-// never read the answers. Each connection holds at most one answer, describes in flight are
-// bounded (kAwsPayloadCallsInFlightMax: the rest are throttled at once), and no connection
-// starts reading a request while kAwsReplyBytesGlobalHigh of answers wait: the server's RSS
-// stays within a budget, and a well-behaved client is served meanwhile.
+// The describe-flood abuse of server_bounds_test.cc, on the gateway: many connections ask for a
+// ~256 KiB task description and never read the answers. Each connection holds at most one answer,
+// describes in flight are bounded (kAwsPayloadCallsInFlightMax: the rest are throttled at once),
+// and no connection starts reading a request while kAwsReplyBytesGlobalHigh of answers wait: the
+// server's RSS stays within a budget, and a well-behaved client is served meanwhile.
 TEST(GatewayScaleTest, ClientsThatNeverReadHoldABoundedAmountOfMemory) {
   constexpr size_t kGreedy = 1000;
   constexpr uint64_t kBudgetKb = 384 << 10;

@@ -130,7 +130,7 @@ TEST_F(BadInputTest, PayloadOverTheApiLimitIsATypedError) {
   EXPECT_TRUE(c->Ping("same connection").ok());
 }
 
-// Issue 18: nlohmann/json takes a NUL after a complete value for the end of its input, and the
+// A regression: nlohmann/json takes a NUL after a complete value for the end of its input, and the
 // native API (Cap'n Proto Text carries NULs) accepted and stored "{}\0garbage". Every byte is
 // validated now: refused, and nothing is written.
 TEST_F(BadInputTest, NulInAnOutputIsInvalidOutputAndNothingIsStored) {

@@ -1,6 +1,6 @@
 // tw-test-labels: threads
 //
-// The server's bounds (rpc/server.h, "Limits"), issue 18 ("Hardening the server"): what one
+// The server's bounds (rpc/server.h, "Limits"): what one
 // connection can make the server hold, the global bound on calls in flight, the handshake
 // timeout, the connection cap, the accept loop running out of descriptors, and the server's
 // memory under a client that never reads its replies.
@@ -875,7 +875,7 @@ class DaemonBoundsTest : public ::testing::Test {
   std::unique_ptr<testing::ServerProcess> server_;
 };
 
-// Issue 18: 1,600 pipelined describeTask calls for a task with a 256 KB input, on a connection
+// A regression: 1,600 pipelined describeTask calls for a task with a 256 KB input, on a connection
 // that never reads its replies, grew the server by 535 MB. Now it stops reading that connection;
 // the server's peak RSS stays within the budget while a second client is served.
 TEST_F(DaemonBoundsTest, AClientThatNeverReadsLeavesRssWithinBudget) {
@@ -917,7 +917,7 @@ TEST_F(DaemonBoundsTest, AClientThatNeverReadsLeavesRssWithinBudget) {
   EXPECT_TRUE(server_->Running());
 }
 
-// Issue 18: 300,000 Bootstrap messages never finished grew the server by 442 MB. Now the
+// A regression: 300,000 Bootstrap messages never finished grew the server by 442 MB. Now the
 // connection is closed past kRpcConnectionQuestionsMax and told why (this client reads its
 // replies; one that does not is not read either, as above), and the server stays within budget.
 TEST_F(DaemonBoundsTest, ABootstrapFloodIsClosedWithinBudget) {
@@ -944,7 +944,7 @@ TEST_F(DaemonBoundsTest, ABootstrapFloodIsClosedWithinBudget) {
   ExpectServedQuickly(10'000);
 }
 
-// Issue 18: started with a low open-files limit, the accept loop hit EMFILE and never accepted
+// A regression: started with a low open-files limit, the accept loop hit EMFILE and never accepted
 // again, even after every client had gone. Now it backs off and retries.
 TEST_F(DaemonBoundsTest, AcceptSurvivesRunningOutOfDescriptors) {
   if (kUbsanNeedsDescriptors) GTEST_SKIP() << "UBSan reports false errors without descriptors";

@@ -1,4 +1,5 @@
-// Crash safety of the engine on RocksDB (issue 3, "Crash safety at the library level").
+// Crash safety of the engine on RocksDB: the library-level counterpart of tokenwheel-crashtest
+// (docs/RELIABILITY.md).
 //
 // EngineCore (single-threaded, deterministic) runs on a RocksStore over a FaultFs in a temp dir,
 // with a ManualClock. Workloads of activities, callback and activity tasks with timeouts, takes,

@@ -16,7 +16,7 @@ namespace {
 
 constexpr uint32_t kLongClockS = 3600;  // a clock that does not fire during a run
 constexpr uint32_t kActivityHeartbeatS = 60;
-constexpr int kActivityHeartbeats = 2;     // per task (issue 22: "heartbeats twice")
+constexpr int kActivityHeartbeats = 2;     // per task: the activity workload heartbeats twice
 constexpr int kPollAttemptsMax = 100;      // empty polls in a row before the run fails
 constexpr int64_t kStartSlackUs = 20'000;  // from "all connected" to the first send
 constexpr int64_t kStormWaitMs = 600'000;  // past the last deadline, before giving up
