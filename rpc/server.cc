@@ -307,6 +307,7 @@ class ServerImpl final : public Server, public kj::TaskSet::ErrorHandler {
     return HostPart(options_.listen_address) + ":" + std::to_string(port_);
   }
   uint16_t port() const override { return port_; }
+  RpcCounters Counters() const override { return counts_->Snapshot(); }
 
   void StopAccepting() override {
     // Runs on the RPC thread through the mailbox; waits until done. The promise lives in the
@@ -368,7 +369,8 @@ class ServerImpl final : public Server, public kj::TaskSet::ErrorHandler {
   // Start-up, on the RPC thread: the core, the listener and the accept loop. Returns what
   // resolves at Shutdown().
   kj::Promise<void> Listen(kj::AsyncIoContext& io) {
-    core_ = std::make_unique<ServerCore>(engine_, options_, io.provider->getTimer(), mailbox_);
+    core_ =
+        std::make_unique<ServerCore>(engine_, options_, io.provider->getTimer(), mailbox_, counts_);
     refusal_ =
         AbortMessage(kj::Exception::Type::OVERLOADED, "tokenwheel server: connection limit (" +
                                                           std::to_string(options_.connections_max) +
@@ -511,6 +513,7 @@ class ServerImpl final : public Server, public kj::TaskSet::ErrorHandler {
   Engine* const engine_;
   const ServerOptions options_;
   const std::shared_ptr<Mailbox> mailbox_;
+  const std::shared_ptr<CallCounts> counts_ = std::make_shared<CallCounts>();  // any thread
   std::promise<std::string> started_;  // empty string: listening
   std::thread thread_;
   std::atomic<uint16_t> port_{0};

@@ -67,11 +67,13 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
 #include "engine/clock.h"
 #include "engine/engine.h"
+#include "engine/latency_histogram.h"
 #include "engine/limits.h"
 #include "engine/log.h"
 #include "engine/types.h"
@@ -100,6 +102,16 @@ struct ServerOptions {
   const Clock* clock = nullptr;
 };
 
+// The Cap'n Proto front end's counts since it started (Server::Counters), for GET /metrics.
+struct RpcCounters {
+  // Answered calls by (method, AWS error code; "" for success). Batch calls count once, as
+  // answered (their items' outcomes are in each item).
+  std::map<std::pair<std::string, std::string>, uint64_t> calls;
+  // Time from a call's arrival to its answer, by method.
+  std::map<std::string, LatencyBuckets::Counts> latency_us;
+  uint64_t overloaded = 0;  // single calls refused OVERLOADED before reaching the engine
+};
+
 // Raises this process's soft limit on open files (RLIMIT_NOFILE) to its hard limit, so that
 // connections_max connections fit (systemd's default soft limit is 1024). Returns the soft
 // limit now in force. Call at start, before the store and the server open their descriptors.
@@ -118,6 +130,9 @@ class Server {
   // The bound address, e.g. "127.0.0.1:40123" (the real port when the options said 0).
   virtual std::string address() const = 0;
   virtual uint16_t port() const = 0;
+
+  // The front end's counts so far. Any thread.
+  virtual RpcCounters Counters() const = 0;
 
   // Closes the listening socket: no new connections; existing ones are served on. Idempotent.
   // Any thread but the RPC thread.

@@ -45,7 +45,7 @@ void PollState::Abort() {
 // ---- ServerCore ----
 
 ServerCore::ServerCore(Engine* engine, const ServerOptions& options, kj::Timer& timer,
-                       std::shared_ptr<Mailbox> mailbox)
+                       std::shared_ptr<Mailbox> mailbox, std::shared_ptr<CallCounts> counts)
     : options_(options),
       timer_(timer),
       bridge_(
@@ -54,6 +54,7 @@ ServerCore::ServerCore(Engine* engine, const ServerOptions& options, kj::Timer& 
             uncork_ = kj::evalLast(kj::mv(fn)).eagerlyEvaluate(nullptr);
           },
           options.calls_in_flight_max, limits::kRpcPayloadCallsInFlightMax, kPollIdTag),
+      counts_(std::move(counts)),
       log_(options),
       reply_backlog_(limits::kRpcReplyBytesGlobalHigh) {
   auto paf = kj::newPromiseAndFulfiller<void>();
@@ -112,6 +113,7 @@ bool ServerCore::Idle() const {
 }
 
 void ServerCore::RefuseOverloaded() {
+  counts_->Overloaded();
   log_.Log(LogKind::kOverloaded,
            "overloaded: refusing single calls at " + std::to_string(bridge_.calls_in_flight()) +
                " engine calls in flight (" + std::to_string(bridge_.payload_calls_in_flight()) +

@@ -24,6 +24,7 @@
 #include "engine/engine.h"
 #include "rpc/bridge.h"
 #include "rpc/buffered_stream.h"
+#include "rpc/call_counts.h"
 #include "rpc/mailbox.h"
 #include "rpc/server.h"
 #include "rpc/server_log.h"
@@ -59,14 +60,16 @@ class PollState {
 
 class ServerCore {
  public:
+  // `counts` outlives the core (the server reads it from other threads).
   ServerCore(Engine* engine, const ServerOptions& options, kj::Timer& timer,
-             std::shared_ptr<Mailbox> mailbox);
+             std::shared_ptr<Mailbox> mailbox, std::shared_ptr<CallCounts> counts);
   ~ServerCore();
 
   Engine* engine() { return bridge_.engine(); }
   const ServerOptions& options() const { return options_; }
   kj::Timer& timer() { return timer_; }
   RateLimitedLog& log() { return log_; }
+  CallCounts& counts() { return *counts_; }
   Mailbox& mailbox() { return bridge_.mailbox(); }
   // Unwritten reply bytes of every connection (each one's BufferedIoStream counts itself).
   SharedWriteBacklog& reply_backlog() { return reply_backlog_; }
@@ -196,6 +199,7 @@ class ServerCore {
   kj::Promise<void> uncork_ = nullptr;  // the evalLast that ends a burst (before bridge_)
   Bridge bridge_;
   uint64_t next_call_id_ = 1;
+  std::shared_ptr<CallCounts> counts_;
   RateLimitedLog log_;
   SharedWriteBacklog reply_backlog_;
   std::unordered_map<uint64_t, kj::Own<SlotBase>> calls_;

@@ -172,19 +172,20 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
 
   kj::Promise<void> createActivity(CreateActivityContext context) override {
     CreateActivityRequest req{ToString(context.getParams().getName())};
-    return CallAndAnswer<ActivityInfo>(context, EngineCall(&Engine::CreateActivity, req),
-                                       FillActivityOk);
+    return CallAndAnswer<ActivityInfo>("createActivity", context,
+                                       EngineCall(&Engine::CreateActivity, req), FillActivityOk);
   }
 
   kj::Promise<void> deleteActivity(DeleteActivityContext context) override {
     DeleteActivityRequest req{ToString(context.getParams().getActivityArn())};
-    return CallAndAnswer<Empty>(context, EngineCall(&Engine::DeleteActivity, req), FillEmptyOk);
+    return CallAndAnswer<Empty>("deleteActivity", context, EngineCall(&Engine::DeleteActivity, req),
+                                FillEmptyOk);
   }
 
   kj::Promise<void> describeActivity(DescribeActivityContext context) override {
     DescribeActivityRequest req{ToString(context.getParams().getActivityArn())};
-    return CallAndAnswer<ActivityInfo>(context, EngineCall(&Engine::DescribeActivity, req),
-                                       FillActivityOk);
+    return CallAndAnswer<ActivityInfo>("describeActivity", context,
+                                       EngineCall(&Engine::DescribeActivity, req), FillActivityOk);
   }
 
   kj::Promise<void> listActivities(ListActivitiesContext context) override {
@@ -192,7 +193,8 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
     ListActivitiesRequest req;
     req.max_results = params.getMaxResults();
     req.next_token = ToString(params.getNextToken());
-    return CallAndAnswer<ListActivitiesReply>(context, EngineCall(&Engine::ListActivities, req),
+    return CallAndAnswer<ListActivitiesReply>("listActivities", context,
+                                              EngineCall(&Engine::ListActivities, req),
                                               FillActivitiesOk, Admission::kPayload);
   }
 
@@ -201,11 +203,12 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
   kj::Promise<void> issueTask(IssueTaskContext context) override {
     IssueTaskRequest req = ReadIssueRequest(context.getParams().getRequest());
     context.releaseParams();
-    return CallAndAnswer<IssueTaskReply>(context, EngineCall(&Engine::IssueTask, req), FillIssueOk);
+    return CallAndAnswer<IssueTaskReply>("issueTask", context, EngineCall(&Engine::IssueTask, req),
+                                         FillIssueOk);
   }
 
   kj::Promise<void> issueTasks(IssueTasksContext context) override {
-    return Batch(context, ReadIssueRequest, &Engine::IssueTask, FillIssueOk);
+    return Batch("issueTasks", context, ReadIssueRequest, &Engine::IssueTask, FillIssueOk);
   }
 
   kj::Promise<void> getActivityTask(GetActivityTaskContext context) override {
@@ -243,46 +246,51 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
   kj::Promise<void> sendTaskSuccess(SendTaskSuccessContext context) override {
     SendTaskSuccessRequest req = ReadSuccessRequest(context.getParams().getRequest());
     context.releaseParams();
-    return CallAndAnswer<CompletionReply>(context, EngineCall(&Engine::SendTaskSuccess, req),
-                                          FillCompletionOk);
+    return CallAndAnswer<CompletionReply>(
+        "sendTaskSuccess", context, EngineCall(&Engine::SendTaskSuccess, req), FillCompletionOk);
   }
 
   kj::Promise<void> sendTaskSuccesses(SendTaskSuccessesContext context) override {
-    return Batch(context, ReadSuccessRequest, &Engine::SendTaskSuccess, FillCompletionOk);
+    return Batch("sendTaskSuccesses", context, ReadSuccessRequest, &Engine::SendTaskSuccess,
+                 FillCompletionOk);
   }
 
   kj::Promise<void> sendTaskFailure(SendTaskFailureContext context) override {
     SendTaskFailureRequest req = ReadFailureRequest(context.getParams().getRequest());
     context.releaseParams();
-    return CallAndAnswer<CompletionReply>(context, EngineCall(&Engine::SendTaskFailure, req),
-                                          FillCompletionOk);
+    return CallAndAnswer<CompletionReply>(
+        "sendTaskFailure", context, EngineCall(&Engine::SendTaskFailure, req), FillCompletionOk);
   }
 
   kj::Promise<void> sendTaskFailures(SendTaskFailuresContext context) override {
-    return Batch(context, ReadFailureRequest, &Engine::SendTaskFailure, FillCompletionOk);
+    return Batch("sendTaskFailures", context, ReadFailureRequest, &Engine::SendTaskFailure,
+                 FillCompletionOk);
   }
 
   kj::Promise<void> sendTaskHeartbeat(SendTaskHeartbeatContext context) override {
     SendTaskHeartbeatRequest req{ToString(context.getParams().getRequest().getTaskToken())};
-    return CallAndAnswer<Empty>(context, EngineCall(&Engine::SendTaskHeartbeat, req), FillEmptyOk);
+    return CallAndAnswer<Empty>("sendTaskHeartbeat", context,
+                                EngineCall(&Engine::SendTaskHeartbeat, req), FillEmptyOk);
   }
 
   kj::Promise<void> sendTaskHeartbeats(SendTaskHeartbeatsContext context) override {
     return Batch(
-        context, [](auto r) { return SendTaskHeartbeatRequest{ToString(r.getTaskToken())}; },
+        "sendTaskHeartbeats", context,
+        [](auto r) { return SendTaskHeartbeatRequest{ToString(r.getTaskToken())}; },
         &Engine::SendTaskHeartbeat, FillEmptyOk);
   }
 
   kj::Promise<void> cancelTask(CancelTaskContext context) override {
     CancelTaskRequest req{ToString(context.getParams().getTaskToken())};
-    return CallAndAnswer<CompletionReply>(context, EngineCall(&Engine::CancelTask, req),
-                                          FillCompletionOk);
+    return CallAndAnswer<CompletionReply>("cancelTask", context,
+                                          EngineCall(&Engine::CancelTask, req), FillCompletionOk);
   }
 
   kj::Promise<void> describeTask(DescribeTaskContext context) override {
     DescribeTaskRequest req{ToString(context.getParams().getTaskToken())};
-    return CallAndAnswer<TaskDescription>(context, EngineCall(&Engine::DescribeTask, req),
-                                          FillDescriptionOk, Admission::kPayload);
+    return CallAndAnswer<TaskDescription>("describeTask", context,
+                                          EngineCall(&Engine::DescribeTask, req), FillDescriptionOk,
+                                          Admission::kPayload);
   }
 
   // ---- The outcome stream ----
@@ -298,7 +306,7 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
     }
     ServerCore* core = &core_;
     return CallAndAnswer<ConsumerInfo>(
-        context, EngineCall(&Engine::RegisterConsumer, consumer),
+        "subscribe", context, EngineCall(&Engine::RegisterConsumer, consumer),
         [core, from_seq, sink = kj::mv(sink)](const ConsumerInfo& c, auto out) mutable {
           FillSubscription(*core, c, from_seq, kj::mv(sink), out);
         });
@@ -308,7 +316,7 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
     std::string consumer = ToString(context.getParams().getConsumer());
     const uint64_t seq = context.getParams().getSequence();
     return CallAndAnswer<Empty>(
-        context,
+        "ackEvents", context,
         [&consumer, seq](Engine* e, Callback<Empty> cb) {
           e->AckEvents(std::move(consumer), seq, std::move(cb));
         },
@@ -317,14 +325,14 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
 
   kj::Promise<void> deleteConsumer(DeleteConsumerContext context) override {
     std::string consumer = ToString(context.getParams().getConsumer());
-    return CallAndAnswer<Empty>(context, EngineCall(&Engine::DeleteConsumer, consumer),
-                                FillEmptyOk);
+    return CallAndAnswer<Empty>("deleteConsumer", context,
+                                EngineCall(&Engine::DeleteConsumer, consumer), FillEmptyOk);
   }
 
   kj::Promise<void> checkpoint(CheckpointContext context) override {
     std::string name = ToString(context.getParams().getName());
     return CallAndAnswer<std::string>(
-        context, EngineCall(&Engine::Checkpoint, name),
+        "checkpoint", context, EngineCall(&Engine::Checkpoint, name),
         [](const std::string& dir, proto::CheckpointResult::Builder out) {
           out.setOk(AsText(dir));
         });
@@ -347,12 +355,16 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
   // caller's locals live); its answer fills the call's `result`: the `ok` arm by
   // `fill(value, result)`, or the `error` arm (AnswerError: logistics codes throw). Past the
   // core's bounds (`admission`) the call throws OVERLOADED at once, without reaching the engine.
+  // `method` (a string literal) names the call in the front end's counts (rpc/call_counts.h).
   template <typename T, typename Context, typename Start, typename Fill>
-  kj::Promise<void> CallAndAnswer(Context context, Start&& start, Fill fill,
+  kj::Promise<void> CallAndAnswer(const char* method, Context context, Start&& start, Fill fill,
                                   Admission admission = Admission::kBounded) {
     Engine* engine = core_.engine();
+    const auto started = CallCounts::SteadyClock::now();
+    CallCounts* counts = &core_.counts();
     return core_.Call<T>([&](Callback<T> cb) { start(engine, std::move(cb)); }, admission)
-        .then([context, fill = std::move(fill)](Result<T> r) mutable {
+        .then([context, fill = std::move(fill), method, started, counts](Result<T> r) mutable {
+          counts->Record(method, r.ok() ? ErrorCode::kOk : r.error.code, started);
           auto out = context.getResults(ResultSize(r.value)).initResult();
           if (!r.ok()) return AnswerError(r.error, out);
           fill(r.value, out);
@@ -365,7 +377,10 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
   // unary call's fill). The connection's batch items count from here until the call ends
   // (answered or cancelled): its reads pause at kRpcConnectionBatchItemsMax.
   template <typename Context, typename Read, typename Request, typename T, typename Fill>
-  kj::Promise<void> Batch(Context context, Read read, EngineMethod<Request, T> method, Fill fill) {
+  kj::Promise<void> Batch(const char* name, Context context, Read read,
+                          EngineMethod<Request, T> method, Fill fill) {
+    const auto started = CallCounts::SteadyClock::now();
+    CallCounts* counts = &core_.counts();
     auto in = context.getParams().getRequests();
     CheckBatch(in.size());
     std::vector<Request> reqs;
@@ -379,7 +394,8 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
         .CallBatch<T>(
             items,
             [&](size_t i, Callback<T> cb) { (engine->*method)(std::move(reqs[i]), std::move(cb)); })
-        .then([context, fill](std::vector<Result<T>> results) mutable {
+        .then([context, fill, name, started, counts](std::vector<Result<T>> results) mutable {
+          counts->Record(name, ErrorCode::kOk, started);
           AnswerItems(results,
                       context.getResults(ResultWords(0, results.size()))
                           .initResults(static_cast<unsigned>(results.size())),

@@ -385,6 +385,7 @@ int Serve(const Flags& f, const Logger& log) {
     gateway_options.server_version = "tokenwheeld";
     gateway_options.connections_max = f.aws_connections_max;
     gateway_options.log = log.sink();
+    gateway_options.rpc_counters = [rpc = server.get()]() { return rpc->Counters(); };
     auto gw = tw::rpc::aws::Gateway::Start(engine.get(), gateway_options);
     if (!gw.ok()) {
       log.Error("start_failed", "AWS gateway on " + f.aws_listen + ": " + gw.error.message);

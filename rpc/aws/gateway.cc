@@ -849,7 +849,10 @@ void Connection::Metrics() {
   Call<EngineStats>([engine](Callback<EngineStats> cb) { engine->GetStats(std::move(cb)); },
                     [](Connection& s, Result<EngineStats> r) {
                       if (!r.ok()) return s.AnswerEngineError(r.error);
-                      s.Send(http::status::ok, RenderMetrics(r.value, s.gw_.Snapshot()),
+                      const auto& rpc = s.gw_.options().rpc_counters;
+                      s.Send(http::status::ok,
+                             RenderMetrics(r.value, s.gw_.Snapshot(),
+                                           rpc ? std::optional<RpcCounters>(rpc()) : std::nullopt),
                              kMetricsContentType, {}, nullptr);
                     },
                     Admission::kAlways);

@@ -40,6 +40,7 @@
 #include "engine/log.h"
 #include "engine/types.h"
 #include "rpc/aws/sigv4.h"
+#include "rpc/server.h"
 
 namespace tw::rpc::aws {
 
@@ -60,6 +61,9 @@ struct GatewayOptions {
   // Where the gateway's log records go (refused connections, accept failures, bad signatures:
   // at most one per kind per limits::kAwsLogIntervalMs); unset: stderr. Gateway thread.
   LogSink log;
+  // The Cap'n Proto front end's counts, rendered in GET /metrics beside the gateway's own
+  // (Server::Counters); unset: none. Called on the gateway thread.
+  std::function<RpcCounters()> rpc_counters;
   // Tests only: runs on the gateway thread just before the answer of a GetActivityTask that
   // got a task is written (to kill the connection at that moment).
   std::function<void()> before_task_write;

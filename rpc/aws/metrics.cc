@@ -205,12 +205,32 @@ void GatewayMetrics(const GatewayCounters& g, Writer& w) {
            "Times the accept loop backed off for lack of file descriptors.", g.accept_backoffs);
 }
 
+void RpcMetrics(const RpcCounters& r, Writer& w) {
+  w.Header("tokenwheel_rpc_requests_total", "counter",
+           "Cap'n Proto calls answered, by method and AWS error code (code=\"\" for success; a "
+           "batch call counts once).");
+  for (const auto& [key, n] : r.calls) {
+    w.Sample("tokenwheel_rpc_requests_total",
+             "method=\"" + Label(key.first) + "\",code=\"" + Label(key.second) + "\"", n);
+  }
+  w.Header("tokenwheel_rpc_request_seconds", "histogram",
+           "Time from a Cap'n Proto call's arrival to its answer, by method.");
+  for (const auto& [method, h] : r.latency_us) {
+    w.Histogram("tokenwheel_rpc_request_seconds", "method=\"" + Label(method) + "\"", h,
+                kLatencyBoundsUs, 1e6);
+  }
+  w.Metric("tokenwheel_rpc_overloaded_total", "counter",
+           "Cap'n Proto single calls refused OVERLOADED before reaching the engine.", r.overloaded);
+}
+
 }  // namespace
 
-std::string RenderMetrics(const EngineStats& engine, const GatewayCounters& gateway) {
+std::string RenderMetrics(const EngineStats& engine, const GatewayCounters& gateway,
+                          const std::optional<RpcCounters>& rpc) {
   Writer w;
   EngineMetrics(engine, w);
   GatewayMetrics(gateway, w);
+  if (rpc) RpcMetrics(*rpc, w);
   return w.Take();
 }
 

@@ -5,12 +5,14 @@
 #include <array>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 
 #include "engine/engine.h"
 #include "engine/latency_histogram.h"
 #include "rpc/aws/protocol.h"
+#include "rpc/server.h"
 
 namespace tw::rpc::aws {
 
@@ -31,6 +33,8 @@ struct GatewayCounters {
   uint64_t accept_backoffs = 0;       // EMFILE / ENFILE
 };
 
-std::string RenderMetrics(const EngineStats& engine, const GatewayCounters& gateway);
+// `rpc`: the Cap'n Proto front end's counts, when it runs beside the gateway.
+std::string RenderMetrics(const EngineStats& engine, const GatewayCounters& gateway,
+                          const std::optional<RpcCounters>& rpc = std::nullopt);
 
 }  // namespace tw::rpc::aws

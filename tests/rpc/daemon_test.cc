@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/rpc/aws_test_http.h"
 #include "tests/rpc/test_support.h"
 
 namespace tw::rpc::testing {
@@ -202,6 +203,36 @@ TEST(DaemonTest, ABadLogFlagIsRefused) {
   CliResult r =
       RunDaemon({"--data-dir", tmp.path() + "/data", "--log-format", "xml"}, tmp.path() + "/log");
   EXPECT_NE(r.exit_code, 0);
+}
+
+// GET /metrics on the gateway counts the Cap'n Proto front end's calls too: by method and code,
+// with their latency, and single calls refused as overloaded.
+TEST(DaemonTest, MetricsCountCapnProtoCallsByMethodAndCode) {
+  TempDir tmp;
+  ServerProcess server(tmp.path() + "/data", tmp.path() + "/log");
+  ASSERT_TRUE(server.Start());
+  auto client = ConnectOrFail(server.address());
+  ASSERT_NE(client, nullptr);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(client->IssueTask({}).ok());
+  SendTaskSuccessRequest forged;
+  forged.token = std::string(46, 'A');
+  forged.output = "{}";
+  Result<CompletionReply> refused = client->SendTaskSuccess(forged);
+  ASSERT_FALSE(refused.ok());
+  const uint16_t port = static_cast<uint16_t>(
+      std::stoi(server.aws_address().substr(server.aws_address().rfind(':') + 1)));
+  HttpClient http(port);
+  auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics.has_value());
+  EXPECT_EQ(metrics->status, 200);
+  for (const std::string& needle : std::vector<std::string>{
+           "tokenwheel_rpc_requests_total{method=\"issueTask\",code=\"\"} 3",
+           std::string("tokenwheel_rpc_requests_total{method=\"sendTaskSuccess\",code=\"") +
+               ErrorCodeName(refused.error.code) + "\"} 1",
+           "tokenwheel_rpc_request_seconds_count{method=\"issueTask\"} 3",
+           "tokenwheel_rpc_overloaded_total 0"}) {
+    EXPECT_NE(metrics->body.find(needle), std::string::npos) << needle << "\n" << metrics->body;
+  }
 }
 
 }  // namespace
