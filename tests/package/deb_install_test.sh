@@ -81,7 +81,7 @@ fi
 (cd "$build_dir" && cpack -G DEB -B "$work/pkg" >"$work/cpack.log" 2>&1) ||
   { cat "$work/cpack.log" >&2; fail "cpack -G DEB in $build_dir"; }
 debs=("$work"/pkg/tokenwheel_*.deb)
-[ ${#debs[@]} -eq 1 ] && [ -f "${debs[0]}" ] || fail "cpack made no single tokenwheel_*.deb"
+{ [ ${#debs[@]} -eq 1 ] && [ -f "${debs[0]}" ]; } || fail "cpack made no single tokenwheel_*.deb"
 deb=${debs[0]}
 echo "packed $(basename "$deb") ($(stat -c %s "$deb") bytes)"
 [ "$(dpkg-deb -f "$deb" Package)" = tokenwheel ] || fail "package name"
@@ -179,15 +179,16 @@ field() {  # field NAME: that member of the JSON object on stdin
 }
 tw() { /usr/bin/tokenwheel --server "$rpc" "$@"; }
 
-arn=$(tw activity create deb-install-test | field activityArn)
+arn=$(tw activity create deb-install-test | field activityArn) || fail "activity create"
 [[ "$arn" == arn:aws:states:*:activity:deb-install-test ]] || fail "activity ARN '$arn'"
-token=$(tw task issue --activity "$arn" --input '{"n":1}' --timeout 60 | field taskToken)
+token=$(tw task issue --activity "$arn" --input '{"n":1}' --timeout 60 | field taskToken) ||
+  fail "task issue"
 [ -n "$token" ] || fail "task issue gave no token"
-polled=$(tw task poll "$arn" --wait 5 --worker deb-test)
+polled=$(tw task poll "$arn" --wait 5 --worker deb-test) || fail "task poll"
 [ "$(field taskToken <<<"$polled")" = "$token" ] || fail "poll gave another task: $polled"
 [ "$(field input <<<"$polled")" = '{"n":1}' ] || fail "poll's input: $polled"
 tw task succeed "$token" --output '{"done": true}' >/dev/null || fail "task succeed exited $?"
-state=$(tw task describe "$token" | field state)
+state=$(tw task describe "$token" | field state) || fail "task describe"
 [ "$state" = SUCCEEDED ] || fail "the task is $state after succeed"
 # A second completion is refused with a typed error (exit 2), and changes nothing.
 if tw task succeed "$token" --output '{}' >"$work/again.json" 2>&1; then
