@@ -20,7 +20,7 @@ release: deps
 # package"): the release build of the installed binaries, packed by CPack into
 # build/release/tokenwheel_<version>_<arch>.deb.
 .PHONY: deb
-DEB_TARGETS = tokenwheeld tokenwheel tokenwheel-crashtest tokenwheel-bench
+DEB_TARGETS = tokenwheeld tokenwheel tokenwheel-crashtest tokenwheel-bench tw_man_pages
 deb: deps
 	cmake --preset release >/dev/null
 	cmake --build --preset release -j $(JOBS) --target $(DEB_TARGETS)

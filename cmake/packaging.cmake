@@ -14,6 +14,37 @@ install(FILES ${TW_PACKAGING_DIR}/tokenwheel.service DESTINATION /lib/systemd/sy
 install(FILES ${TW_PACKAGING_DIR}/tokenwheel.json DESTINATION /etc/tokenwheel
         PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
 
+# A man page per installed binary, made from its --help by Debian's help2man
+# (tools/install-deps.sh): part of the default build, so that the package always has them. A
+# tree configured without help2man packs no man pages.
+find_program(TW_HELP2MAN help2man)
+if(TW_HELP2MAN)
+  set(TW_MAN_PAGES "")
+  foreach(entry "tokenwheeld|the tokenwheel server"
+                "tokenwheel|command-line client of tokenwheeld"
+                "tokenwheel-crashtest|crash test of tokenwheeld"
+                "tokenwheel-bench|tokenwheel against PostgreSQL and Redis")
+    string(REPLACE "|" ";" entry "${entry}")
+    list(GET entry 0 bin)
+    list(GET entry 1 what)
+    set(page ${CMAKE_BINARY_DIR}/man/${bin}.1)
+    add_custom_command(
+      OUTPUT ${page}.gz
+      COMMAND ${CMAKE_COMMAND} -E make_directory ${CMAKE_BINARY_DIR}/man
+      COMMAND ${TW_HELP2MAN} --no-info --no-discard-stderr --version-string=${PROJECT_VERSION}
+              --name=${what} --output=${page} $<TARGET_FILE:${bin}>
+      COMMAND gzip -9nf ${page}
+      DEPENDS ${bin}
+      COMMENT "help2man ${bin}"
+      VERBATIM)
+    list(APPEND TW_MAN_PAGES ${page}.gz)
+  endforeach()
+  add_custom_target(tw_man_pages ALL DEPENDS ${TW_MAN_PAGES})
+  install(FILES ${TW_MAN_PAGES} DESTINATION share/man/man1)
+else()
+  message(STATUS "help2man not found: the package will have no man pages")
+endif()
+
 # The package packs what this tree has built: `make deb` builds the binaries first, and the
 # package test (tests/package/deb_install_test.sh) packs the binaries of the build it tests
 # without building the rest of the tree (benchmarks, tests) that `cpack` would otherwise build.

@@ -2,7 +2,8 @@
 # The Debian package, installed on this machine and talked to (cmake/packaging.cmake, packaging/):
 #   1. packs the .deb from BUILD_DIR's binaries (cpack -G DEB, into a temp dir; nothing is built);
 #   2. installs it with dpkg -i and checks what landed: the four binaries in /usr/bin (each one's
-#      --help exits 0 and names it), no tokenwheeld-powercut, the systemd unit (systemd-analyze
+#      --help exits 0 and names it; their man pages, where help2man made them), no
+#      tokenwheeld-powercut, the systemd unit (systemd-analyze
 #      verify, where present), the conffile, the system user and the data directory;
 #   3. runs the unit's ExecStart= command line, read from the installed unit, as the unit's User=
 #      with the unit's LimitNOFILE=, plus flags that move it to free loopback ports and a temp
@@ -86,6 +87,13 @@ deb=${debs[0]}
 echo "packed $(basename "$deb") ($(stat -c %s "$deb") bytes)"
 [ "$(dpkg-deb -f "$deb" Package)" = tokenwheel ] || fail "package name"
 dpkg-deb -f "$deb" Depends | grep -q 'libc6' || fail "Depends lacks dpkg-shlibdeps' libc6"
+# A build configured with help2man packs a man page per binary (cmake/packaging.cmake).
+if grep -q '^TW_HELP2MAN:FILEPATH=/' "$build_dir/CMakeCache.txt"; then
+  contents=$(dpkg-deb -c "$deb")
+  for bin in tokenwheeld tokenwheel tokenwheel-crashtest tokenwheel-bench; do
+    grep -q " ./usr/share/man/man1/$bin.1.gz\$" <<<"$contents" || fail "no man page for $bin"
+  done
+fi
 
 # ---- 2. Install and check what landed ----
 dpkg -i "$deb" >"$work/dpkg-install.log" 2>&1 ||
