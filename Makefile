@@ -16,6 +16,17 @@ release: deps
 	cmake --preset release >/dev/null
 	cmake --build --preset release -j $(JOBS)
 
+# The Debian package (cmake/packaging.cmake, packaging/; docs/OPERATIONS.md, "Installing the
+# package"): the release build of the installed binaries, packed by CPack into
+# build/release/tokenwheel_<version>_<arch>.deb.
+.PHONY: deb
+DEB_TARGETS = tokenwheeld tokenwheel tokenwheel-crashtest tokenwheel-bench tw_man_pages
+deb: deps
+	cmake --preset release >/dev/null
+	cmake --build --preset release -j $(JOBS) --target $(DEB_TARGETS)
+	cd build/release && rm -f tokenwheel_*.deb && cpack -G DEB >/dev/null
+	@ls build/release/tokenwheel_*.deb | sed 's/^/deb: /'
+
 format-check:
 	@clang-format --dry-run --Werror $(SOURCES) && echo "format: ok"
 

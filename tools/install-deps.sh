@@ -25,6 +25,7 @@ packages=(
   postgresql libpq-dev    # tokenwheel-bench's peer: PostgreSQL 15 server and its C client
   redis-server libhiredis-dev  # tokenwheel-bench's peer: Redis 7 server and its C client
   gnuplot-nox             # tokenwheel-bench's plots (make bench-peers)
+  help2man                # the package's man pages, made from each binary's --help (make deb)
 )
 # Node for the AWS SDK for JavaScript v3 (tests/clients/js, examples/node). Debian's, unless a
 # node and npm are already there (e.g. from NodeSource, whose nodejs conflicts with Debian's npm).
