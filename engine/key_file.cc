@@ -107,6 +107,7 @@ Status PickKeyId(const KeyList& keys, int key_id, const std::string& path, uint8
     id = 1;
     for (const auto& k : keys) id = std::max(id, int{k.first} + 1);
   }
+  if (key_id > 255) return Status::InvalidArgument("key id must be 0..255");
   if (id > 255) {
     return Status::InvalidArgument(path + ": no free key id above the largest listed; give one");
   }

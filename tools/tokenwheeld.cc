@@ -70,7 +70,8 @@ struct Flags {
   uint64_t aws_connections_max = tw::limits::kAwsConnectionsMax;
   std::string backup_dir;
   std::string config;
-  uint64_t power_cut_seed = 1;  // the power-cut build only: 0 drops every unsynced byte
+  std::string payload_key_file;  // encryption at rest of payloads; empty = stored plain
+  uint64_t power_cut_seed = 1;   // the power-cut build only: 0 drops every unsynced byte
 };
 
 // One log line on stderr: UTC time, program, message.
@@ -129,6 +130,7 @@ bool ApplyConfig(const CLI::App& app, Flags* f, std::string* error) {
       if (key == "aws-credentials") f->aws_credentials = value.get<std::string>();
       if (key == "backup-dir") f->backup_dir = value.get<std::string>();
       if (key == "durability") f->durability = value.get<std::string>();
+      if (key == "payload-key-file") f->payload_key_file = value.get<std::string>();
       if (key == "commit") f->commit = value.get<std::string>();
       if (key == "tick-ms") ok = ConfigInteger(value, key, &f->tick_ms, error);
       if (key == "max-poll-seconds") ok = ConfigInteger(value, key, &f->max_poll_seconds, error);
@@ -305,6 +307,14 @@ int Serve(const Flags& f) {
   tw::RocksStoreOptions store_options;
   store_options.path = f.data_dir + "/db";
   store_options.sync_default = sync;
+  // Encryption at rest (docs/OPERATIONS.md): the keys go to the store, which seals payloads.
+  if (!f.payload_key_file.empty()) {
+    tw::Status ks = tw::LoadPayloadKeyFile(f.payload_key_file, &store_options.payload_keys);
+    if (!ks.ok()) {
+      Log("error: --payload-key-file: " + ks.ToString());
+      return 1;
+    }
+  }
   StoreOpener open_store = MakeStoreOpener(store_options);
   std::unique_ptr<tw::Store> store;
   tw::Status s = open_store(&store);
@@ -445,6 +455,10 @@ int main(int argc, char** argv) {
                  "Where `tokenwheel backup NAME` writes online backups, each a new directory "
                  "DIR/NAME laid out as a data directory (best on the data directory's file "
                  "system: RocksDB then hard-links its files); unset: backups are off");
+  app.add_option("--payload-key-file", f.payload_key_file,
+                 "Encrypt task payloads at rest (AES-256-GCM) with the last key of this file "
+                 "(mode 0600; create it with `tokenwheel keygen --payload-key-file PATH`); every "
+                 "listed key decrypts. Unset: payloads are stored plain");
   app.add_option("--durability", f.durability,
                  "sync: every acknowledged transition is fsynced (WAL) before its reply. none: "
                  "no fsync -- a power loss can lose acknowledged work (prints a warning)")
