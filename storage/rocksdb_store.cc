@@ -69,21 +69,15 @@ Status VisitRetired(rocksdb::Iterator* it, size_t max,
   return FromRocks(it->status());
 }
 
-// The plain bytes of `value`, stored under `key` in the column family of `ad_tag`: value itself
-// when it is plain, else opened into *buf. `what` names the record in messages.
-Status Unseal(const PayloadCipher* cipher, char ad_tag, std::string_view key,
-              std::string_view value, const std::string& what, std::string* buf,
-              std::string_view* plain) {
-  if (!PayloadCipher::IsSealed(value)) {
-    *plain = value;
-    return Status::Ok();
-  }
+// Opens the sealed `value` stored under `key` in the column family of `ad_tag` into *plain.
+// `what` names the record in messages. REQUIRES: PayloadCipher::IsSealed(value).
+Status OpenSealed(const PayloadCipher* cipher, char ad_tag, std::string_view key,
+                  std::string_view value, const std::string& what, std::string* plain) {
+  TW_DEBUG_ASSERT(PayloadCipher::IsSealed(value));
   if (cipher == nullptr) {
     return Status::InvalidArgument(what + " is encrypted, and no payload key file was given");
   }
-  Status s = cipher->Open(SealAd(ad_tag, key).view(), value, what, buf);
-  if (s.ok()) *plain = *buf;
-  return s;
+  return cipher->Open(SealAd(ad_tag, key).view(), value, what, plain);
 }
 
 // Appends the events from `it`'s entry on while their seqs follow from_seq without a gap, up to
@@ -96,10 +90,13 @@ Status ReadEventRun(rocksdb::Iterator* it, const PayloadCipher* cipher, uint64_t
     Status s = codec::DecodeSeqKey(View(it->key()), &seq);
     if (!s.ok()) return s;
     if (seq != expect) break;  // a gap: the end of the stream (or trimmed below from_seq)
-    std::string_view plain;
-    s = Unseal(cipher, SealAd::kEvents, View(it->key()), View(it->value()),
-               "event " + std::to_string(seq), &buf, &plain);
-    if (!s.ok()) return s;
+    std::string_view plain = View(it->value());
+    if (PayloadCipher::IsSealed(plain)) {
+      s = OpenSealed(cipher, SealAd::kEvents, View(it->key()), plain,
+                     "event " + std::to_string(seq), &buf);
+      if (!s.ok()) return s;
+      plain = buf;
+    }
     EventRecord& e = out->emplace_back();
     e.seq = seq;
     s = codec::DecodeEvent(plain, &e);
@@ -496,8 +493,10 @@ Status RocksStore::GetTaskRecord(const TaskId& id, codec::TaskKeyKind kind,
     *plain = View(*value);
     return Status::Ok();
   }
-  return Unseal(cipher_.get(), SealAd::kTasks, std::string_view(key, sizeof(key)), View(*value),
-                "task " + IdText(id) + " " + TaskKeyKindName(kind) + " record", buf, plain);
+  s = OpenSealed(cipher_.get(), SealAd::kTasks, std::string_view(key, sizeof(key)), View(*value),
+                 "task " + IdText(id) + " " + TaskKeyKindName(kind) + " record", buf);
+  if (s.ok()) *plain = *buf;
+  return s;
 }
 
 Status RocksStore::FindIdempotencyKey(std::string_view key, TaskId* out) {
