@@ -20,7 +20,9 @@
 //  2. Open(ad, Seal(ad, p)) == p for every listed key; Open never aborts, whatever the bytes.
 //  3. No message contains key material or plaintext.
 //
-// Thread-safe: every method is const and uses only its own cipher context.
+// Thread-safe: every method is const; each thread keeps its own cipher contexts, with the key
+// already set, for the few keys it uses (payload_cipher.cc, KeyedCtx). Those hold the key
+// schedule until the thread exits or reuses the slot; freeing one cleanses it.
 #pragma once
 
 #include <array>

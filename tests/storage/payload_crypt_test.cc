@@ -378,6 +378,31 @@ TEST(PayloadCipherTest, TwoSealsOfOneValueDifferInTheirNonce) {
   EXPECT_EQ(a.find(kSecretOutput), std::string::npos);
 }
 
+// Each thread caches contexts with their keys set: a new cipher whose key id 1 is another key
+// (even at the freed one's address) must not open with the old key, and a failed open must not
+// spoil the next one.
+TEST(PayloadCipherTest, CachedKeysNeverOutliveTheirCipher) {
+  const rocks::SealAd ad(rocks::SealAd::kTasks, "key");
+  std::string sealed;
+  {
+    rocks::PayloadCipher a(TestPayloadKeys({1}));
+    a.Seal(ad.view(), kSecretInput, &sealed);
+  }
+  keyfile::KeyList other = TestPayloadKeys({1});
+  other[0].second[0] ^= 0xFF;
+  rocks::PayloadCipher b(other);
+  std::string plain;
+  Status s = b.Open(ad.view(), sealed, "moved", &plain);
+  EXPECT_EQ(s.code(), Status::Code::kCorruption) << s.ToString();
+  std::string mine;
+  b.Seal(ad.view(), kSecretInput, &mine);
+  ASSERT_TRUE(b.Open(ad.view(), mine, "mine", &plain).ok());
+  EXPECT_EQ(plain, kSecretInput);
+  rocks::PayloadCipher a_again(TestPayloadKeys({1}));
+  ASSERT_TRUE(a_again.Open(ad.view(), sealed, "again", &plain).ok());
+  EXPECT_EQ(plain, kSecretInput);
+}
+
 // ---- the payload key file ----
 
 class PayloadKeyFileTest : public ::testing::Test {
