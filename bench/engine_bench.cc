@@ -56,6 +56,8 @@
 //      own flags: --tasks=N (throughput workloads, default 200000) --window=N (default 2048)
 //                 --live_tasks=N (default 1000000) --reps=N (throughput workloads, default 3)
 //      TW_BENCH_COMMIT=adaptive|inline|pipelined: EngineOptions::commit (default: its default)
+//      TW_BENCH_PAYLOAD_KEY=1: the engine's store encrypts payloads at rest (one payload key,
+//                 RocksStoreOptions::payload_keys); the baseline replays the same sealed batches
 #include <benchmark/benchmark.h>
 #include <malloc.h>
 #include <rocksdb/db.h>
@@ -211,11 +213,21 @@ struct OpenEngine {
 
 std::string OpenError(const std::string& what, const std::string& why) { return what + ": " + why; }
 
+// TW_BENCH_PAYLOAD_KEY=1: one fixed payload key (a benchmark's data is throwaway), else none.
+keyfile::KeyList BenchPayloadKeys() {
+  const char* on = std::getenv("TW_BENCH_PAYLOAD_KEY");
+  if (on == nullptr || std::string(on) != "1") return {};
+  keyfile::Key key;
+  for (size_t i = 0; i < key.size(); ++i) key[i] = static_cast<uint8_t>(0xA5 ^ i);
+  return {{1, key}};
+}
+
 bool Open(const TempDir& dir, Durability durability, Clock* clock, Recorder* recorder,
           const EngineOptions& base, OpenEngine* out, std::string* error,
           bool flush_on_close = true) {
   RocksStoreOptions so;
   so.path = DbPath(dir);
+  so.payload_keys = BenchPayloadKeys();
   RocksStoreTestHooks hooks;
   hooks.flush_on_close = flush_on_close;
   if (recorder != nullptr) hooks.on_batch_committed = recorder->Hook();

@@ -207,6 +207,13 @@ class EngineCore {
   // A read of the store failed: poison, and answer kUnavailable.
   template <typename T>
   void ReplyReadFailure(Callback<T>& done, const Status& s) {
+    // InvalidArgument: the store cannot read this one record with its configuration (sealed
+    // under a payload key the key file no longer lists, storage/payload_cipher.h). The store
+    // and every other record are fine, so this is not a storage failure: the call gets
+    // InternalFailure naming the record and the key id, and the engine stays up.
+    if (s.code() == Status::Code::kInvalidArgument) {
+      return ReplyFail(done, Error::Make(ErrorCode::kInternal, s.message()));
+    }
     Poison(s);
     ReplyFail(done, UnavailableError(s.ToString()));
   }

@@ -31,6 +31,11 @@ namespace tw {
 // records) and marked version 2 at open.
 inline constexpr uint32_t kFormatVersion = 2;
 inline constexpr uint32_t kFormatVersionReadable = 1;  // the older version opened and upgraded
+// Version 3 is version 2 that may hold encrypted values (RocksStoreOptions::payload_keys): a
+// store opened with payload keys marks its database 3 before it writes, so that a build without
+// encryption (which reads 1 and 2) refuses it instead of reading ciphertext as records, and a
+// store opened without keys refuses it with a message that asks for them.
+inline constexpr uint32_t kFormatVersionSealed = 3;
 
 struct ActivityRecord {
   uint64_t id = 0;  // internal, never reused; a re-created name gets a new id

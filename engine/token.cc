@@ -1,23 +1,17 @@
 #include "engine/token.h"
 
-#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
-#include <pthread.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
-#include <cerrno>
-#include <charconv>
 #include <cstring>
-#include <filesystem>
 
 #include "engine/assert.h"
+#include "engine/key_file.h"
 #include "engine/limits.h"
-#include "engine/scoped_fd.h"
+#include "engine/random.h"
 
 namespace tw {
 
@@ -141,173 +135,16 @@ constexpr char kKeyFileHeader[] =
     "# One key per line: v1 <key id 0..255> <64 hex digits>. The last key signs; all verify.\n"
     "# To rotate, append a line with a new key id and key, then restart.\n";
 
-using RawKeys = std::vector<std::pair<uint8_t, std::array<uint8_t, 32>>>;
-
-Status Errno(const std::string& what, const std::string& path, int err) {
-  return Status::IoError(what + " " + path + ": " + std::strerror(err));
-}
-
-// Reads the whole (small) file. Sets *missing and returns Ok if it does not exist.
-Status ReadKeyFile(const std::string& path, std::string* text, bool* missing) {
-  *missing = false;
-  ScopedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) {
-    if (errno == ENOENT) {
-      *missing = true;
-      return Status::Ok();
-    }
-    return Errno("cannot open token key file", path, errno);
-  }
-  struct stat st;
-  if (::fstat(fd.get(), &st) != 0) return Errno("cannot stat token key file", path, errno);
-  if (!S_ISREG(st.st_mode)) return Status::IoError("token key file is not a regular file: " + path);
-  // Read one byte past the bound so a file that grew after fstat is still caught.
-  text->assign(limits::kTokenKeyFileBytesMax + 1, '\0');
-  size_t got = 0;
-  while (got < text->size()) {
-    const ssize_t n = ::read(fd.get(), text->data() + got, text->size() - got);
-    if (n == 0) break;
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Errno("cannot read token key file", path, errno);
-    }
-    got += static_cast<size_t>(n);
-  }
-  if (got > limits::kTokenKeyFileBytesMax) {
-    return Status::Corruption("token key file larger than " +
-                              std::to_string(limits::kTokenKeyFileBytesMax) + " bytes: " + path);
-  }
-  text->resize(got);
-  return Status::Ok();
-}
-
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// Parses one "v1 <id> <hex>" line. Returns an empty string on success, else the reason.
-std::string ParseKeyLine(std::string_view line, uint8_t* id, std::array<uint8_t, 32>* key) {
-  constexpr std::string_view kPrefix = "v1 ";
-  if (line.substr(0, kPrefix.size()) != kPrefix) return "expected a line starting \"v1 \"";
-  line.remove_prefix(kPrefix.size());
-  const size_t space = line.find(' ');
-  if (space == std::string_view::npos) return "expected \"v1 <key id> <64 hex digits>\"";
-  const std::string_view id_text = line.substr(0, space);
-  const std::string_view hex = line.substr(space + 1);
-  unsigned id_value = 0;
-  const auto [end, ec] = std::from_chars(id_text.data(), id_text.data() + id_text.size(), id_value);
-  if (id_text.empty() || id_text.size() > 3 || ec != std::errc() ||
-      end != id_text.data() + id_text.size() || id_value > 255) {
-    return "key id must be a decimal number 0..255";
-  }
-  if (hex.size() != 2 * TokenCodec::kKeyBytes) return "key must be exactly 64 hex digits";
-  for (size_t i = 0; i < key->size(); ++i) {
-    const int hi = HexValue(hex[2 * i]);
-    const int lo = HexValue(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0) return "key must be exactly 64 hex digits";
-    (*key)[i] = static_cast<uint8_t>((hi << 4) | lo);
-  }
-  *id = static_cast<uint8_t>(id_value);
-  return {};
-}
-
-Status ParseKeyFile(std::string_view text, const std::string& path, RawKeys* keys) {
-  std::array<bool, 256> seen{};
-  keys->reserve(seen.size());  // no reallocation: it would leave uncleansed key copies behind
-  size_t line_no = 0;
-  while (!text.empty()) {
-    ++line_no;
-    const size_t eol = text.find('\n');
-    const std::string_view line = text.substr(0, eol);
-    text.remove_prefix(eol == std::string_view::npos ? text.size() : eol + 1);
-    if (line.empty() || line[0] == '#') continue;
-    uint8_t id = 0;
-    std::array<uint8_t, 32> key;
-    const std::string reason = ParseKeyLine(line, &id, &key);
-    if (reason.empty() && seen[id]) {
-      OPENSSL_cleanse(key.data(), key.size());
-      return Status::Corruption(path + ":" + std::to_string(line_no) + ": duplicate key id " +
-                                std::to_string(id));
-    }
-    if (!reason.empty()) {
-      OPENSSL_cleanse(key.data(), key.size());
-      return Status::Corruption(path + ":" + std::to_string(line_no) + ": " + reason);
-    }
-    seen[id] = true;
-    keys->emplace_back(id, key);
-    OPENSSL_cleanse(key.data(), key.size());
-  }
-  if (keys->empty()) return Status::Corruption("token key file holds no key: " + path);
-  return Status::Ok();
-}
-
-Status WriteAll(int fd, std::string_view data, const std::string& path) {
-  while (!data.empty()) {
-    const ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Errno("cannot write", path, errno);
-    }
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return Status::Ok();
-}
-
-Status FsyncDir(const std::string& path) {
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
-  ScopedFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (fd.get() < 0) return Errno("cannot open directory", dir, errno);
-  if (::fsync(fd.get()) != 0) return Errno("cannot fsync directory", dir, errno);
-  return Status::Ok();
-}
-
-std::string Hex(const uint8_t* p, size_t n) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string s(2 * n, '\0');
-  for (size_t i = 0; i < n; ++i) {
-    s[2 * i] = kDigits[p[i] >> 4];
-    s[2 * i + 1] = kDigits[p[i] & 15];
-  }
-  return s;
-}
-
-// Writes `text` to a fresh temporary file beside `path` (mode 0600), fsyncs it and links it to
-// `path`. Returns Ok if `path` exists afterwards, whoever created it.
-Status PublishKeyFile(const std::string& path, std::string_view text) {
-  uint8_t nonce[8];
-  if (RAND_bytes(nonce, sizeof(nonce)) != 1) return Status::IoError("RAND_bytes failed");
-  const std::string tmp = path + ".tmp-" + Hex(nonce, sizeof(nonce));
-  ScopedFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-  if (fd.get() < 0) return Errno("cannot create", tmp, errno);
-  // The umask may clear bits of 0600 (0277 would leave it unreadable to us): set it exactly.
-  Status s = ::fchmod(fd.get(), 0600) == 0 ? WriteAll(fd.get(), text, tmp)
-                                           : Errno("cannot chmod", tmp, errno);
-  if (s.ok() && ::fsync(fd.get()) != 0) s = Errno("cannot fsync", tmp, errno);
-  if (s.ok() && ::close(fd.Release()) != 0) s = Errno("cannot close", tmp, errno);
-  // link(2), unlike rename(2), never replaces an existing file: if another process created the
-  // key file meanwhile, we keep its key rather than invalidating the tokens it already signed.
-  bool linked = false;
-  if (s.ok()) {
-    linked = ::link(tmp.c_str(), path.c_str()) == 0;
-    if (!linked && errno != EEXIST) s = Errno("cannot link token key file", path, errno);
-  }
-  ::unlink(tmp.c_str());
-  if (s.ok() && linked) s = FsyncDir(path);
-  return s;
-}
+constexpr std::string_view kWhat = "token key file";
 
 Status CreateKeyFile(const std::string& path) {
-  std::array<uint8_t, 32> key;
+  keyfile::Key key;
   if (RAND_bytes(key.data(), key.size()) != 1) {
     return Status::IoError("RAND_bytes failed creating a token key");
   }
-  std::string text = std::string(kKeyFileHeader) + "v1 1 " + Hex(key.data(), key.size()) + "\n";
+  std::string text = std::string(kKeyFileHeader) + keyfile::KeyLine(1, key);
   OPENSSL_cleanse(key.data(), key.size());
-  Status s = PublishKeyFile(path, text);
+  Status s = keyfile::Publish(path, text, kWhat);
   OPENSSL_cleanse(text.data(), text.size());
   return s;
 }
@@ -332,14 +169,14 @@ struct TokenCodec::Keys {
 Status TokenCodec::OpenKeyFile(const std::string& path, std::unique_ptr<TokenCodec>* out) {
   std::string text;
   bool missing = false;
-  Status s = ReadKeyFile(path, &text, &missing);
+  Status s = keyfile::Read(path, kWhat, keyfile::Mode::kAny, &text, &missing);
   if (s.ok() && missing) {
     s = CreateKeyFile(path);
-    if (s.ok()) s = ReadKeyFile(path, &text, &missing);
+    if (s.ok()) s = keyfile::Read(path, kWhat, keyfile::Mode::kAny, &text, &missing);
     if (s.ok() && missing) s = Status::IoError("token key file vanished after creation: " + path);
   }
-  RawKeys keys;
-  if (s.ok()) s = ParseKeyFile(text, path, &keys);
+  keyfile::KeyList keys;
+  if (s.ok()) s = keyfile::Parse(text, path, kWhat, &keys);
   OPENSSL_cleanse(text.data(), text.size());
   if (s.ok()) *out = std::make_unique<TokenCodec>(std::move(keys));
   return s;
@@ -348,10 +185,10 @@ Status TokenCodec::OpenKeyFile(const std::string& path, std::unique_ptr<TokenCod
 Status TokenCodec::CopyKeyFile(const std::string& from, const std::string& to) {
   std::string text;
   bool missing = false;
-  Status s = ReadKeyFile(from, &text, &missing);
+  Status s = keyfile::Read(from, kWhat, keyfile::Mode::kAny, &text, &missing);
   if (s.ok() && missing) s = Status::IoError("no token key file: " + from);
   if (s.ok() && ::access(to.c_str(), F_OK) == 0) s = Status::IoError("already exists: " + to);
-  if (s.ok()) s = PublishKeyFile(to, text);
+  if (s.ok()) s = keyfile::Publish(to, text, kWhat);
   OPENSSL_cleanse(text.data(), text.size());
   return s;
 }
@@ -421,37 +258,10 @@ bool TokenCodec::Decode(std::string_view token, TaskId* id, uint16_t* shard) con
 
 namespace {
 
-// RAND_bytes costs ~700 ns per call in OpenSSL 3.0 whatever the size up to a few hundred bytes
-// (measured on the dev box), so each thread draws CSPRNG output for 128 ids at once.
-//
-// A forked child inherits its parent's unconsumed buffer and would hand out the very ids the
-// parent is about to: the child handler bumps a generation that makes every buffer refill. This
-// is process-wide state by nature (fork is a process event), the one global here.
-std::atomic<uint64_t> fork_generation{0};
-void OnForkChild() { fork_generation.fetch_add(1, std::memory_order_relaxed); }
-
-struct IdEntropy {
-  static constexpr size_t kIdsPerDraw = 128;
-  uint8_t bytes[kIdsPerDraw * 8];
-  size_t used = sizeof(bytes);  // starts empty
-  uint64_t generation = 0;
-};
-
 uint64_t TakeRandom64() {
-  static const bool atfork_registered = ::pthread_atfork(nullptr, nullptr, &OnForkChild) == 0;
-  TW_ASSERT(atfork_registered);
-  thread_local IdEntropy pool;
-  const uint64_t generation = fork_generation.load(std::memory_order_relaxed);
-  if (pool.used == sizeof(pool.bytes) || pool.generation != generation) {
-    const int rc = RAND_bytes(pool.bytes, sizeof(pool.bytes));
-    TW_ASSERT_MSG(rc == 1, "RAND_bytes failed: no CSPRNG output for task ids");
-    pool.used = 0;
-    pool.generation = generation;
-  }
-  TW_ASSERT(pool.used + 8 <= sizeof(pool.bytes));
-  const uint64_t v = LoadBe64(pool.bytes + pool.used);
-  pool.used += 8;
-  return v;
+  uint8_t bytes[8];
+  RandomBytes(bytes, sizeof(bytes));
+  return LoadBe64(bytes);
 }
 
 }  // namespace

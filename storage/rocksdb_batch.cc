@@ -14,8 +14,8 @@ constexpr size_t kBatchReserveBytes = 64 << 10;
 }  // namespace
 
 RocksWriteBatch::RocksWriteBatch(const Store* owner, const CfHandles& cfs,
-                                 const EventTrimState* trim)
-    : owner_(owner), cfs_(cfs), trim_(trim), rep_(kBatchReserveBytes) {}
+                                 const EventTrimState* trim, const PayloadCipher* cipher)
+    : owner_(owner), cfs_(cfs), trim_(trim), cipher_(cipher), rep_(kBatchReserveBytes) {}
 
 void RocksWriteBatch::PutActivity(const ActivityRecord& a) {
   char key[codec::kSeqKeyBytes];
@@ -73,7 +73,7 @@ void RocksWriteBatch::AppendEvent(const EventRecord& e) {
   char key[codec::kSeqKeyBytes];
   codec::EncodeSeqKey(e.seq, key);
   codec::EncodeEvent(e, ResetValue());
-  Put(kEvents, key, sizeof(key));
+  PutSealed(kEvents, SealAd::kEvents, key, sizeof(key));
 }
 
 void RocksWriteBatch::PutRetired(int64_t ended_ms, const TaskId& id,
@@ -162,7 +162,7 @@ void RocksWriteBatch::ConsumerKey(std::string_view name) {
 void RocksWriteBatch::PutTaskRecord(const TaskId& id, codec::TaskKeyKind kind) {
   char key[codec::kTaskKeyBytes];
   codec::EncodeTaskKey(id, kind, key);
-  Put(kTasks, key, sizeof(key));
+  PutSealed(kTasks, SealAd::kTasks, key, sizeof(key));
 }
 
 // One range tombstone over the events [from, to); a part of a Trim, not counted on its own.
@@ -181,6 +181,17 @@ void RocksWriteBatch::DeleteEventRange(uint64_t from, uint64_t to) {
 // unset here (and 4 GiB otherwise): a failure is a bug.
 void RocksWriteBatch::Put(Cf cf, const char* key, size_t key_bytes) {
   auto s = rep_.Put(cfs_[cf], rocksdb::Slice(key, key_bytes), value_);
+  TW_ASSERT(s.ok());
+  ++count_;
+}
+
+// Put, with value_ sealed first when the store encrypts payloads.
+void RocksWriteBatch::PutSealed(Cf cf, char ad_tag, const char* key, size_t key_bytes) {
+  if (cipher_ == nullptr) return Put(cf, key, key_bytes);
+  sealed_.clear();  // keeps capacity
+  cipher_->Seal(SealAd(ad_tag, std::string_view(key, key_bytes)).view(), value_, &sealed_);
+  TW_DEBUG_ASSERT(sealed_.size() == value_.size() + PayloadCipher::kOverheadBytes);
+  auto s = rep_.Put(cfs_[cf], rocksdb::Slice(key, key_bytes), sealed_);
   TW_ASSERT(s.ok());
   ++count_;
 }

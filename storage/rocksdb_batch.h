@@ -12,6 +12,7 @@
 
 #include "engine/store.h"
 #include "storage/codec.h"
+#include "storage/payload_cipher.h"
 #include "storage/rocksdb_options.h"
 
 namespace tw::rocks {
@@ -28,8 +29,11 @@ struct EventTrimState {
 class RocksWriteBatch final : public WriteBatch {
  public:
   // owner: the store whose Write takes this batch (compared, never used). cfs: its column
-  // families. trim: its EventTrimState, read by TrimEventsBelow; both outlive the batch.
-  RocksWriteBatch(const Store* owner, const CfHandles& cfs, const EventTrimState* trim);
+  // families. trim: its EventTrimState, read by TrimEventsBelow. cipher: its PayloadCipher, or
+  // nullptr when payloads are stored plain; when set, every `tasks` and `events` value is
+  // sealed under its key (SealAd). trim and cipher outlive the batch.
+  RocksWriteBatch(const Store* owner, const CfHandles& cfs, const EventTrimState* trim,
+                  const PayloadCipher* cipher);
 
   const Store* owner() const { return owner_; }
   rocksdb::WriteBatch* rep() { return &rep_; }
@@ -66,14 +70,17 @@ class RocksWriteBatch final : public WriteBatch {
   void PutTaskRecord(const TaskId& id, codec::TaskKeyKind kind);
   void DeleteEventRange(uint64_t from, uint64_t to);
   void Put(Cf cf, const char* key, size_t key_bytes);
+  void PutSealed(Cf cf, char ad_tag, const char* key, size_t key_bytes);
   void Delete(Cf cf, const rocksdb::Slice& key);
 
   const Store* owner_;
   CfHandles cfs_;
-  const EventTrimState* trim_;  // the owner's
+  const EventTrimState* trim_;   // the owner's
+  const PayloadCipher* cipher_;  // the owner's; nullptr = plain
   rocksdb::WriteBatch rep_;
-  std::string key_;    // reused: consumer keys
-  std::string value_;  // reused: every encoded value
+  std::string key_;     // reused: consumer keys
+  std::string value_;   // reused: every encoded value
+  std::string sealed_;  // reused: value_ sealed (cipher_ only)
   size_t count_ = 0;
   int64_t min_retired_ms_ = std::numeric_limits<int64_t>::max();
   uint64_t trim_first_event_seq_ = 0;

@@ -88,11 +88,24 @@ Status ProbeFormatVersion(const std::string& path, rocksdb::Env* env, bool* foun
   return codec::DecodeFormatVersion(value, version);
 }
 
-Status CheckVersionReadable(const std::string& path, uint32_t version) {
-  if (version == kFormatVersion || version == kFormatVersionReadable) return Status::Ok();
+// A sealed database (version 3) holds values only payload keys can read: without them the open
+// is refused here, before anything changes, rather than at the first read of such a value.
+Status CheckVersionReadable(const std::string& path, uint32_t version, bool have_payload_keys) {
+  if (version == kFormatVersionSealed && !have_payload_keys) {
+    return Status::InvalidArgument(
+        path + ": the database holds encrypted payloads (format version " +
+        std::to_string(version) +
+        "); give the payload key file that lists their keys (--payload-key-file); refusing to "
+        "open");
+  }
+  if (version == kFormatVersion || version == kFormatVersionReadable ||
+      version == kFormatVersionSealed) {
+    return Status::Ok();
+  }
   return Status::InvalidArgument(path + ": on-disk format version " + std::to_string(version) +
-                                 " is not the version this build reads (" +
-                                 std::to_string(kFormatVersion) + "); refusing to open");
+                                 " is not a version this build reads (" +
+                                 std::to_string(kFormatVersionReadable) + ".." +
+                                 std::to_string(kFormatVersionSealed) + "); refusing to open");
 }
 
 // A database without a format version is accepted only if every column family is empty: that
@@ -119,13 +132,15 @@ Status ProbeEmpty(const std::string& path, rocksdb::Env* env) {
 
 // The checks of an existing database, which change nothing: column families, then the format
 // version, or emptiness where there is none.
-Status CheckExisting(const std::string& path, rocksdb::Env* env, bool* version_found) {
+Status CheckExisting(const std::string& path, rocksdb::Env* env, bool have_payload_keys,
+                     bool* version_found) {
   Status s = CheckColumnFamilies(path, env);
   if (!s.ok()) return s;
   uint32_t version = 0;
   s = ProbeFormatVersion(path, env, version_found, &version);
   if (!s.ok()) return s;
-  return *version_found ? CheckVersionReadable(path, version) : ProbeEmpty(path, env);
+  return *version_found ? CheckVersionReadable(path, version, have_payload_keys)
+                        : ProbeEmpty(path, env);
 }
 
 // The bytes in the database's WAL files (`NNNNNN.log`).
@@ -173,24 +188,26 @@ Status ReplayWalIfLarge(const RocksStoreOptions& options, rocksdb::Env* env) {
   return ReplayWalIntoTables(options, env);
 }
 
-Status WriteFormatVersion(rocksdb::DB* db, const CfHandles& cfs) {
+Status WriteFormatVersion(rocksdb::DB* db, const CfHandles& cfs, uint32_t version) {
   rocksdb::WriteOptions wo;
   wo.sync = true;
   std::string encoded;
-  codec::EncodeFormatVersion(kFormatVersion, &encoded);
+  codec::EncodeFormatVersion(version, &encoded);
   return FromRocks(db->Put(wo, cfs[kMeta], codec::kMetaFormatVersion, encoded));
 }
 
-// `value` is the probe's version: kFormatVersion, or kFormatVersionReadable, marked as
-// kFormatVersion now.
-Status CheckOrUpgradeVersion(rocksdb::DB* db, const CfHandles& cfs, std::string_view value) {
+// `value` is the probe's version, one CheckVersionReadable accepted. A version below `target`
+// is marked `target` now (1 -> 2, and 1 or 2 -> 3 when payload keys are given).
+Status CheckOrUpgradeVersion(rocksdb::DB* db, const CfHandles& cfs, std::string_view value,
+                             uint32_t target) {
   uint32_t version = 0;
   Status s = codec::DecodeFormatVersion(value, &version);
   if (!s.ok()) return s;
-  if (version == kFormatVersionReadable) return WriteFormatVersion(db, cfs);
-  // The probe read the same version; a mismatch now is a concurrent writer or a bug.
-  if (version != kFormatVersion) return Status::Corruption("format version changed at open");
-  return Status::Ok();
+  if (version == target) return Status::Ok();
+  if (version < target) return WriteFormatVersion(db, cfs, target);
+  // The probe refused a sealed database without keys; a mismatch now is a concurrent writer or
+  // a bug.
+  return Status::Corruption("format version changed at open");
 }
 
 Status AllEmpty(rocksdb::DB* db, const CfHandles& cfs, bool* empty) {
@@ -219,7 +236,8 @@ Status PrepareOpen(const RocksStoreOptions& options, rocksdb::Env* env, OpenPlan
   plan->create = exists.IsNotFound();
   plan->version_expected = false;
   if (plan->create) return Status::Ok();
-  Status s = CheckExisting(options.path, env, &plan->version_expected);
+  Status s =
+      CheckExisting(options.path, env, !options.payload_keys.empty(), &plan->version_expected);
   if (!s.ok()) return s;
   return ReplayWalIfLarge(options, env);
 }
@@ -241,17 +259,19 @@ Status OpenDb(const RocksStoreOptions& options, rocksdb::Env* env, bool create,
   return Status::Ok();
 }
 
-Status CheckOrWriteFormatVersion(rocksdb::DB* db, const CfHandles& cfs, bool version_expected) {
+Status CheckOrWriteFormatVersion(rocksdb::DB* db, const CfHandles& cfs, bool version_expected,
+                                 bool sealed) {
+  const uint32_t target = sealed ? kFormatVersionSealed : kFormatVersion;
   rocksdb::PinnableSlice value;
   auto s = db->Get(rocksdb::ReadOptions(), cfs[kMeta], codec::kMetaFormatVersion, &value);
-  if (s.ok()) return CheckOrUpgradeVersion(db, cfs, View(value));
+  if (s.ok()) return CheckOrUpgradeVersion(db, cfs, View(value), target);
   if (!s.IsNotFound()) return FromRocks(s);
   if (version_expected) return Status::Corruption("format version vanished at open");
   bool empty = false;
   Status st = AllEmpty(db, cfs, &empty);
   if (!st.ok()) return st;
   if (!empty) return Status::Corruption("database has data but no format version in meta");
-  return WriteFormatVersion(db, cfs);
+  return WriteFormatVersion(db, cfs, target);
 }
 
 }  // namespace tw::rocks

@@ -25,7 +25,8 @@ struct OpenPlan {
 
 // Everything before the read-write open of options.path. A new database: nothing. An existing
 // one is checked without being changed (column families exactly kCfNames; a format version of
-// kFormatVersion or kFormatVersionReadable, or none and every column family empty: a creation
+// kFormatVersion or kFormatVersionReadable, or kFormatVersionSealed when options.payload_keys
+// is not empty, or none and every column family empty: a creation
 // that crashed before its version write was synced), then a WAL of at least
 // options.replay_open_min_wal_bytes is replayed by a preliminary open. A refusal is a Status
 // naming the problem, the files left as they were.
@@ -39,8 +40,10 @@ Status OpenDb(const RocksStoreOptions& options, rocksdb::Env* env, bool create,
               CfHandles* cfs);
 
 // Reads the version back (the probe checked it), or writes it into a new or empty database.
-// A version 1 database needs no rewrite to be read (FORMAT.md): it is marked kFormatVersion
-// before anything is written in the new format, so an older build then refuses it.
-Status CheckOrWriteFormatVersion(rocksdb::DB* db, const CfHandles& cfs, bool version_expected);
+// The version written is kFormatVersionSealed when `sealed` (the store has payload keys), else
+// kFormatVersion. An older version needs no rewrite to be read (FORMAT.md): it is marked with
+// the new one before anything is written in the new format, so an older build then refuses it.
+Status CheckOrWriteFormatVersion(rocksdb::DB* db, const CfHandles& cfs, bool version_expected,
+                                 bool sealed);
 
 }  // namespace tw::rocks

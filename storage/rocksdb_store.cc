@@ -16,6 +16,10 @@
 //     flush and compaction of db_ reaches counters_ (through env_'s file system and a listener).
 //  5. first_event_seq_ equals meta first_event_seq as of the last successful Write; events below
 //     it are trimmed for every reader, whether or not their range tombstone is written yet.
+//  6. cipher_ is set iff RocksStoreOptions::payload_keys was not empty; then every `tasks` and
+//     `events` value this store writes is sealed (storage/payload_cipher.h), and meta holds
+//     kFormatVersionSealed. Reads open sealed values and take plain ones as they are, so records
+//     written before encryption was turned on stay readable.
 
 #include "storage/rocksdb_store.h"
 
@@ -28,11 +32,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <limits>
 #include <utility>
 
 #include "engine/assert.h"
 #include "storage/codec.h"
+#include "storage/payload_cipher.h"
 #include "storage/rocksdb_batch.h"
 #include "storage/rocksdb_convert.h"
 #include "storage/rocksdb_open.h"
@@ -63,21 +69,60 @@ Status VisitRetired(rocksdb::Iterator* it, size_t max,
   return FromRocks(it->status());
 }
 
+// Opens the sealed `value` stored under `key` in the column family of `ad_tag` into *plain.
+// `what` names the record in messages. REQUIRES: PayloadCipher::IsSealed(value).
+Status OpenSealed(const PayloadCipher* cipher, char ad_tag, std::string_view key,
+                  std::string_view value, const std::string& what, std::string* plain) {
+  TW_DEBUG_ASSERT(PayloadCipher::IsSealed(value));
+  if (cipher == nullptr) {
+    return Status::InvalidArgument(what + " is encrypted, and no payload key file was given");
+  }
+  return cipher->Open(SealAd(ad_tag, key).view(), value, what, plain);
+}
+
 // Appends the events from `it`'s entry on while their seqs follow from_seq without a gap, up to
 // max of them in *out.
-Status ReadEventRun(rocksdb::Iterator* it, uint64_t from_seq, size_t max,
-                    std::vector<EventRecord>* out) {
+Status ReadEventRun(rocksdb::Iterator* it, const PayloadCipher* cipher, uint64_t from_seq,
+                    size_t max, std::vector<EventRecord>* out) {
+  std::string buf;
   for (uint64_t expect = from_seq; it->Valid() && out->size() < max; it->Next(), ++expect) {
     uint64_t seq = 0;
     Status s = codec::DecodeSeqKey(View(it->key()), &seq);
     if (!s.ok()) return s;
     if (seq != expect) break;  // a gap: the end of the stream (or trimmed below from_seq)
+    std::string_view plain = View(it->value());
+    if (PayloadCipher::IsSealed(plain)) {
+      s = OpenSealed(cipher, SealAd::kEvents, View(it->key()), plain,
+                     "event " + std::to_string(seq), &buf);
+      if (!s.ok()) return s;
+      plain = buf;
+    }
     EventRecord& e = out->emplace_back();
     e.seq = seq;
-    s = codec::DecodeEvent(View(it->value()), &e);
+    s = codec::DecodeEvent(plain, &e);
     if (!s.ok()) return s;
   }
   return FromRocks(it->status());
+}
+
+// The task id as 32 hex digits (the key's bytes), for messages.
+std::string IdText(const TaskId& id) {
+  char text[33];
+  std::snprintf(text, sizeof(text), "%016llx%016llx", static_cast<unsigned long long>(id.hi),
+                static_cast<unsigned long long>(id.lo));
+  return text;
+}
+
+const char* TaskKeyKindName(codec::TaskKeyKind kind) {
+  switch (kind) {
+    case codec::TaskKeyKind::kIssue:
+      return "issue";
+    case codec::TaskKeyKind::kState:
+      return "state";
+    case codec::TaskKeyKind::kEnd:
+      return "end";
+  }
+  return "?";
 }
 
 class RocksStore final : public Store {
@@ -100,7 +145,7 @@ class RocksStore final : public Store {
   }
 
   std::unique_ptr<WriteBatch> NewBatch() override {
-    return std::make_unique<RocksWriteBatch>(this, cfs_, &trim_);
+    return std::make_unique<RocksWriteBatch>(this, cfs_, &trim_, cipher_.get());
   }
 
   Status Write(WriteBatch* batch, bool sync) override;
@@ -140,7 +185,9 @@ class RocksStore final : public Store {
   Status LoadFirstEventSeq();
   Status GetMetaU64(std::string_view key, uint64_t* value);
   Status GetStateRecord(const TaskId& id, codec::TaskKeyKind kind, TaskStateRecord* out);
-  Status GetTaskRecord(const TaskId& id, codec::TaskKeyKind kind, rocksdb::PinnableSlice* value);
+  // The plain value of the task record (id, kind), opened if sealed: a view of *value or *buf.
+  Status GetTaskRecord(const TaskId& id, codec::TaskKeyKind kind, rocksdb::PinnableSlice* value,
+                       std::string* buf, std::string_view* plain);
   Status Get(Cf cf, const rocksdb::Slice& key, rocksdb::PinnableSlice* value);
   std::unique_ptr<rocksdb::Iterator> Scan(Cf cf, rocksdb::ReadOptions ro);
 
@@ -160,6 +207,7 @@ class RocksStore final : public Store {
   uint64_t bytes_since_side_flush_ = 0;       // writing thread
   std::atomic<uint64_t> first_event_seq_{1};  // invariant 5; read by ReadEvents, any thread
   std::function<void(std::string_view)> on_batch_committed_;  // RocksStoreTestHooks
+  std::unique_ptr<const PayloadCipher> cipher_;               // invariant 6
 };
 
 RocksStore::RocksStore(const RocksStoreOptions& options, const RocksStoreTestHooks& hooks)
@@ -168,6 +216,9 @@ RocksStore::RocksStore(const RocksStoreOptions& options, const RocksStoreTestHoo
       side_flush_every_bytes_(options.side_flush_every_bytes),
       on_batch_committed_(hooks.on_batch_committed) {
   cfs_.fill(nullptr);
+  if (!options.payload_keys.empty()) {
+    cipher_ = std::make_unique<const PayloadCipher>(options.payload_keys);
+  }
   std::shared_ptr<rocksdb::FileSystem> base =
       hooks.file_system ? hooks.file_system : rocksdb::FileSystem::Default();
   env_ = rocksdb::NewCompositeEnv(std::make_shared<TimedWalFs>(std::move(base), counters_));
@@ -185,7 +236,10 @@ Status RocksStore::Open(const RocksStoreOptions& options, const RocksStoreTestHo
   if (s.ok())
     s = OpenDb(options, store->env(), plan.create,
                std::make_shared<StatsListener>(store->counters_), &store->db_, &store->cfs_);
-  if (s.ok()) s = CheckOrWriteFormatVersion(store->db(), store->cfs_, plan.version_expected);
+  if (s.ok()) {
+    s = CheckOrWriteFormatVersion(store->db(), store->cfs_, plan.version_expected,
+                                  store->cipher_ != nullptr);
+  }
   if (s.ok()) s = store->LoadFirstEventSeq();
   if (!s.ok()) return s;
   store->opened_ = true;
@@ -404,9 +458,11 @@ Status RocksStore::ScanLive(const std::function<void(const TaskId&, const LiveRe
 
 Status RocksStore::GetTaskIssue(const TaskId& id, TaskIssueRecord* out) {
   rocksdb::PinnableSlice value;
-  Status s = GetTaskRecord(id, codec::TaskKeyKind::kIssue, &value);
+  std::string buf;
+  std::string_view plain;
+  Status s = GetTaskRecord(id, codec::TaskKeyKind::kIssue, &value, &buf, &plain);
   if (!s.ok()) return s;
-  return codec::DecodeTaskIssue(View(value), out);
+  return codec::DecodeTaskIssue(plain, out);
 }
 
 Status RocksStore::GetTaskState(const TaskId& id, TaskStateRecord* out) {
@@ -419,16 +475,28 @@ Status RocksStore::GetTaskEnd(const TaskId& id, TaskStateRecord* out) {
 
 Status RocksStore::GetStateRecord(const TaskId& id, codec::TaskKeyKind kind, TaskStateRecord* out) {
   rocksdb::PinnableSlice value;
-  Status s = GetTaskRecord(id, kind, &value);
+  std::string buf;
+  std::string_view plain;
+  Status s = GetTaskRecord(id, kind, &value, &buf, &plain);
   if (!s.ok()) return s;
-  return codec::DecodeTaskState(View(value), out);
+  return codec::DecodeTaskState(plain, out);
 }
 
 Status RocksStore::GetTaskRecord(const TaskId& id, codec::TaskKeyKind kind,
-                                 rocksdb::PinnableSlice* value) {
+                                 rocksdb::PinnableSlice* value, std::string* buf,
+                                 std::string_view* plain) {
   char key[codec::kTaskKeyBytes];
   codec::EncodeTaskKey(id, kind, key);
-  return Get(kTasks, rocksdb::Slice(key, sizeof(key)), value);
+  Status s = Get(kTasks, rocksdb::Slice(key, sizeof(key)), value);
+  if (!s.ok()) return s;
+  if (!PayloadCipher::IsSealed(View(*value))) {
+    *plain = View(*value);
+    return Status::Ok();
+  }
+  s = OpenSealed(cipher_.get(), SealAd::kTasks, std::string_view(key, sizeof(key)), View(*value),
+                 "task " + IdText(id) + " " + TaskKeyKindName(kind) + " record", buf);
+  if (s.ok()) *plain = *buf;
+  return s;
 }
 
 Status RocksStore::FindIdempotencyKey(std::string_view key, TaskId* out) {
@@ -482,7 +550,7 @@ Status RocksStore::ReadEvents(uint64_t from_seq, size_t max, std::vector<EventRe
   }
   auto it = Scan(kEvents, ro);
   it->Seek(rocksdb::Slice(lower, sizeof(lower)));
-  return ReadEventRun(it.get(), from_seq, max, out);
+  return ReadEventRun(it.get(), cipher_.get(), from_seq, max, out);
 }
 
 }  // namespace
@@ -498,6 +566,10 @@ Status OpenRocksStore(const RocksStoreOptions& options, std::unique_ptr<Store>* 
 Status OpenRocksStoreForTesting(const RocksStoreOptions& options, const RocksStoreTestHooks& hooks,
                                 std::unique_ptr<Store>* out) {
   return rocks::RocksStore::Open(options, hooks, out);
+}
+
+Status LoadPayloadKeyFile(const std::string& path, keyfile::KeyList* keys) {
+  return keyfile::Load(path, "payload key file", keyfile::Mode::kPrivate, keys);
 }
 
 rocksdb::DB* RocksDbOf(Store* store) {

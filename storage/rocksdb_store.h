@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "engine/key_file.h"
 #include "engine/status.h"
 #include "engine/store.h"
 
@@ -50,16 +51,28 @@ struct RocksStoreOptions {
   // flushes of `live` and `tasks` while their previous flush still runs, and RocksDB then stops
   // every write (measured: 0.8-1.2 s p99.9, docs/BENCHMARKS.md).
   uint64_t side_flush_every_bytes = 32 << 20;
+
+  // Encryption at rest of the task payloads (docs/OPERATIONS.md "Encryption at rest"): every
+  // value of the `tasks` and `events` column families is written sealed with AES-256-GCM
+  // under the LAST key listed, and a sealed value is read under whichever listed key it names
+  // (rotation). Empty = values are written plain, as before. A database that ever had a key is
+  // format version kFormatVersionSealed and refuses to open without one. Load them with
+  // LoadPayloadKeyFile; the store keeps its own copy.
+  keyfile::KeyList payload_keys;
 };
+
+// The payload key file (docs/OPERATIONS.md): keyfile format (engine/key_file.h), mode 0600 or
+// stricter (InvalidArgument otherwise), at least one key. Messages never hold key material.
+Status LoadPayloadKeyFile(const std::string& path, keyfile::KeyList* keys);
 
 // Opens (creating if missing) the store at options.path.
 //
 // A new database gets every column family and kFormatVersion in `meta`, synced, before this
 // returns. An existing one is first checked without being changed: its column families must be
 // exactly tokenwheel's (none missing, none unknown) and its format version must equal
-// kFormatVersion; otherwise this returns a Status naming the problem (InvalidArgument for a
-// version mismatch or an unexpected column family set, Corruption for an unreadable version)
-// and the database files are left exactly as they were.
+// kFormatVersion (or kFormatVersionSealed, only with payload_keys); otherwise this returns a Status
+// naming the problem (InvalidArgument for a version mismatch or an unexpected column family set,
+// Corruption for an unreadable version) and the database files are left exactly as they were.
 //
 // Thread: any; the returned store then follows engine/store.h's threading rules.
 Status OpenRocksStore(const RocksStoreOptions& options, std::unique_ptr<Store>* out);

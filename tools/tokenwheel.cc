@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "engine/engine.h"
+#include "engine/key_file.h"
 #include "engine/limits.h"
 #include "engine/types.h"
 #include "rpc/client.h"
@@ -128,6 +129,8 @@ struct Args {
   std::optional<std::string> cause;
   std::string consumer;
   uint64_t from_seq = 0;
+  std::string payload_key_file;  // keygen
+  int key_id = -1;               // keygen: -1 = the largest listed + 1
   uint64_t count = 0;
   bool no_ack = false;
   std::string payload = "ping";
@@ -300,6 +303,26 @@ int Dispatch(CLI::App& app, Client& client, const Args& a) {
   return UsageError("no command; see --help");
 }
 
+constexpr char kPayloadKeyFileHeader[] =
+    "# tokenwheel payload keys (tokenwheeld --payload-key-file). SECRET: whoever has this file\n"
+    "# reads every task payload; losing it loses them. Back it up apart from the data.\n"
+    "# One key per line: v1 <key id 0..255> <64 hex digits>. The last key encrypts; all decrypt.\n"
+    "# To rotate: tokenwheel keygen --payload-key-file THIS_FILE, then restart tokenwheeld.\n";
+
+// `tokenwheel keygen`: local, no server. Adds a fresh key as the file's last line (creating the
+// file with mode 0600), so that it encrypts from tokenwheeld's next start on.
+int Keygen(const Args& a) {
+  uint8_t id = 0;
+  tw::Status s = tw::keyfile::AddKey(a.payload_key_file, "payload key file", kPayloadKeyFileHeader,
+                                     a.key_id, &id);
+  if (!s.ok()) {
+    Print(json{{"error", "KeygenFailed"}, {"message", s.ToString()}});
+    return 1;
+  }
+  Print(json{{"payloadKeyFile", a.payload_key_file}, {"keyId", id}});
+  return 0;
+}
+
 // A value option (T: std::string or std::optional<std::string>): the value itself, file://PATH
 // or -, which ReadValues replaces after parsing.
 template <typename T>
@@ -324,6 +347,16 @@ void DefineCommands(CLI::App& app, Args& a) {
                      "tokenwheeld with --data-dir on (a copy of) it to restore")
       ->add_option("NAME", a.name_or_arn, "A new directory's name: A-Z a-z 0-9 . _ -")
       ->required();
+
+  CLI::App* keygen = app.add_subcommand(
+      "keygen",
+      "Local, no server: add a fresh random AES-256 key as the last line of a payload key file "
+      "(created with mode 0600 if missing); tokenwheeld encrypts with it from its next start "
+      "(--payload-key-file) -> payloadKeyFile, keyId");
+  keygen->add_option("--payload-key-file", a.payload_key_file, "The payload key file")->required();
+  tw::cli::AddDecimalOption(keygen, "--key-id", a.key_id,
+                            "Key id 0..255 (default: the largest listed + 1, or 1)")
+      ->check(CLI::Range(0, 255));
 
   CLI::App* act = app.add_subcommand("activity", "Activities: named queues of work");
   act->require_subcommand(1);
@@ -412,6 +445,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return UsageError(e.what());
   }
+  if (app.get_subcommand("keygen")->parsed()) return Keygen(a);
   const std::string unreadable = ReadValues(a);
   if (!unreadable.empty()) return UsageError(unreadable);
   auto connected = Client::Connect(a.server);

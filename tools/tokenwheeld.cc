@@ -78,7 +78,8 @@ struct Flags {
   std::string log_format = "text";
   std::string log_level = "info";
   std::string log_file;
-  uint64_t power_cut_seed = 1;  // the power-cut build only: 0 drops every unsynced byte
+  std::string payload_key_file;  // encryption at rest of payloads; empty = stored plain
+  uint64_t power_cut_seed = 1;   // the power-cut build only: 0 drops every unsynced byte
 };
 
 using Fields = std::vector<std::pair<std::string, std::string>>;
@@ -148,6 +149,7 @@ bool ApplyConfig(const CLI::App& app, Flags* f, std::string* error) {
       if (key == "aws-credentials") f->aws_credentials = value.get<std::string>();
       if (key == "backup-dir") f->backup_dir = value.get<std::string>();
       if (key == "durability") f->durability = value.get<std::string>();
+      if (key == "payload-key-file") f->payload_key_file = value.get<std::string>();
       if (key == "commit") f->commit = value.get<std::string>();
       if (key == "log-format") f->log_format = value.get<std::string>();
       if (key == "log-level") f->log_level = value.get<std::string>();
@@ -332,6 +334,14 @@ int Serve(const Flags& f, const Logger& log) {
   tw::RocksStoreOptions store_options;
   store_options.path = f.data_dir + "/db";
   store_options.sync_default = sync;
+  // Encryption at rest (docs/OPERATIONS.md): the keys go to the store, which seals payloads.
+  if (!f.payload_key_file.empty()) {
+    tw::Status ks = tw::LoadPayloadKeyFile(f.payload_key_file, &store_options.payload_keys);
+    if (!ks.ok()) {
+      log.Error("start_failed", "--payload-key-file: " + ks.ToString());
+      return 1;
+    }
+  }
   StoreOpener open_store = MakeStoreOpener(store_options, log);
   std::unique_ptr<tw::Store> store;
   tw::Status s = open_store(&store);
@@ -491,6 +501,10 @@ int main(int argc, char** argv) {
                  "Where `tokenwheel backup NAME` writes online backups, each a new directory "
                  "DIR/NAME laid out as a data directory (best on the data directory's file "
                  "system: RocksDB then hard-links its files); unset: backups are off");
+  app.add_option("--payload-key-file", f.payload_key_file,
+                 "Encrypt task payloads at rest (AES-256-GCM) with the last key of this file "
+                 "(mode 0600; create it with `tokenwheel keygen --payload-key-file PATH`); every "
+                 "listed key decrypts. Unset: payloads are stored plain");
   app.add_option("--durability", f.durability,
                  "sync: every acknowledged transition is fsynced (WAL) before its reply. none: "
                  "no fsync -- a power loss can lose acknowledged work (prints a warning)")

@@ -235,11 +235,11 @@ TEST_F(RocksStoreTest, RefusesNewerFormatVersionWithoutChangingFiles) {
   {
     RawDb raw(path(), kAllCfs);
     std::string v;
-    codec::EncodeFormatVersion(kFormatVersion + 1, &v);
+    codec::EncodeFormatVersion(kFormatVersionSealed + 1, &v);
     raw.Put("meta", "format_version", v);
   }
   ExpectRefused(Status::Code::kInvalidArgument,
-                "format version " + std::to_string(kFormatVersion + 1));
+                "format version " + std::to_string(kFormatVersionSealed + 1));
   RawDb raw(path(), kAllCfs);  // and the data is still there
   char key[codec::kTaskKeyBytes];
   codec::EncodeTaskKey(Id(1), codec::TaskKeyKind::kIssue, key);

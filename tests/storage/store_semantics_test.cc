@@ -80,7 +80,8 @@ class StoreSemanticsTest : public ::testing::Test {
   std::unique_ptr<Store> store_;
 };
 
-using Harnesses = ::testing::Types<RocksHarness, MemoryHarness>;
+using testing_util::RocksSealedHarness;
+using Harnesses = ::testing::Types<RocksHarness, RocksSealedHarness, MemoryHarness>;
 TYPED_TEST_SUITE(StoreSemanticsTest, Harnesses, testing_util::HarnessNames);
 
 TYPED_TEST(StoreSemanticsTest, EmptyStoreReadsNothing) {

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <tuple>
@@ -129,14 +130,28 @@ inline EventRecord Event(uint64_t seq, size_t output_bytes = 20) {
 
 // ---- harnesses: how to open, reopen, fail and crash each Store ----
 
-// The RocksDB store on a FaultFs (a plain pass-through until a test injects something).
-class RocksHarness {
+// Payload keys for tests: key id `id` is 32 bytes derived from the id alone.
+inline keyfile::KeyList TestPayloadKeys(std::initializer_list<uint8_t> ids) {
+  keyfile::KeyList keys;
+  for (uint8_t id : ids) {
+    keyfile::Key key;
+    for (size_t i = 0; i < key.size(); ++i) key[i] = static_cast<uint8_t>(id * 31 + i);
+    keys.emplace_back(id, key);
+  }
+  return keys;
+}
+
+// The RocksDB store on a FaultFs (a plain pass-through until a test injects something);
+// kSealed: with payload encryption on (one key).
+template <bool kSealed>
+class RocksHarnessT {
  public:
-  RocksHarness() : fs_(std::make_shared<FaultFs>()) {}
+  RocksHarnessT() : fs_(std::make_shared<FaultFs>()) {}
 
   std::unique_ptr<Store> Open() {
     RocksStoreOptions o;
     o.path = dir_.path() + "/db";
+    if (kSealed) o.payload_keys = TestPayloadKeys({7});
     o.blob_min_bytes = 1024;
     // Exercise what big stores do only now and then: replays through the preliminary open,
     // and side column family flushes (every 8 KiB written).
@@ -172,6 +187,9 @@ class RocksHarness {
   std::shared_ptr<FaultFs> fs_;
 };
 
+using RocksHarness = RocksHarnessT<false>;
+using RocksSealedHarness = RocksHarnessT<true>;
+
 class MemoryHarness {
  public:
   std::unique_ptr<Store> Open() { return std::make_unique<MemoryStore>(disk_); }
@@ -190,6 +208,7 @@ struct HarnessNames {
   template <typename T>
   static std::string GetName(int) {
     if constexpr (std::is_same_v<T, RocksHarness>) return "Rocks";
+    if constexpr (std::is_same_v<T, RocksSealedHarness>) return "RocksSealed";
     return "Memory";
   }
 };
