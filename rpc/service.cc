@@ -158,6 +158,12 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
     return kj::READY_NOW;
   }
 
+  // Without auth secrets the TokenWheel is its own Gate (rpc/tokenwheel.capnp).
+  kj::Promise<void> authenticate(AuthenticateContext context) override {
+    context.getResults(kSmallResult).setApi(thisCap());
+    return kj::READY_NOW;
+  }
+
   kj::Promise<void> getInfo(GetInfoContext context) override {
     auto out = context.getResults();
     out.setApiVersion(proto::API_VERSION);
@@ -429,10 +435,69 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
   kj::Own<ConnectionLoad> load_;
 };
 
+// The bootstrap capability of a server with auth secrets (rpc/service.h, NewGateService).
+class GateImpl final : public proto::Gate::Server {
+ public:
+  GateImpl(ServerCore& core, kj::Own<ConnectionLoad> load, const AuthSecrets& secrets)
+      : core_(core), load_(kj::mv(load)), secrets_(secrets) {}
+
+  kj::Promise<void> authenticate(AuthenticateContext context) override {
+    if (refused_) Refuse("authentication failed", nullptr);
+    if (++attempts_ > limits::kRpcAuthAttemptsMax) {
+      Refuse("authentication failed: more than " + std::to_string(limits::kRpcAuthAttemptsMax) +
+                 " authenticate calls on one connection",
+             "closing a connection: too many authenticate calls");
+    }
+    if (!secrets_.Matches(context.getParams().getSecret())) {
+      Refuse("authentication failed", "closing a connection: authentication failed (wrong secret)");
+    }
+    if (api_ == nullptr) api_ = NewTokenWheelService(core_, kj::addRef(*load_));
+    context.getResults(kSmallResult).setApi(KJ_ASSERT_NONNULL(api_));
+    return kj::READY_NOW;
+  }
+
+  // Anything but a Gate call -- an old client calling getInfo on its bootstrap capability, say --
+  // is refused with a reason it can show, instead of capnp's "method not implemented".
+  DispatchCallResult dispatchCall(
+      uint64_t interface_id, uint16_t method_id,
+      capnp::CallContext<capnp::AnyPointer, capnp::AnyPointer> context) override {
+    if (interface_id != capnp::typeId<proto::Gate>()) {
+      Refuse(
+          "authentication required: this server answers only after Gate.authenticate with a "
+          "secret from its auth file (tokenwheel --auth-file)",
+          "closing a connection: a call before authenticating");
+    }
+    return proto::Gate::Server::dispatchCall(interface_id, method_id, context);
+  }
+
+ private:
+  // Fails the call with `reason`, closes the connection with the same reason, logs `log_line`
+  // (unless null: the connection was refused already).
+  [[noreturn]] void Refuse(const std::string& reason, const char* log_line) {
+    refused_ = true;
+    if (log_line != nullptr) core_.log().Log(LogKind::kAuthFailed, log_line);
+    kj::Exception e(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::str(reason.c_str()));
+    load_->CloseConnection(e);
+    kj::throwFatalException(kj::mv(e));
+  }
+
+  ServerCore& core_;
+  kj::Own<ConnectionLoad> load_;
+  const AuthSecrets& secrets_;
+  size_t attempts_ = 0;
+  bool refused_ = false;  // once refused, the connection is closing: no more comparisons
+  kj::Maybe<proto::TokenWheel::Client> api_;  // made by the first authenticate that matches
+};
+
 }  // namespace
 
 proto::TokenWheel::Client NewTokenWheelService(ServerCore& core, kj::Own<ConnectionLoad> load) {
   return kj::heap<TokenWheelImpl>(core, kj::mv(load));
+}
+
+proto::Gate::Client NewGateService(ServerCore& core, kj::Own<ConnectionLoad> load,
+                                   const AuthSecrets& secrets) {
+  return kj::heap<GateImpl>(core, kj::mv(load), secrets);
 }
 
 }  // namespace tw::rpc
