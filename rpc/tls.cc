@@ -51,6 +51,7 @@ R TlsConfig::ForServer(const std::string& cert_file, const std::string& key_file
                  }
                  stage = "TLS setup (does the key match the certificate?)";
                  kj::TlsContext::Options options;
+                 options.minVersion = kj::TlsVersion::TLS_1_2;
                  options.defaultKeypair = KJ_ASSERT_NONNULL(config->keypair_);
                  if (!client_ca_file.empty()) {
                    options.useSystemTrustStore = false;
@@ -88,6 +89,7 @@ R TlsConfig::ForClient(const std::string& ca_file, const std::string& cert_file,
   std::string stage = "TLS CA file " + ca_file;
   KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() {
                  kj::TlsContext::Options options;
+                 options.minVersion = kj::TlsVersion::TLS_1_2;
                  if (!ca_file.empty()) {
                    config->trusted_.add(kj::StringPtr(ca.value.c_str()));
                    options.useSystemTrustStore = false;

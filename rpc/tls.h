@@ -5,9 +5,10 @@
 // Private to rpc/ (rpc/server.cc and rpc/client.cc build one from their options).
 //
 // Files are PEM. A private key must give group and others no access (rpc/auth.h,
-// ReadPrivateFile) and must not be encrypted. kj-tls's defaults hold: TLS 1.2 at least, Mozilla's
-// "intermediate" ciphers, and a peer certificate that does not verify fails the handshake (a
-// client checks the server's against the name it asked for, which also goes out as SNI).
+// ReadPrivateFile) and must not be encrypted. TLS 1.2 at least (set here); kj-tls's defaults
+// hold otherwise: Mozilla's "intermediate" ciphers, and a peer certificate that does not verify
+// fails the handshake (a client checks the server's against the name it asked for, which also goes
+// out as SNI).
 #pragma once
 
 #include <kj/compat/tls.h>

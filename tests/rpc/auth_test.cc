@@ -289,6 +289,21 @@ TEST_F(AuthDaemonTest, CliAuthFileFlagAndEnvironment) {
   EXPECT_TRUE(Contains(refused.out, "chmod 600")) << refused.out;
 }
 
+// The config file's key does what the flag does.
+TEST_F(DaemonTest, ConfigFileKeyTurnsAuthOn) {
+  const std::string auth = dir_.path() + "/rpc.auth";
+  WriteFile(auth, std::string(kSecret) + "\n");
+  const std::string config = dir_.path() + "/config.json";
+  WriteFile(config, "{\"rpc-auth-file\": \"" + auth + "\"}", 0644);
+  StartServer({"--config", config, "--aws-listen", "off"});
+  EXPECT_TRUE(Contains(server_->Log(), "rpc_auth=on")) << server_->Log();
+  EXPECT_FALSE(Client::Connect(server_->address()).ok());
+  ClientOptions o;
+  o.auth_secret = kSecret;
+  auto c = Client::Connect(server_->address(), o);
+  EXPECT_TRUE(c.ok()) << c.error.message;
+}
+
 // A client that always authenticates works against a server without auth (TokenWheel is a Gate).
 TEST_F(DaemonTest, ClientWithSecretWorksAgainstAServerWithoutAuth) {
   StartServer({"--aws-listen", "off"});
