@@ -29,6 +29,7 @@
 
 #include "engine/limits.h"
 #include "rpc/client.h"
+#include "rpc/tls.h"
 #include "rpc/tokenwheel.capnp.h"
 #include "tests/rpc/test_certs.h"
 #include "tests/rpc/test_support.h"
@@ -122,16 +123,23 @@ TEST(AuthSecrets, MatchesListedSecretsOnly) {
 
 // ---- A connection made by hand, to call the Gate directly ----
 
-// capnp over one socket, without rpc/client.h: its bootstrap capability as a Gate. Owns this
-// thread's KJ event loop, so no rpc::Client may live meanwhile.
+// capnp over one socket (TLS when `tls` is set, for the name "localhost"), without
+// rpc/client.h: its bootstrap capability as a Gate. Owns this thread's KJ event loop, so no
+// rpc::Client may live meanwhile.
 class RawConnection {
  public:
-  explicit RawConnection(const std::string& address)
+  explicit RawConnection(const std::string& address, TlsConfig* tls = nullptr)
       : io_(kj::setupAsyncIo()),
-        stream_(io_.provider->getNetwork()
-                    .parseAddress(address)
-                    .then([](kj::Own<kj::NetworkAddress> a) { return a->connect(); })
-                    .wait(io_.waitScope)),
+        stream_(
+            io_.provider->getNetwork()
+                .parseAddress(address)
+                .then([](kj::Own<kj::NetworkAddress> a) { return a->connect(); })
+                .then(
+                    [tls](kj::Own<kj::AsyncIoStream> s) -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
+                      if (tls == nullptr) return kj::mv(s);
+                      return tls->context().wrapClient(kj::mv(s), "localhost");
+                    })
+                .wait(io_.waitScope)),
         client_(*stream_),
         gate_(client_.bootstrap().castAs<proto::Gate>()) {}
 
@@ -416,6 +424,34 @@ TEST_F(TlsDaemonTest, SilentPeerIsClosedByTheHandshakeTimeout) {
   ::close(fd);
   EXPECT_LE(n, 0);
   EXPECT_LT(waited_ms, 20'000);
+}
+
+// Over TLS the Gate closes the connection as it does over plain TCP, and a peer that finished
+// its TLS handshake but sends no call is closed by the handshake timeout.
+TEST_F(TlsDaemonTest, WrongSecretAndSilenceCloseATlsConnection) {
+  const std::string auth = dir_.path() + "/rpc.auth";
+  WriteFile(auth, std::string(kSecret) + "\n");
+  std::vector<std::string> args = TlsArgs();
+  args.insert(args.end(), {"--rpc-auth-file", auth, "--handshake-timeout-ms", "1000"});
+  StartServer(args);
+  auto tls = TlsConfig::ForClient(ca_.cert_file, "", "");
+  ASSERT_TRUE(tls.ok()) << tls.error.message;
+  {
+    RawConnection raw(server_->address(), tls.value.get());
+    EXPECT_EQ(raw.AuthenticateAndGetInfo(kSecret), "");
+  }
+  {
+    RawConnection raw(server_->address(), tls.value.get());
+    const std::string failure = raw.AuthenticateAndGetInfo(kWrongSecret);
+    EXPECT_TRUE(Contains(failure, "authentication failed")) << failure;
+    EXPECT_TRUE(raw.Disconnected());
+  }
+  {
+    const int64_t t0 = NowMs();  // before the connect, so before the server's accept
+    RawConnection raw(server_->address(), tls.value.get());  // handshake done, no call
+    EXPECT_TRUE(raw.Disconnected());
+    EXPECT_GE(NowMs() - t0, 900);  // not at once: the timeout (1000 ms from accept) closed it
+  }
 }
 
 TEST_F(TlsDaemonTest, TlsAndAuthTogetherThroughTheCli) {
