@@ -137,6 +137,9 @@ inline constexpr size_t kRpcAuthSecretBytesMin = 16;
 inline constexpr size_t kRpcAuthSecretBytesMax = 1024;
 inline constexpr size_t kRpcAuthSecretsMax = 16;
 inline constexpr size_t kRpcAuthAttemptsMax = 4;
+// A refused connection is closed this long after the refusal, so that the client reads the reason
+// before the server shuts its socket (rpc/service.h, NewGateService).
+inline constexpr int64_t kRpcAuthRefusedCloseMs = 500;
 inline constexpr size_t kRpcAuthFileBytesMax = 64 << 10;  // the auth file, read whole
 // A PEM file (certificate chain, private key, CA bundle) read for TLS.
 inline constexpr size_t kRpcTlsPemBytesMax = 1 << 20;

@@ -442,7 +442,7 @@ class GateImpl final : public proto::Gate::Server {
       : core_(core), load_(kj::mv(load)), secrets_(secrets) {}
 
   kj::Promise<void> authenticate(AuthenticateContext context) override {
-    if (refused_) Refuse("authentication failed", nullptr);
+    if (refused_) Refuse("authentication failed", nullptr);  // closing already
     if (++attempts_ > limits::kRpcAuthAttemptsMax) {
       Refuse("authentication failed: more than " + std::to_string(limits::kRpcAuthAttemptsMax) +
                  " authenticate calls on one connection",
@@ -471,13 +471,22 @@ class GateImpl final : public proto::Gate::Server {
   }
 
  private:
-  // Fails the call with `reason`, closes the connection with the same reason, logs `log_line`
-  // (unless null: the connection was refused already).
+  // Fails the call with `reason`, logs `log_line` (unless null: the connection was refused
+  // already) and closes the connection with the same reason kRpcAuthRefusedCloseMs later. Not at
+  // once: closing shuts the socket's read side, and the calls a client pipelined behind this one
+  // (its first getInfo, its Finish messages) would then meet a reset, which it would report
+  // instead of the reason. Meanwhile every call on the Gate fails at once.
   [[noreturn]] void Refuse(const std::string& reason, const char* log_line) {
-    refused_ = true;
-    if (log_line != nullptr) core_.log().Log(LogKind::kAuthFailed, log_line);
     kj::Exception e(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::str(reason.c_str()));
-    load_->CloseConnection(e);
+    if (!refused_) {
+      refused_ = true;
+      if (log_line != nullptr) core_.log().Log(LogKind::kAuthFailed, log_line);
+      ConnectionLoad* load = load_.get();
+      close_ = core_.timer()
+                   .afterDelay(limits::kRpcAuthRefusedCloseMs * kj::MILLISECONDS)
+                   .then([load, e]() { load->CloseConnection(e); })
+                   .eagerlyEvaluate(nullptr);
+    }
     kj::throwFatalException(kj::mv(e));
   }
 
@@ -487,6 +496,7 @@ class GateImpl final : public proto::Gate::Server {
   size_t attempts_ = 0;
   bool refused_ = false;  // once refused, the connection is closing: no more comparisons
   kj::Maybe<proto::TokenWheel::Client> api_;  // made by the first authenticate that matches
+  kj::Promise<void> close_ = nullptr;         // the close of a refused connection (Refuse)
 };
 
 }  // namespace

@@ -30,9 +30,10 @@ proto::TokenWheel::Client NewTokenWheelService(ServerCore& core, kj::Own<Connect
 // The bootstrap capability of one connection when the server has auth secrets: only
 // Gate.authenticate answers. A secret `secrets` matches answers the connection's TokenWheel
 // (NewTokenWheelService, made once). A wrong secret, a TokenWheel call made on the Gate, or an
-// authenticate call past kRpcAuthAttemptsMax fails with a FAILED exception saying why, closes the
-// connection (ConnectionLoad::CloseConnection) and logs one line (LogKind::kAuthFailed, rate
-// limited); every later call on the Gate fails at once, without comparing anything.
+// authenticate call past kRpcAuthAttemptsMax fails with a FAILED exception saying why, logs one
+// line (LogKind::kAuthFailed, rate limited) and closes the connection kRpcAuthRefusedCloseMs later
+// (ConnectionLoad::CloseConnection; a client that reads the reason closes it first); every later
+// call on the Gate fails at once, without comparing anything.
 // REQUIRES: `core` and `secrets` outlive it.
 proto::Gate::Client NewGateService(ServerCore& core, kj::Own<ConnectionLoad> load,
                                    const AuthSecrets& secrets);
