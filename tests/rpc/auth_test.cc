@@ -257,7 +257,7 @@ TEST_F(AuthDaemonTest, AuthenticateCallsPerConnectionAreBounded) {
   for (size_t i = 0; i < limits::kRpcAuthAttemptsMax; ++i) {
     EXPECT_EQ(raw.AuthenticateAndGetInfo(i % 2 == 0 ? kSecret : kOtherSecret), "") << i;
   }
-  const std::string failure = raw.AuthenticateAndGetInfo(kSecret);
+  const std::string failure = raw.Authenticate(kSecret);
   EXPECT_TRUE(Contains(failure, "authenticate calls on one connection")) << failure;
   EXPECT_TRUE(raw.Disconnected());
 }
