@@ -129,6 +129,20 @@ inline constexpr int64_t kRpcCloseFlushMs = 1000;
 // The server's log: at most one line per kind of event per interval
 // (ServerOptions::log_interval_ms); the next line of that kind counts those left out.
 inline constexpr int64_t kRpcLogIntervalMsDefault = 10'000;
+// Authentication (ServerOptions::auth_secrets, rpc/auth.h). A secret is kRpcAuthSecretBytesMin
+// to kRpcAuthSecretBytesMax bytes; an auth file lists at most kRpcAuthSecretsMax of them (two
+// during a rotation). A connection may call Gate.authenticate at most kRpcAuthAttemptsMax times;
+// its first failure, or a call past that, closes it, so a guess costs one connection.
+inline constexpr size_t kRpcAuthSecretBytesMin = 16;
+inline constexpr size_t kRpcAuthSecretBytesMax = 1024;
+inline constexpr size_t kRpcAuthSecretsMax = 16;
+inline constexpr size_t kRpcAuthAttemptsMax = 4;
+// A refused connection is closed this long after the refusal, so that the client reads the reason
+// before the server shuts its socket (rpc/service.h, NewGateService).
+inline constexpr int64_t kRpcAuthRefusedCloseMs = 500;
+inline constexpr size_t kRpcAuthFileBytesMax = 64 << 10;  // the auth file, read whole
+// A PEM file (certificate chain, private key, CA bundle) read for TLS.
+inline constexpr size_t kRpcTlsPemBytesMax = 1 << 20;
 
 // tokenwheeld's --log-file: spdlog's rotating file sink starts a new file past this size and
 // keeps this many older ones (LOG.1 .. LOG.N), so the log's disk use is bounded.
@@ -145,6 +159,8 @@ static_assert(kRpcConnectionReplyBytesHigh <= kRpcReplyBytesGlobalHigh);
 static_assert(kRpcPayloadCallsInFlightMax <= kRpcCallsInFlightMax);
 static_assert(kRpcCallsInFlightMax <= kCommandQueueMax);
 static_assert(kRpcAcceptBackoffMsMin <= kRpcAcceptBackoffMsMax);
+static_assert(kRpcAuthSecretBytesMin <= kRpcAuthSecretBytesMax);
+static_assert(kRpcAuthSecretsMax * (kRpcAuthSecretBytesMax + 1) <= kRpcAuthFileBytesMax);
 
 // AWS JSON 1.0 gateway (rpc/aws/). A request body is at most kRequestBytesMax (413 past it).
 inline constexpr size_t kAwsHeaderBytesMax = 16 << 10;       // request line + headers (431)

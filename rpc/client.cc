@@ -21,6 +21,7 @@
 #include "engine/limits.h"
 #include "rpc/buffered_stream.h"
 #include "rpc/convert.h"
+#include "rpc/tls.h"
 #include "rpc/tokenwheel.capnp.h"
 
 namespace tw::rpc {
@@ -140,11 +141,27 @@ std::shared_ptr<ThreadIo> CurrentThreadIo() {
   return io;
 }
 
-proto::TokenWheel::Client Bootstrap(capnp::RpcSystem<capnp::rpc::twoparty::VatId>& rpc) {
+// The server's TokenWheel: its bootstrap capability, or, with a secret, what Gate.authenticate
+// answers -- pipelined, so the first call goes out with the authenticate call.
+proto::TokenWheel::Client Bootstrap(capnp::RpcSystem<capnp::rpc::twoparty::VatId>& rpc,
+                                    const std::string& secret) {
   capnp::MallocMessageBuilder message(8);
   auto vat = message.initRoot<capnp::rpc::twoparty::VatId>();
   vat.setSide(capnp::rpc::twoparty::Side::SERVER);
-  return rpc.bootstrap(vat).castAs<proto::TokenWheel>();
+  if (secret.empty()) return rpc.bootstrap(vat).castAs<proto::TokenWheel>();
+  auto req = rpc.bootstrap(vat).castAs<proto::Gate>().authenticateRequest(
+      capnp::MessageSize{secret.size() / sizeof(capnp::word) + 8, 0});
+  req.setSecret(AsData(secret));
+  return req.send().getApi();
+}
+
+std::string HostOf(const std::string& address) {
+  if (!address.empty() && address.front() == '[') {  // [v6]:port
+    const size_t close = address.find(']');
+    if (close != std::string::npos) return address.substr(1, close - 1);
+  }
+  const size_t colon = address.rfind(':');
+  return colon == std::string::npos ? address : address.substr(0, colon);
 }
 
 }  // namespace
@@ -152,18 +169,21 @@ proto::TokenWheel::Client Bootstrap(capnp::RpcSystem<capnp::rpc::twoparty::VatId
 // One connection: buffered socket, two-party network, RPC system, the server's bootstrap cap.
 // Members are destroyed in reverse order: the capability first, the thread's loop last.
 struct Client::Impl {
-  Impl(std::shared_ptr<ThreadIo> thread_io, kj::Own<kj::AsyncIoStream> connection)
+  Impl(std::shared_ptr<ThreadIo> thread_io, std::unique_ptr<TlsConfig> tls_config,
+       kj::Own<kj::AsyncIoStream> connection, const std::string& secret)
       : io(std::move(thread_io)),
+        tls(std::move(tls_config)),
         stream(kj::heap<BufferedIoStream>(kj::mv(connection))),
         network(*stream, capnp::rpc::twoparty::Side::CLIENT, ClientReaderOptions()),
         rpc(capnp::makeRpcClient(network)),
-        cap(Bootstrap(rpc)) {}
+        cap(Bootstrap(rpc, secret)) {}
   ~Impl() noexcept(false) {}
 
   kj::WaitScope& wait_scope() { return io->io.waitScope; }
   kj::Timer& timer() { return io->io.provider->getTimer(); }
 
   std::shared_ptr<ThreadIo> io;
+  std::unique_ptr<TlsConfig> tls;  // null: plain TCP; outlives the stream it wraps
   kj::Own<BufferedIoStream> stream;
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
@@ -258,22 +278,47 @@ kj::AsyncIoProvider& Client::io_provider() { return *impl_->io->io.provider; }
 kj::LowLevelAsyncIoProvider& Client::low_level_io() { return *impl_->io->io.lowLevelProvider; }
 
 Result<std::unique_ptr<Client>> Client::Connect(const std::string& address, int64_t timeout_ms) {
+  return Connect(address, ClientOptions(), timeout_ms);
+}
+
+Result<std::unique_ptr<Client>> Client::Connect(const std::string& address,
+                                                const ClientOptions& options, int64_t timeout_ms) {
   using R = Result<std::unique_ptr<Client>>;
+  std::unique_ptr<TlsConfig> tls;
+  if (options.UsesTls()) {
+    auto made =
+        TlsConfig::ForClient(options.tls_ca_file, options.tls_cert_file, options.tls_key_file);
+    if (!made.ok()) return R::Fail(std::move(made.error));
+    tls = std::move(made.value);
+  }
+  const std::string server_name =
+      options.tls_server_name.empty() ? HostOf(address) : options.tls_server_name;
   std::shared_ptr<ThreadIo> io = CurrentThreadIo();
   kj::AsyncIoProvider& provider = *io->io.provider;
   std::unique_ptr<Impl> impl;
   KJ_IF_MAYBE (e, kj::runCatchingExceptions([&]() {
+                 TlsConfig* config = tls.get();
                  auto connected =
                      provider.getNetwork()
                          .parseAddress(address)
                          .then([](kj::Own<kj::NetworkAddress> addr) { return addr->connect(); })
+                         .then([config, server_name](kj::Own<kj::AsyncIoStream> stream)
+                                   -> kj::Promise<kj::Own<kj::AsyncIoStream>> {
+                           if (config == nullptr) return kj::mv(stream);
+                           kj::String name = kj::heapString(server_name.c_str());
+                           kj::StringPtr name_ptr = name;
+                           return config->context()
+                               .wrapClient(kj::mv(stream), name_ptr)
+                               .attach(kj::mv(name));
+                         })
                          .exclusiveJoin(provider.getTimer()
                                             .afterDelay(timeout_ms * kj::MILLISECONDS)
                                             .then([]() -> kj::Own<kj::AsyncIoStream> {
                                               KJ_FAIL_REQUIRE("timed out connecting");
                                             }))
                          .wait(io->io.waitScope);
-                 impl = std::make_unique<Impl>(io, kj::mv(connected));
+                 impl = std::make_unique<Impl>(io, std::move(tls), kj::mv(connected),
+                                               options.auth_secret);
                })) {
     Error error = Error::Make(ErrorCode::kUnavailable,
                               "connecting to " + address + ": " + e->getDescription().cStr());

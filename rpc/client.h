@@ -72,10 +72,40 @@ class Subscription {
   virtual Result<std::vector<OutcomeEvent>> Next(int64_t timeout_ms) = 0;
 };
 
+// How to reach a server that wants TLS, a secret, or both (rpc/server.h, "Security"). The
+// default: plain TCP, no secret -- the only way to reach a server without either, and how every
+// client before these options connected.
+struct ClientOptions {
+  // A secret from the server's auth file (rpc/auth.h, LoadAuthSecrets: a client uses the first).
+  // Set: the client calls Gate.authenticate with it and pipelines its calls on the answer (no
+  // extra round trip); a server without auth accepts it too. Empty: the bootstrap capability is
+  // used as the TokenWheel; a server with auth then refuses the first call and closes.
+  std::string auth_secret;
+  // TLS: on when `tls` is set or any file below is. The server's certificate must chain to a CA
+  // in tls_ca_file (empty: the system's trusted CAs) and carry tls_server_name (empty: the host
+  // part of the address), which is also sent as SNI. tls_cert_file and tls_key_file (PEM, the
+  // key mode 0600): a client certificate, for a server that requires one (mutual TLS).
+  bool tls = false;
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_server_name;
+
+  bool UsesTls() const {
+    return tls || !tls_ca_file.empty() || !tls_cert_file.empty() || !tls_key_file.empty();
+  }
+};
+
 class Client {
  public:
-  // Connects to "HOST:PORT" and checks the server answers (getInfo). Blocks up to timeout_ms.
+  // Connects to "HOST:PORT" and checks the server answers (getInfo). Blocks up to timeout_ms
+  // (the TLS handshake included). A bad TLS file is a kValidation error (not transport); a
+  // certificate that does not verify, a wrong secret or a refusal is a transport error whose
+  // message says why (e.g. "authentication failed").
   static Result<std::unique_ptr<Client>> Connect(const std::string& address,
+                                                 int64_t timeout_ms = 5000);
+  static Result<std::unique_ptr<Client>> Connect(const std::string& address,
+                                                 const ClientOptions& options,
                                                  int64_t timeout_ms = 5000);
   ~Client();
   Client(const Client&) = delete;

@@ -61,6 +61,12 @@ class ConnectionLoad final : public kj::Refcounted {
   // Reply bytes on the connection's socket not yet written; 0 once the connection is gone.
   size_t UnwrittenReplyBytes() const { return stream_ == nullptr ? 0 : stream_->unwritten_bytes(); }
   void set_stream(BufferedIoStream* stream) { stream_ = stream; }
+  // Ends the connection as ConnectionGuard::Close does: the next read fails with `reason`, which
+  // capnp sends to the peer as an Abort before it disconnects. Nothing once the connection is
+  // gone.
+  void CloseConnection(const kj::Exception& reason) {
+    if (stream_ != nullptr) stream_->FailReads(reason);
+  }
 
  private:
   void Wake();

@@ -42,12 +42,14 @@
 #include <utility>
 
 #include "engine/assert.h"
+#include "rpc/auth.h"
 #include "rpc/buffered_stream.h"
 #include "rpc/connection_load.h"
 #include "rpc/mailbox.h"
 #include "rpc/server_core.h"
 #include "rpc/server_log.h"
 #include "rpc/service.h"
+#include "rpc/tls.h"
 
 namespace tw::rpc {
 namespace {
@@ -208,22 +210,30 @@ kj::Promise<void> DrainUntilEof(kj::AsyncIoStream& stream, kj::ArrayPtr<kj::byte
       });
 }
 
-// One accepted socket, its RPC system and its handshake timeout.
+// The bootstrap capability of a new connection: the TokenWheel, or a Gate in front of it.
+capnp::Capability::Client BootstrapFor(ServerCore& core, kj::Own<ConnectionLoad> load) {
+  const AuthSecrets* auth = core.options().auth.get();
+  if (auth == nullptr) return NewTokenWheelService(core, kj::mv(load));
+  return NewGateService(core, kj::mv(load), *auth);
+}
+
+// One accepted socket (a TLS one once its handshake is done), its RPC system and its handshake
+// timeout, which fires at `deadline` (the accept time plus the timeout).
 struct Connection {
-  Connection(kj::Own<kj::AsyncIoStream> s, ServerCore& core)
+  Connection(kj::Own<kj::AsyncIoStream> s, ServerCore& core, kj::TimePoint deadline)
       : core(core),
         load(kj::refcounted<ConnectionLoad>()),
         stream(
             kj::heap<BufferedIoStream>(kj::mv(s), ConnectionStreamOptions(core.reply_backlog()))),
         guard(*stream, kj::addRef(*load), core.log()),
         network(guard, capnp::rpc::twoparty::Side::SERVER, ServerReaderOptions()),
-        rpc(capnp::makeRpcServer(network, NewTokenWheelService(core, kj::addRef(*load)))) {
+        rpc(capnp::makeRpcServer(network, BootstrapFor(core, kj::addRef(*load)))) {
     load->set_stream(stream.get());
     rpc.setFlowLimit(limits::kRpcFlowLimitBytes / sizeof(capnp::word));
     core.connections.fetch_add(1, std::memory_order_relaxed);
     const int64_t timeout_ms = core.options().handshake_timeout_ms;
     handshake = core.timer()
-                    .afterDelay(timeout_ms * kj::MILLISECONDS)
+                    .atTime(deadline)
                     .then([this, timeout_ms]() { CloseIfSilent(timeout_ms); })
                     .eagerlyEvaluate(nullptr);
   }
@@ -281,8 +291,11 @@ std::string HostPart(const std::string& address) {
 
 class ServerImpl final : public Server, public kj::TaskSet::ErrorHandler {
  public:
-  ServerImpl(Engine* engine, const ServerOptions& options)
-      : engine_(engine), options_(options), mailbox_(std::make_shared<Mailbox>()) {}
+  ServerImpl(Engine* engine, const ServerOptions& options, std::unique_ptr<TlsConfig> tls)
+      : engine_(engine),
+        options_(options),
+        mailbox_(std::make_shared<Mailbox>()),
+        tls_(std::move(tls)) {}
 
   ~ServerImpl() noexcept override { Shutdown(); }
 
@@ -460,7 +473,46 @@ class ServerImpl final : public Server, public kj::TaskSet::ErrorHandler {
       Refuse(kj::mv(stream));
       return;
     }
-    auto conn = kj::heap<Connection>(kj::mv(stream), *core_);
+    const kj::TimePoint deadline =
+        core_->timer().now() + options_.handshake_timeout_ms * kj::MILLISECONDS;
+    if (tls_ != nullptr) {
+      TlsHandshake(kj::mv(stream), deadline);
+      return;
+    }
+    ServeConnection(kj::mv(stream), deadline);
+  }
+
+  // TLS: the handshake first, bounded by the connection's handshake deadline, while holding a
+  // connection slot (so that a flood of handshakes is bounded by connections_max); then the
+  // connection on the decrypted stream, with what is left of the deadline.
+  void TlsHandshake(kj::Own<kj::AsyncIoStream> stream, kj::TimePoint deadline) {
+    core_->connections.fetch_add(1, std::memory_order_relaxed);
+    const int64_t timeout_ms = options_.handshake_timeout_ms;
+    auto handshake =
+        tls_->context()
+            .wrapServer(kj::mv(stream))
+            .exclusiveJoin(
+                core_->timer().atTime(deadline).then([timeout_ms]() -> kj::Own<kj::AsyncIoStream> {
+                  kj::throwFatalException(KJ_EXCEPTION(
+                      DISCONNECTED, "TLS handshake not finished within the handshake timeout",
+                      timeout_ms));
+                }))
+            .then(
+                [this, deadline](kj::Own<kj::AsyncIoStream>&& tls_stream) {
+                  ServeConnection(kj::mv(tls_stream), deadline);
+                },
+                [this](kj::Exception&& e) {
+                  core_->log().Log(LogKind::kTlsHandshake,
+                                   std::string("closing a connection: TLS handshake failed: ") +
+                                       e.getDescription().cStr());
+                })
+            .attach(kj::defer(
+                [this]() { core_->connections.fetch_sub(1, std::memory_order_relaxed); }));
+    tasks_->add(kj::mv(handshake));
+  }
+
+  void ServeConnection(kj::Own<kj::AsyncIoStream> stream, kj::TimePoint deadline) {
+    auto conn = kj::heap<Connection>(kj::mv(stream), *core_, deadline);
     auto scratch = kj::heapArray<kj::byte>(4096);
     kj::Promise<void> closed = conn->Closed(scratch);
     tasks_->add(closed.attach(kj::mv(conn), kj::mv(scratch)));
@@ -468,12 +520,13 @@ class ServerImpl final : public Server, public kj::TaskSet::ErrorHandler {
 
   // Over connections_max: the peer gets an Abort saying why (a capnp client reports it as its
   // error), then the socket closes. Bounded: at most kRpcRefusalsInProgressMax at a time, each
-  // for at most kRpcRefusalLingerMs; past that a refused socket is closed at once.
+  // for at most kRpcRefusalLingerMs; past that a refused socket is closed at once. A TLS peer
+  // could not read a plain Abort: its socket is closed at once.
   void Refuse(kj::Own<kj::AsyncIoStream> stream) {
     core_->log().Log(LogKind::kConnectionLimit, "connection limit (" +
                                                     std::to_string(options_.connections_max) +
                                                     ") reached: refusing new connections");
-    if (refusals_ >= limits::kRpcRefusalsInProgressMax) return;
+    if (tls_ != nullptr || refusals_ >= limits::kRpcRefusalsInProgressMax) return;
     ++refusals_;
     kj::AsyncIoStream& s = *stream;
     auto buffer = kj::heapArray<kj::byte>(4096);
@@ -514,6 +567,7 @@ class ServerImpl final : public Server, public kj::TaskSet::ErrorHandler {
   const ServerOptions options_;
   const std::shared_ptr<Mailbox> mailbox_;
   const std::shared_ptr<CallCounts> counts_ = std::make_shared<CallCounts>();  // any thread
+  const std::unique_ptr<TlsConfig> tls_;                                       // null: plain TCP
   std::promise<std::string> started_;  // empty string: listening
   std::thread thread_;
   std::atomic<uint16_t> port_{0};
@@ -569,7 +623,15 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
   if (sigaction(SIGPIPE, nullptr, &old_action) == 0 && old_action.sa_handler == SIG_DFL) {
     signal(SIGPIPE, SIG_IGN);
   }
-  auto server = std::make_unique<ServerImpl>(engine, options);
+  std::unique_ptr<TlsConfig> tls;
+  if (!options.tls_cert_file.empty() || !options.tls_key_file.empty() ||
+      !options.tls_client_ca_file.empty()) {
+    auto made = TlsConfig::ForServer(options.tls_cert_file, options.tls_key_file,
+                                     options.tls_client_ca_file);
+    if (!made.ok()) return Result<std::unique_ptr<Server>>::Fail(std::move(made.error));
+    tls = std::move(made.value);
+  }
+  auto server = std::make_unique<ServerImpl>(engine, options, std::move(tls));
   Error e = server->Launch();
   if (!e.ok()) return Result<std::unique_ptr<Server>>::Fail(std::move(e));
   return Result<std::unique_ptr<Server>>::Ok(std::move(server));

@@ -34,7 +34,11 @@
 //  - Questions (Bootstrap and Call messages) the peer has not finished: past
 //    kRpcConnectionQuestionsMax the connection is closed, the reason sent to it as an Abort.
 //  - Handshake: a connection that has sent no call within ServerOptions::handshake_timeout_ms
-//    of being accepted is closed (idle and bootstrap-only sockets hold no slot for long).
+//    of being accepted is closed (idle and bootstrap-only sockets hold no slot for long). With
+//    TLS the same deadline covers the TLS handshake too, and a connection in its TLS handshake
+//    holds a connection slot: a handshake flood is bounded by connections_max.
+//  - Authentication (ServerOptions::auth): at most kRpcAuthAttemptsMax authenticate calls per
+//    connection; the first wrong secret closes it (rpc/service.h, NewGateService).
 //  - Connections: at ServerOptions::connections_max a new connection gets an Abort saying so
 //    (type OVERLOADED; a capnp client reports it) and is closed; at most
 //    kRpcRefusalsInProgressMax refusals at a time, each at most kRpcRefusalLingerMs.
@@ -48,6 +52,16 @@
 //    backlog meanwhile. Log lines are rate-limited per kind of event (ServerOptions::log).
 //  - A closed connection's last bytes get up to kRpcCloseFlushMs to leave (its input is read
 //    and dropped meanwhile, so that closing does not reset the connection and lose them).
+//
+// Security (docs/OPERATIONS.md, "Security"). Two independent layers, each optional:
+//  - TLS (tls_cert_file / tls_key_file, kj-tls): the server's certificate; with
+//    tls_client_ca_file, mutual TLS: a client without a certificate chaining to that CA fails the
+//    handshake and never reaches capnp. Over TLS the connection's BufferedIoStream and capnp sit
+//    on the decrypted stream; nothing else changes.
+//  - A bearer secret (auth): the bootstrap capability is a Gate (rpc/tokenwheel.capnp) that
+//    yields the TokenWheel only for a listed secret. Without it the bootstrap capability is the
+//    TokenWheel, as for a client that predates the Gate: that path is unchanged.
+// A server with neither must listen on loopback only; tokenwheeld enforces that before binding.
 //
 // Memory budget, above the engine (its live-task table, and its queue: what the calls in
 // flight above carry, up to ~260 KiB of payloads each). With the defaults:
@@ -80,6 +94,8 @@
 
 namespace tw::rpc {
 
+class AuthSecrets;  // rpc/auth.h
+
 struct ServerOptions {
   std::string listen_address = "127.0.0.1:7411";  // HOST:PORT; port 0 picks a free one
   uint32_t max_poll_seconds = limits::kPollSecondsDefault;
@@ -100,6 +116,15 @@ struct ServerOptions {
   int64_t log_interval_ms = limits::kRpcLogIntervalMsDefault;
   // The clock of that rate limit; null: the system clock. REQUIRES: outlives the server.
   const Clock* clock = nullptr;
+  // Bearer secrets (rpc/auth.h). Null: no authentication, the bootstrap capability is the
+  // TokenWheel. Set: it is a Gate that wants one of these secrets (see "Security").
+  std::shared_ptr<const AuthSecrets> auth;
+  // TLS: PEM files (rpc/tls.h). cert and key both empty: plain TCP; else both are needed.
+  // client_ca set: mutual TLS, every client must present a certificate signed by a CA in it.
+  // Read at Start: a bad file makes Start fail, naming it.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
 };
 
 // The Cap'n Proto front end's counts since it started (Server::Counters), for GET /metrics.

@@ -23,6 +23,10 @@ const char* EventName(LogKind kind) {
       return "poll_shed";
     case LogKind::kConnectionError:
       return "connection_error";
+    case LogKind::kAuthFailed:
+      return "auth_failed";
+    case LogKind::kTlsHandshake:
+      return "tls_handshake_failed";
     case LogKind::kCount:
       break;
   }

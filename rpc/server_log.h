@@ -22,6 +22,8 @@ enum class LogKind : size_t {
   kOverloaded,        // single calls refused at calls_in_flight_max
   kPollShed,          // a task not handed to a connection that does not read its replies
   kConnectionError,   // a connection ended with an error other than a disconnect
+  kAuthFailed,        // a connection closed for a wrong secret or a call before authenticating
+  kTlsHandshake,      // a TLS handshake failed or timed out
   kCount,
 };
 

@@ -158,6 +158,12 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
     return kj::READY_NOW;
   }
 
+  // Without auth secrets the TokenWheel is its own Gate (rpc/tokenwheel.capnp).
+  kj::Promise<void> authenticate(AuthenticateContext context) override {
+    context.getResults(kSmallResult).setApi(thisCap());
+    return kj::READY_NOW;
+  }
+
   kj::Promise<void> getInfo(GetInfoContext context) override {
     auto out = context.getResults();
     out.setApiVersion(proto::API_VERSION);
@@ -445,10 +451,79 @@ class TokenWheelImpl final : public proto::TokenWheel::Server {
   kj::Own<ConnectionLoad> load_;
 };
 
+// The bootstrap capability of a server with auth secrets (rpc/service.h, NewGateService).
+class GateImpl final : public proto::Gate::Server {
+ public:
+  GateImpl(ServerCore& core, kj::Own<ConnectionLoad> load, const AuthSecrets& secrets)
+      : core_(core), load_(kj::mv(load)), secrets_(secrets) {}
+
+  kj::Promise<void> authenticate(AuthenticateContext context) override {
+    if (refused_) Refuse("authentication failed", nullptr);  // closing already
+    if (++attempts_ > limits::kRpcAuthAttemptsMax) {
+      Refuse("authentication failed: more than " + std::to_string(limits::kRpcAuthAttemptsMax) +
+                 " authenticate calls on one connection",
+             "closing a connection: too many authenticate calls");
+    }
+    if (!secrets_.Matches(context.getParams().getSecret())) {
+      Refuse("authentication failed", "closing a connection: authentication failed (wrong secret)");
+    }
+    if (api_ == nullptr) api_ = NewTokenWheelService(core_, kj::addRef(*load_));
+    context.getResults(kSmallResult).setApi(KJ_ASSERT_NONNULL(api_));
+    return kj::READY_NOW;
+  }
+
+  // Anything but a Gate call -- an old client calling getInfo on its bootstrap capability, say --
+  // is refused with a reason it can show, instead of capnp's "method not implemented".
+  DispatchCallResult dispatchCall(
+      uint64_t interface_id, uint16_t method_id,
+      capnp::CallContext<capnp::AnyPointer, capnp::AnyPointer> context) override {
+    if (interface_id != capnp::typeId<proto::Gate>()) {
+      Refuse(
+          "authentication required: this server answers only after Gate.authenticate with a "
+          "secret from its auth file (tokenwheel --auth-file)",
+          "closing a connection: a call before authenticating");
+    }
+    return proto::Gate::Server::dispatchCall(interface_id, method_id, context);
+  }
+
+ private:
+  // Fails the call with `reason`, logs `log_line` (unless null: the connection was refused
+  // already) and closes the connection with the same reason kRpcAuthRefusedCloseMs later. Not at
+  // once: closing shuts the socket's read side, and the calls a client pipelined behind this one
+  // (its first getInfo, its Finish messages) would then meet a reset, which it would report
+  // instead of the reason. Meanwhile every call on the Gate fails at once.
+  [[noreturn]] void Refuse(const std::string& reason, const char* log_line) {
+    kj::Exception e(kj::Exception::Type::FAILED, __FILE__, __LINE__, kj::str(reason.c_str()));
+    if (!refused_) {
+      refused_ = true;
+      if (log_line != nullptr) core_.log().Log(LogKind::kAuthFailed, log_line);
+      ConnectionLoad* load = load_.get();
+      close_ = core_.timer()
+                   .afterDelay(limits::kRpcAuthRefusedCloseMs * kj::MILLISECONDS)
+                   .then([load, e]() { load->CloseConnection(e); })
+                   .eagerlyEvaluate(nullptr);
+    }
+    kj::throwFatalException(kj::mv(e));
+  }
+
+  ServerCore& core_;
+  kj::Own<ConnectionLoad> load_;
+  const AuthSecrets& secrets_;
+  size_t attempts_ = 0;
+  bool refused_ = false;  // once refused, the connection is closing: no more comparisons
+  kj::Maybe<proto::TokenWheel::Client> api_;  // made by the first authenticate that matches
+  kj::Promise<void> close_ = nullptr;         // the close of a refused connection (Refuse)
+};
+
 }  // namespace
 
 proto::TokenWheel::Client NewTokenWheelService(ServerCore& core, kj::Own<ConnectionLoad> load) {
   return kj::heap<TokenWheelImpl>(core, kj::mv(load));
+}
+
+proto::Gate::Client NewGateService(ServerCore& core, kj::Own<ConnectionLoad> load,
+                                   const AuthSecrets& secrets) {
+  return kj::heap<GateImpl>(core, kj::mv(load), secrets);
 }
 
 }  // namespace tw::rpc

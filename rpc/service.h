@@ -15,15 +15,28 @@
 
 #include <cstdint>
 
+#include "rpc/auth.h"
 #include "rpc/connection_load.h"
 #include "rpc/server_core.h"
 #include "rpc/tokenwheel.capnp.h"
 
 namespace tw::rpc {
 
-// The bootstrap capability of one connection. REQUIRES: `core` outlives it (the server frees
-// the core only once every connection's calls have ended).
+// The bootstrap capability of one connection when the server has no auth secrets. It is a Gate
+// too: authenticate answers the same capability, whatever the secret. REQUIRES: `core` outlives
+// it (the server frees the core only once every connection's calls have ended).
 proto::TokenWheel::Client NewTokenWheelService(ServerCore& core, kj::Own<ConnectionLoad> load);
+
+// The bootstrap capability of one connection when the server has auth secrets: only
+// Gate.authenticate answers. A secret `secrets` matches answers the connection's TokenWheel
+// (NewTokenWheelService, made once). A wrong secret, a TokenWheel call made on the Gate, or an
+// authenticate call past kRpcAuthAttemptsMax fails with a FAILED exception saying why, logs one
+// line (LogKind::kAuthFailed, rate limited) and closes the connection kRpcAuthRefusedCloseMs later
+// (ConnectionLoad::CloseConnection; a client that reads the reason closes it first); every later
+// call on the Gate fails at once, without comparing anything.
+// REQUIRES: `core` and `secrets` outlive it.
+proto::Gate::Client NewGateService(ServerCore& core, kj::Own<ConnectionLoad> load,
+                                   const AuthSecrets& secrets);
 
 // Whether a call answers with task payloads: describeTask and listActivities, admitted as
 // Admission::kPayload (a connection has at most kRpcConnectionPayloadCallsMax unanswered).

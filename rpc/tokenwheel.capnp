@@ -318,7 +318,20 @@ struct Stats {
   timerLatenessMaxUs @20 :UInt64;
 }
 
-interface TokenWheel {
+# The bootstrap capability of a server started with an auth file (tokenwheeld --rpc-auth-file):
+# nothing but `authenticate` answers until the connection has presented a secret the server
+# lists. A wrong secret fails the call (FAILED, "authentication failed") and closes the
+# connection; so does any TokenWheel call made on the Gate itself (an old client that does not
+# authenticate), and an authenticate call past the server's per-connection bound. Without an auth
+# file the bootstrap capability is the TokenWheel itself, which is a Gate too: `authenticate`
+# there answers the same capability whatever the secret, so a client that always authenticates
+# works with both kinds of server. A client calls authenticate and pipelines its first calls on
+# `api`: no extra round trip.
+interface Gate {
+  authenticate @0 (secret :Data) -> (api :TokenWheel);
+}
+
+interface TokenWheel extends(Gate) {
   # Echo, for health checks and as the transport baseline of the benchmark: no engine work.
   # `storage` is set only while the storage is failed (null: it works).
   ping @0 (payload :Data) -> (payload :Data, storage :StorageHealth);

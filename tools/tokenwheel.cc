@@ -32,6 +32,7 @@
 #include "engine/key_file.h"
 #include "engine/limits.h"
 #include "engine/types.h"
+#include "rpc/auth.h"
 #include "rpc/client.h"
 #include "rpc/json_forms.h"
 #include "tools/cli_args.h"
@@ -109,6 +110,13 @@ int Ping(tw::rpc::Client& client, const std::string& payload) {
 // Everything the command line can say, parsed by CLI11 into one place.
 struct Args {
   std::string server;
+  // How to reach a server with auth or TLS (rpc/client.h, ClientOptions).
+  std::string auth_file;
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_server_name;
+  bool tls = false;
   std::string
       name_or_arn;  // activity create NAME / delete|describe ARN; task poll ARN; backup NAME
   std::string token;
@@ -331,11 +339,38 @@ CLI::Option* AddValueOption(CLI::App* app, const std::string& name, T& target,
   return app->add_option(name, target, description + kValueHelp);
 }
 
+// The environment's value of `name`, or "".
+std::string Env(const char* name) {
+  const char* value = std::getenv(name);
+  return value != nullptr ? value : "";
+}
+
 void DefineCommands(CLI::App& app, Args& a) {
   const char* env = std::getenv("TOKENWHEEL_SERVER");
   a.server = env != nullptr && *env != '\0' ? env : "127.0.0.1:7411";
   app.add_option("--server", a.server, "HOST:PORT of tokenwheeld (env TOKENWHEEL_SERVER)")
       ->capture_default_str();
+  a.auth_file = Env("TOKENWHEEL_AUTH_FILE");
+  a.tls_ca = Env("TOKENWHEEL_TLS_CA");
+  a.tls_cert = Env("TOKENWHEEL_TLS_CERT");
+  a.tls_key = Env("TOKENWHEEL_TLS_KEY");
+  a.tls_server_name = Env("TOKENWHEEL_TLS_SERVER_NAME");
+  app.add_option("--auth-file", a.auth_file,
+                 "File holding the server's bearer secret (its --rpc-auth-file format, mode 0600; "
+                 "the first secret is sent) (env TOKENWHEEL_AUTH_FILE)");
+  app.add_flag("--tls", a.tls,
+               "Speak TLS, trusting the system's CAs (implied by any --tls-* file option)");
+  app.add_option("--tls-ca", a.tls_ca,
+                 "PEM CA certificate(s) the server's certificate must chain to; implies TLS "
+                 "(env TOKENWHEEL_TLS_CA)");
+  app.add_option("--tls-cert", a.tls_cert,
+                 "PEM client certificate, for a server with --rpc-tls-client-ca (env "
+                 "TOKENWHEEL_TLS_CERT)");
+  app.add_option("--tls-key", a.tls_key,
+                 "PEM private key of --tls-cert, mode 0600 (env TOKENWHEEL_TLS_KEY)");
+  app.add_option("--tls-server-name", a.tls_server_name,
+                 "Name the server's certificate must carry (also sent as SNI); default: the host "
+                 "of --server (env TOKENWHEEL_TLS_SERVER_NAME)");
   app.require_subcommand(1);
 
   CLI::App* ping = app.add_subcommand("ping", "Round trip to the server, no engine work");
@@ -448,7 +483,23 @@ int main(int argc, char** argv) {
   if (app.get_subcommand("keygen")->parsed()) return Keygen(a);
   const std::string unreadable = ReadValues(a);
   if (!unreadable.empty()) return UsageError(unreadable);
-  auto connected = Client::Connect(a.server);
-  if (!connected.ok()) return PrintError(connected.error);
+  tw::rpc::ClientOptions options;
+  if (!a.auth_file.empty()) {
+    auto secrets = tw::rpc::LoadAuthSecrets(a.auth_file);
+    if (!secrets.ok()) return UsageError("--auth-file: " + secrets.error.message);
+    options.auth_secret = secrets.value.front();
+    for (std::string& s : secrets.value) tw::rpc::WipeSecret(&s);
+  }
+  options.tls = a.tls;
+  options.tls_ca_file = a.tls_ca;
+  options.tls_cert_file = a.tls_cert;
+  options.tls_key_file = a.tls_key;
+  options.tls_server_name = a.tls_server_name;
+  auto connected = Client::Connect(a.server, options);
+  tw::rpc::WipeSecret(&options.auth_secret);
+  if (!connected.ok()) {
+    if (!tw::rpc::IsTransportError(connected.error)) return UsageError(connected.error.message);
+    return PrintError(connected.error);
+  }
   return Dispatch(app, *connected.value, a);
 }

@@ -45,6 +45,7 @@
 #include "engine/clock.h"
 #include "engine/engine.h"
 #include "engine/limits.h"
+#include "rpc/auth.h"
 #include "rpc/aws/gateway.h"
 #include "rpc/server.h"
 #include "storage/rocksdb_store.h"
@@ -62,6 +63,10 @@ struct Flags {
   std::string rpc_listen = "127.0.0.1:7411";
   std::string aws_listen = "127.0.0.1:8083";
   std::string aws_credentials;
+  std::string rpc_auth_file;
+  std::string rpc_tls_cert;
+  std::string rpc_tls_key;
+  std::string rpc_tls_client_ca;
   std::string durability = "sync";
   std::string commit = tw::CommitModeName(tw::EngineOptions().commit);
   uint32_t tick_ms = tw::limits::kWheelTickMsDefault;
@@ -147,6 +152,10 @@ bool ApplyConfig(const CLI::App& app, Flags* f, std::string* error) {
       if (key == "rpc-listen") f->rpc_listen = value.get<std::string>();
       if (key == "aws-listen") f->aws_listen = value.get<std::string>();
       if (key == "aws-credentials") f->aws_credentials = value.get<std::string>();
+      if (key == "rpc-auth-file") f->rpc_auth_file = value.get<std::string>();
+      if (key == "rpc-tls-cert") f->rpc_tls_cert = value.get<std::string>();
+      if (key == "rpc-tls-key") f->rpc_tls_key = value.get<std::string>();
+      if (key == "rpc-tls-client-ca") f->rpc_tls_client_ca = value.get<std::string>();
       if (key == "backup-dir") f->backup_dir = value.get<std::string>();
       if (key == "durability") f->durability = value.get<std::string>();
       if (key == "payload-key-file") f->payload_key_file = value.get<std::string>();
@@ -280,10 +289,17 @@ bool Validate(const Flags& f, std::string* error) {
     *error = "--handshake-timeout-ms must be positive";
   } else if (f.data_dir.empty()) {
     *error = "--data-dir must not be empty";
-  } else if (!tw::rpc::aws::IsLoopbackAddress(f.rpc_listen)) {
+  } else if (f.rpc_tls_cert.empty() != f.rpc_tls_key.empty()) {
+    *error = "--rpc-tls-cert and --rpc-tls-key go together (a certificate and its private key)";
+  } else if (!f.rpc_tls_client_ca.empty() && f.rpc_tls_cert.empty()) {
+    *error = "--rpc-tls-client-ca needs --rpc-tls-cert and --rpc-tls-key (mutual TLS is TLS)";
+  } else if (f.rpc_auth_file.empty() && f.rpc_tls_cert.empty() &&
+             !tw::rpc::aws::IsLoopbackAddress(f.rpc_listen)) {
+    // Checked before anything binds: a server with neither layer never listens off loopback.
     *error = "--rpc-listen " + f.rpc_listen +
-             ": the Cap'n Proto API has no authentication yet, so it listens on loopback "
-             "addresses only (127.0.0.0/8, ::1, localhost)";
+             ": without --rpc-auth-file or --rpc-tls-cert/--rpc-tls-key the Cap'n Proto API "
+             "accepts anyone who can reach it, so it listens on loopback addresses only "
+             "(127.0.0.0/8, ::1, localhost); give --rpc-auth-file (a bearer secret), TLS, or both";
   } else if (f.aws_listen != "off" && f.aws_credentials.empty() &&
              !tw::rpc::aws::IsLoopbackAddress(f.aws_listen)) {
     *error = "--aws-listen " + f.aws_listen +
@@ -312,6 +328,16 @@ int Serve(const Flags& f, const Logger& log) {
       return 1;
     }
     credentials = std::move(loaded);
+  }
+  std::shared_ptr<const tw::rpc::AuthSecrets> auth;
+  if (!f.rpc_auth_file.empty()) {
+    auto secrets = tw::rpc::LoadAuthSecrets(f.rpc_auth_file);
+    if (!secrets.ok()) {
+      log.Error("start_failed", "--rpc-auth-file: " + secrets.error.message);
+      return 1;
+    }
+    auth = std::make_shared<const tw::rpc::AuthSecrets>(secrets.value);
+    for (std::string& s : secrets.value) tw::rpc::WipeSecret(&s);
   }
   std::error_code ec;
   std::filesystem::create_directories(f.data_dir, ec);  // 0700 under the umask
@@ -379,6 +405,10 @@ int Serve(const Flags& f, const Logger& log) {
   server_options.connections_max = f.connections_max;
   server_options.handshake_timeout_ms = f.handshake_timeout_ms;
   server_options.log = log.sink();
+  server_options.auth = auth;
+  server_options.tls_cert_file = f.rpc_tls_cert;
+  server_options.tls_key_file = f.rpc_tls_key;
+  server_options.tls_client_ca_file = f.rpc_tls_client_ca;
   auto started = tw::rpc::Server::Start(engine.get(), server_options);
   if (!started.ok()) {
     log.Error("start_failed", "listening on " + f.rpc_listen + ": " + started.error.message);
@@ -411,7 +441,12 @@ int Serve(const Flags& f, const Logger& log) {
     }
   }
   const std::string aws = gateway ? gateway->address() : std::string("off");
+  const std::string rpc_tls = f.rpc_tls_cert.empty()        ? "off"
+                              : f.rpc_tls_client_ca.empty() ? "on"
+                                                            : "mutual";
   Fields facts{{"rpc_listen", server->address()},
+               {"rpc_tls", rpc_tls},
+               {"rpc_auth", auth ? "on" : "off"},
                {"aws_listen", aws},
                {"data_dir", f.data_dir},
                {"recovered_tasks", std::to_string(engine->RecoveredTasks())},
@@ -483,9 +518,21 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--rpc-listen", f.rpc_listen,
                  "HOST:PORT for the Cap'n Proto API; port 0 picks a free port (the start log "
-                 "line says which: 'listening on HOST:PORT'). Loopback addresses only: the "
-                 "API has no authentication yet")
+                 "line says which: 'listening on HOST:PORT'). A non-loopback address needs "
+                 "--rpc-auth-file, TLS (--rpc-tls-cert/--rpc-tls-key), or both")
       ->capture_default_str();
+  app.add_option("--rpc-auth-file", f.rpc_auth_file,
+                 "File of bearer secrets (mode 0600; one per line, 16..1024 bytes each, # "
+                 "comments; e.g. from 'openssl rand -hex 32'): a client must present one "
+                 "(tokenwheel --auth-file) before any call is answered. List two to rotate");
+  app.add_option("--rpc-tls-cert", f.rpc_tls_cert,
+                 "PEM certificate chain of the Cap'n Proto API (leaf first): it then speaks TLS "
+                 "only. Needs --rpc-tls-key");
+  app.add_option("--rpc-tls-key", f.rpc_tls_key,
+                 "PEM private key of --rpc-tls-cert (mode 0600, not encrypted)");
+  app.add_option("--rpc-tls-client-ca", f.rpc_tls_client_ca,
+                 "PEM CA certificate(s): every client must present a certificate signed by one "
+                 "(mutual TLS)");
   app.add_option("--aws-listen", f.aws_listen,
                  "HOST:PORT for the AWS JSON 1.0 gateway (AWS CLI, boto3, AWS SDK workers; "
                  "GET /healthz, GET /metrics), or off; port 0 picks a free port (the start log "

@@ -94,12 +94,16 @@ TEST_F(CliTest, HelpDocumentsEveryFlag) {
   EXPECT_EQ(d.exit_code, 0);
   for (const char* flag :
        {"--data-dir", "--rpc-listen", "--durability", "--commit", "--tick-ms", "--max-poll-seconds",
-        "--config", "--region", "--account", "--retention-seconds"}) {
+        "--config", "--region", "--account", "--retention-seconds", "--rpc-auth-file",
+        "--rpc-tls-cert", "--rpc-tls-key", "--rpc-tls-client-ca"}) {
     EXPECT_NE(d.out.find(flag), std::string::npos) << flag << " missing from:\n" << d.out;
   }
+  EXPECT_EQ(d.out.find("no authentication yet"), std::string::npos) << d.out;
   CliResult c = RunCli({"--help"}, dir_.path() + "/help.out");
   EXPECT_EQ(c.exit_code, 0);
-  for (const char* cmd : {"activity", "task", "events", "stats", "--server"}) {
+  for (const char* cmd :
+       {"activity", "task", "events", "stats", "--server", "--auth-file", "--tls-ca", "--tls-cert",
+        "--tls-key", "TOKENWHEEL_AUTH_FILE", "TOKENWHEEL_TLS_CA"}) {
     EXPECT_NE(c.out.find(cmd), std::string::npos) << cmd;
   }
   CliResult t = RunCli({"task", "--help"}, dir_.path() + "/help.out");
