@@ -61,10 +61,13 @@ watch_pid=$!
 tsv="$out/retention-disk.tsv"
 printf 'elapsed_s\tdata_bytes\tsst_bytes\n' > "$tsv"
 t0=$(date +%s)
-while kill -0 "$bench_pid" 2>/dev/null; do
-  bytes=$(du -sb "$data" 2>/dev/null | cut -f1 || echo 0)
-  sst=$(find "$data" -name '*.sst' -printf '%s\n' 2>/dev/null | awk '{s+=$1} END {print s+0}')
-  printf '%s\t%s\t%s\n' "$(( $(date +%s) - t0 ))" "$bytes" "$sst" >> "$tsv"
+# Files come and go while they are counted (flushes, compactions, WAL switches): a sample
+# counts what it finds. The bench removes the directory when it ends.
+while kill -0 "$bench_pid" 2>/dev/null && [ -d "$data" ]; do
+  bytes=$( (du -sb "$data" 2>/dev/null || true) | cut -f1)
+  sst=$( (find "$data" -name '*.sst' -printf '%s\n' 2>/dev/null || true) |
+    awk '{s+=$1} END {print s+0}')
+  printf '%s\t%s\t%s\n' "$(( $(date +%s) - t0 ))" "${bytes:-0}" "$sst" >> "$tsv"
   sleep "$sample_s"
 done
 wait "$bench_pid" || { echo "retention: tokenwheel-bench failed" >&2; cat "$out/bench.stderr" >&2; exit 1; }
