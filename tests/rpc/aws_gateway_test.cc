@@ -25,6 +25,7 @@
 #include "rpc/aws/gateway.h"
 #include "storage/memory_store.h"
 #include "tests/rpc/aws_test_http.h"
+#include "tests/rpc/gateway_fixture.h"
 
 namespace tw::rpc::aws {
 namespace {
@@ -40,14 +41,10 @@ constexpr int64_t kStorageRetryMs = 500;
 std::string Sfn(const char* op) { return std::string("AWSStepFunctions.") + op; }
 std::string Tw(const char* op) { return std::string("TokenWheel.") + op; }
 
-class GatewayTest : public ::testing::Test {
+class GatewayTest : public testing::GatewayFixture {
  protected:
   void SetUp() override {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "tw-gw-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
     EngineOptions eo;
-    eo.token_key_file = dir_ + "/token.key";
     eo.pollers_per_activity_max = pollers_max_;
     eo.storage_retry_ms = kStorageRetryMs;
     eo.reopen_store = [this](std::unique_ptr<Store>* out) {
@@ -58,25 +55,7 @@ class GatewayTest : public ::testing::Test {
     };
     auto store = std::make_unique<MemoryStore>(disk_);
     store_ = store.get();
-    auto engine = Engine::Open(eo, std::move(store), &clock_);
-    ASSERT_TRUE(engine.ok()) << engine.error.message;
-    engine_ = std::move(engine.value);
-    options_.listen_address = "127.0.0.1:0";
-    options_.max_poll_seconds = 1;
-  }
-  void TearDown() override {
-    if (gateway_) gateway_->StopAccepting();
-    if (engine_) engine_->Stop();
-    gateway_.reset();
-    engine_.reset();
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-
-  void StartGateway() {
-    auto gw = Gateway::Start(engine_.get(), options_);
-    ASSERT_TRUE(gw.ok()) << gw.error.message;
-    gateway_ = std::move(gw.value);
+    OpenEngine(eo, std::move(store));
   }
 
   std::unique_ptr<HttpClient> Connect() {
@@ -136,13 +115,8 @@ class GatewayTest : public ::testing::Test {
     EXPECT_EQ(body.value("message", "<none>"), message) << r.body;
   }
 
-  std::string dir_;
-  ManualClock clock_{1'700'000'000'000};
   std::shared_ptr<MemoryDisk> disk_ = std::make_shared<MemoryDisk>();
   MemoryStore* store_ = nullptr;
-  std::unique_ptr<Engine> engine_;
-  GatewayOptions options_;
-  std::unique_ptr<Gateway> gateway_;
   uint32_t pollers_max_ = limits::kPollersPerActivityDefault;
 };
 

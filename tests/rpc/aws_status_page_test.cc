@@ -20,6 +20,7 @@
 #include "rpc/aws/sigv4.h"
 #include "storage/memory_store.h"
 #include "tests/rpc/aws_test_http.h"
+#include "tests/rpc/gateway_fixture.h"
 
 namespace tw::rpc::aws {
 namespace {
@@ -29,36 +30,13 @@ using testing::HttpClient;
 using testing::HttpResponse;
 
 constexpr char kArnPrefix[] = "arn:aws:states:us-east-1:000000000000:activity:";
-constexpr int64_t kStartMs = 1'700'000'000'000;
+constexpr int64_t kStartMs = testing::GatewayFixture::kStartMs;
 
-class StatusPageTest : public ::testing::Test {
+class StatusPageTest : public testing::GatewayFixture {
  protected:
   void SetUp() override {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "tw-status-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-    EngineOptions eo;
-    eo.token_key_file = dir_ + "/token.key";
-    auto engine = Engine::Open(eo, std::make_unique<MemoryStore>(), &clock_);
-    ASSERT_TRUE(engine.ok()) << engine.error.message;
-    engine_ = std::move(engine.value);
-    options_.listen_address = "127.0.0.1:0";
-    options_.max_poll_seconds = 1;
+    OpenEngine(EngineOptions(), std::make_unique<MemoryStore>());
     options_.clock = &clock_;
-  }
-  void TearDown() override {
-    if (gateway_) gateway_->StopAccepting();
-    if (engine_) engine_->Stop();
-    gateway_.reset();
-    engine_.reset();
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-
-  void StartGateway() {
-    auto gw = Gateway::Start(engine_.get(), options_);
-    ASSERT_TRUE(gw.ok()) << gw.error.message;
-    gateway_ = std::move(gw.value);
   }
 
   HttpResponse Get(const std::string& path) {
@@ -90,12 +68,6 @@ class StatusPageTest : public ::testing::Test {
   std::string Issue(json body) {
     return CallOk("TokenWheel.IssueTask", body)["taskToken"].get<std::string>();
   }
-
-  std::string dir_;
-  ManualClock clock_{kStartMs};
-  std::unique_ptr<Engine> engine_;
-  GatewayOptions options_;
-  std::unique_ptr<Gateway> gateway_;
 };
 
 // Every src= and href= attribute value in `html` (quoted or not, any case). A scan by hand:
