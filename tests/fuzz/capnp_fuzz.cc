@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "engine/limits.h"
+#include "rpc/call_counts.h"
 #include "rpc/connection_load.h"
 #include "rpc/mailbox.h"
 #include "rpc/server_core.h"
@@ -160,7 +161,7 @@ class Stack {
     options.max_poll_seconds = 1;
     mailbox_ = std::make_shared<rpc::Mailbox>();
     core_ = std::make_unique<rpc::ServerCore>(engine_.engine(), options, io_.provider->getTimer(),
-                                              mailbox_);
+                                              mailbox_, std::make_shared<rpc::CallCounts>());
     std::shared_ptr<rpc::Mailbox> mailbox = mailbox_;
     rpc::ServerCore* core = core_.get();
     engine_.engine()->AddEventListener(
