@@ -119,6 +119,10 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(int64_t{1}, kTasksMax));
   app.add_option("--clock-s", wo.storm_clock_s, "timeout-storm: the heartbeat clock, seconds")
       ->check(CLI::Range(1, 3600));
+  app.add_option("--spread-s", wo.storm_spread_s,
+                 "timeout-storm: pace the issuing over this many seconds, so that the deadlines "
+                 "spread over it (0: as fast as possible)")
+      ->check(CLI::Range(0.0, static_cast<double>(kRunSecondsMax)));
   app.add_option("--load-rate", wo.storm_load_rate,
                  "timeout-storm: a callback load at this many operations/s while the timers "
                  "fire (0: idle); the figures under \"load\"")

@@ -18,6 +18,7 @@ constexpr uint32_t kLongClockS = 3600;  // a clock that does not fire during a r
 constexpr uint32_t kActivityHeartbeatS = 60;
 constexpr int kActivityHeartbeats = 2;     // per task: the activity workload heartbeats twice
 constexpr int kPollAttemptsMax = 100;      // empty polls in a row before the run fails
+constexpr int64_t kSpreadStepUs = 10'000;  // a paced issue's batches, this far apart
 constexpr int64_t kStartSlackUs = 20'000;  // from "all connected" to the first send
 constexpr int64_t kStormWaitMs = 600'000;  // past the last deadline, before giving up
 constexpr int64_t kCollectSliceMs = 200;   // the storm's collector checks for an abort this often
@@ -270,7 +271,10 @@ struct IssueAll {
   std::string error;
 };
 
-IssueAll IssueMany(System& sys, int clients, int64_t tasks, const IssueSpec& spec) {
+// `spread_s` > 0: each client paces its batches so that the issuing takes about that long (the
+// storm's deadlines then spread over it), instead of issuing as fast as the system answers.
+IssueAll IssueMany(System& sys, int clients, int64_t tasks, const IssueSpec& spec,
+                   double spread_s = 0) {
   IssueAll out;
   out.slices.resize(static_cast<size_t>(clients));
   std::mutex mu;
@@ -285,9 +289,23 @@ IssueAll IssueMany(System& sys, int clients, int64_t tasks, const IssueSpec& spe
       auto& slice = out.slices[static_cast<size_t>(k)];
       // Client k issues its own share, so that each has a slice (the heartbeats workload).
       const int64_t share = tasks * (k + 1) / clients - tasks * k / clients;
+      const int64_t spread_us = static_cast<int64_t>(spread_s * 1e6);
+      // Paced: a batch every ~10 ms, so that the deadlines do not come in lumps.
+      const int64_t batch =
+          spread_us > 0
+              ? std::clamp<int64_t>(share * kSpreadStepUs / std::max<int64_t>(spread_us, 1), 1,
+                                    kBatchItemsMax)
+              : kBatchItemsMax;
       for (int64_t issued = 0; c != nullptr && issued < share;) {
+        if (spread_us > 0) {
+          const int64_t due = t0 + spread_us * issued / std::max<int64_t>(share, 1);
+          if (due > SteadyUs()) {
+            std::this_thread::sleep_until(
+                std::chrono::steady_clock::time_point(std::chrono::microseconds(due)));
+          }
+        }
         IssueSpec s = spec;
-        s.count = static_cast<int>(std::min<int64_t>(kBatchItemsMax, share - issued));
+        s.count = static_cast<int>(std::min<int64_t>(batch, share - issued));
         issued += s.count;
         const int64_t begin = SteadyUs();
         const size_t before = slice.size();
@@ -358,7 +376,8 @@ nlohmann::json RunStorm(System& sys, const WorkloadOptions& o) {
     return {{"error", collect_error}};
   }
   const int64_t issue_begin_ms = WallMs();
-  IssueAll issued = IssueMany(sys, o.clients, o.tasks, {false, 1, kLongClockS, o.storm_clock_s});
+  IssueAll issued = IssueMany(sys, o.clients, o.tasks, {false, 1, kLongClockS, o.storm_clock_s},
+                              o.storm_spread_s);
   const int64_t issue_end_ms = WallMs();
   if (!issued.error.empty()) abort = true;
   // The load runs until a second past the last deadline (the issue's end plus the clock).

@@ -26,6 +26,9 @@ struct WorkloadOptions {
   // timeout-storm: a callback load at this many operations/s (open loop) from the end of the
   // issuing until past the last deadline, so timers fire under load; 0: none (idle).
   double storm_load_rate = 0;
+  // timeout-storm: issue over about this many seconds (paced), so that the deadlines spread over
+  // it; 0: as fast as the system takes them.
+  double storm_spread_s = 0;
 };
 
 // Parses "callback" ...; false for an unknown name.
