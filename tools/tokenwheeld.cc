@@ -607,13 +607,11 @@ int main(int argc, char** argv) {
   app.add_option("--log-format", f.log_format,
                  "text: one line per record for people; json: one JSON object per line (ts, "
                  "level, component, event, msg, then the record's fields)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"text", "json"}));
+      ->capture_default_str();
   app.add_option("--log-level", f.log_level,
                  "Records below this level are dropped: debug, info (start, stop, recovery), warn "
                  "(overload episodes, refused connections), error (storage failures)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"debug", "info", "warn", "error"}));
+      ->capture_default_str();
   app.add_option("--log-file", f.log_file,
                  "Write the log to this file, rotated at " +
                      std::to_string(tw::limits::kLogFileBytesMax >> 20) + " MiB with " +
@@ -642,6 +640,8 @@ int main(int argc, char** argv) {
     early.Error("start_failed", error);
     return 1;
   }
+  // The log flags, from the command line or the config file, are checked here alone
+  // (tools/log_sink.h, CheckLogOptions).
   tw::LogSink sink = tw::tools::MakeLogSink({f.log_format, f.log_level, f.log_file}, &error);
   if (!sink) {
     early.Error("start_failed", error);

@@ -198,11 +198,21 @@ TEST(DaemonTest, JsonLogsToAFileOneRecordPerEpisodeNotPerRequest) {
   EXPECT_EQ(by_event["stopped"]["level"], "info");
 }
 
+// A bad log flag, on the command line or in the config file, is refused by one check that names
+// it, before anything is created.
 TEST(DaemonTest, ABadLogFlagIsRefused) {
   TempDir tmp;
   CliResult r =
       RunDaemon({"--data-dir", tmp.path() + "/data", "--log-format", "xml"}, tmp.path() + "/log");
   EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--log-format must be text or json"), std::string::npos) << r.err;
+  const std::string config = tmp.path() + "/config.json";
+  std::ofstream(config) << R"({"log-level": "verbose"})";
+  r = RunDaemon({"--data-dir", tmp.path() + "/data", "--config", config}, tmp.path() + "/log");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--log-level must be debug, info, warn or error"), std::string::npos)
+      << r.err;
+  EXPECT_FALSE(std::filesystem::exists(tmp.path() + "/data"));
 }
 
 // GET /metrics on the gateway counts the Cap'n Proto front end's calls too: by method and code,
