@@ -227,22 +227,13 @@ Result<ListActivitiesReply> ActivityRegistry::List(const ListActivitiesRequest& 
   return Result<ListActivitiesReply>::Ok(std::move(out));
 }
 
-std::vector<std::pair<std::string, uint64_t>> ActivityRegistry::QueuedPerActivity() const {
-  std::vector<std::pair<std::string, uint64_t>> out;
-  out.reserve(by_name_.size());
-  for (const auto& [name, slot] : by_name_) {
-    out.emplace_back(activities_[slot].arn, activities_[slot].queued);
-  }
-  return out;
-}
-
-std::vector<std::pair<std::string, uint64_t>> ActivityRegistry::StartedPerActivity() const {
-  std::vector<std::pair<std::string, uint64_t>> out;
+std::vector<ActivityCounts> ActivityRegistry::Counts() const {
+  std::vector<ActivityCounts> out;
   out.reserve(by_name_.size());
   for (const auto& [name, slot] : by_name_) {
     const Activity& a = activities_[slot];
     TW_ASSERT(a.live_refs >= a.queued);  // the queued tasks are live tasks of the slot
-    out.emplace_back(a.arn, a.live_refs - a.queued);
+    out.push_back({a.arn, a.queued, a.live_refs - a.queued});
   }
   return out;
 }

@@ -81,9 +81,9 @@ class ActivityRegistry {
 
   // One page of live activities by name; InvalidToken for a next token this did not issue.
   Result<ListActivitiesReply> List(const ListActivitiesRequest& req) const;
-  std::vector<std::pair<std::string, uint64_t>> QueuedPerActivity() const;
-  // ARN -> STARTED tasks (live_refs - queued, A3 and A5), for the activities not deleted.
-  std::vector<std::pair<std::string, uint64_t>> StartedPerActivity() const;
+  // The activities not deleted, by name, with their queued and started tasks (started =
+  // live_refs - queued: A3 and A5).
+  std::vector<ActivityCounts> Counts() const;
   // Event ARNs for readers on other threads: activity id -> ARN ("" if never known).
   std::string ArnForActivityId(uint64_t activity_id) const;
 

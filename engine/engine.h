@@ -209,6 +209,14 @@ struct ConsumerInfo {
   uint64_t acked_seq = 0;  // resume from acked_seq + 1
 };
 
+// One activity's tasks in EngineStats: SCHEDULED (queued for a worker) and STARTED (handed to a
+// worker, not ended).
+struct ActivityCounts {
+  std::string arn;
+  uint64_t queued = 0;
+  uint64_t started = 0;
+};
+
 struct EngineStats {
   uint64_t live_tasks = 0;
   uint64_t pending_timers = 0;
@@ -217,10 +225,8 @@ struct EngineStats {
   uint64_t events_not_acked = 0;  // last_event_seq - slowest consumer's ack
   uint64_t batches = 0;
   uint64_t commands = 0;
-  uint64_t index_bytes = 0;  // in-memory task index + timing wheel, outside RocksDB
-  std::vector<std::pair<std::string, uint64_t>> queued_per_activity;  // arn -> SCHEDULED count
-  // arn -> STARTED count (handed to a worker, not ended), same order as queued_per_activity.
-  std::vector<std::pair<std::string, uint64_t>> started_per_activity;
+  uint64_t index_bytes = 0;                  // in-memory task index + timing wheel, outside RocksDB
+  std::vector<ActivityCounts> per_activity;  // every activity not deleted, by name
   std::vector<ConsumerInfo> consumers;
   // How long each group commit that wrote something took on the writer thread (RocksDB write,
   // and the WAL sync with durability sync), since the engine opened: a count per

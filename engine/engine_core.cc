@@ -353,8 +353,7 @@ EngineStats EngineCore::StatsNow() const {
   st.timer_lateness_us = timer_lateness_us_;
   st.timer_lateness_max_us = timer_lateness_max_us_;
   st.index_bytes = bytes_allocated();
-  st.queued_per_activity = registry_.QueuedPerActivity();
-  st.started_per_activity = registry_.StartedPerActivity();
+  st.per_activity = registry_.Counts();
   st.store = store_->Stats();
   return st;
 }

@@ -386,10 +386,11 @@ void FillEngineStats(const EngineStats& s, proto::Stats::Builder out) {
   out.setEventsNotAcked(s.events_not_acked);
   out.setBatches(s.batches);
   out.setCommands(s.commands);
-  auto queues = out.initQueuedPerActivity(static_cast<unsigned>(s.queued_per_activity.size()));
+  auto queues = out.initQueuedPerActivity(static_cast<unsigned>(s.per_activity.size()));
   for (unsigned i = 0; i < queues.size(); ++i) {
-    queues[i].setActivityArn(AsText(s.queued_per_activity[i].first));
-    queues[i].setQueued(s.queued_per_activity[i].second);
+    queues[i].setActivityArn(AsText(s.per_activity[i].arn));
+    queues[i].setQueued(s.per_activity[i].queued);
+    queues[i].setStarted(s.per_activity[i].started);
   }
   auto consumers = out.initConsumers(static_cast<unsigned>(s.consumers.size()));
   for (unsigned i = 0; i < consumers.size(); ++i) {
@@ -438,7 +439,7 @@ EngineStats ReadEngineStats(proto::Stats::Reader in) {
   s.batches = in.getBatches();
   s.commands = in.getCommands();
   for (auto q : in.getQueuedPerActivity()) {
-    s.queued_per_activity.emplace_back(ToString(q.getActivityArn()), q.getQueued());
+    s.per_activity.push_back({ToString(q.getActivityArn()), q.getQueued(), q.getStarted()});
   }
   for (auto c : in.getConsumers()) {
     s.consumers.push_back(ConsumerInfo{ToString(c.getName()), c.getAckedSequence()});

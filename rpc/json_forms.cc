@@ -87,7 +87,7 @@ json StorageJson(const StorageHealth& h) {
 
 json EngineStatsJson(const EngineStats& s) {
   json queued = json::object();
-  for (const auto& [arn, n] : s.queued_per_activity) queued[arn] = n;
+  for (const ActivityCounts& a : s.per_activity) queued[a.arn] = a.queued;
   json consumers = json::object();
   for (const auto& c : s.consumers) consumers[c.name] = c.acked_seq;
   return json{{"liveTasks", s.live_tasks},

@@ -283,6 +283,7 @@ struct ConsumerInfo {
 struct ActivityQueue {
   activityArn @0 :Text;
   queued @1 :UInt64;  # SCHEDULED tasks waiting
+  started @2 :UInt64;  # STARTED tasks (handed to a worker, not ended)
 }
 
 struct Stats {

@@ -118,13 +118,13 @@ void EngineMetrics(const EngineStats& s, Writer& w) {
   w.Metric("tokenwheel_waiting_polls", "gauge", "GetActivityTask calls waiting in the engine.",
            s.waiting_polls);
   w.Header("tokenwheel_queued_tasks", "gauge", "SCHEDULED tasks waiting, per activity.");
-  for (const auto& [arn, n] : s.queued_per_activity) {
-    w.Sample("tokenwheel_queued_tasks", "activity=\"" + Label(arn) + "\"", n);
+  for (const ActivityCounts& a : s.per_activity) {
+    w.Sample("tokenwheel_queued_tasks", "activity=\"" + Label(a.arn) + "\"", a.queued);
   }
   w.Header("tokenwheel_started_tasks", "gauge",
            "STARTED tasks (handed to a worker, not ended), per activity.");
-  for (const auto& [arn, n] : s.started_per_activity) {
-    w.Sample("tokenwheel_started_tasks", "activity=\"" + Label(arn) + "\"", n);
+  for (const ActivityCounts& a : s.per_activity) {
+    w.Sample("tokenwheel_started_tasks", "activity=\"" + Label(a.arn) + "\"", a.started);
   }
   w.Header("tokenwheel_timeouts_total", "counter", "Tasks timed out, by the clock that fired.");
   for (TimeoutKind k :

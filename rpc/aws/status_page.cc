@@ -263,15 +263,12 @@ std::string StatusPageHtml() {
 std::string RenderStatusJson(const EngineStats& s, const GatewayCounters& g, int64_t now_ms) {
   json activities = json::array();
   uint64_t queued = 0;
-  TW_ASSERT(s.started_per_activity.size() == s.queued_per_activity.size());
-  for (size_t i = 0; i < s.queued_per_activity.size(); ++i) {
-    const auto& [arn, n] = s.queued_per_activity[i];
-    TW_ASSERT(s.started_per_activity[i].first == arn);
-    activities.push_back({{"arn", arn},
-                          {"name", ActivityName(arn)},
-                          {"queued", n},
-                          {"started", s.started_per_activity[i].second}});
-    queued += n;
+  for (const ActivityCounts& a : s.per_activity) {
+    activities.push_back({{"arn", a.arn},
+                          {"name", ActivityName(a.arn)},
+                          {"queued", a.queued},
+                          {"started", a.started}});
+    queued += a.queued;
   }
   const auto timeouts = [&s](TimeoutKind k) { return s.timeouts[static_cast<size_t>(k)]; };
   const uint64_t heartbeat = timeouts(TimeoutKind::kHeartbeat);

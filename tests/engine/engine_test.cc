@@ -99,7 +99,7 @@ TEST_F(EngineTest, CreateActivityRejectsEveryClassOfBadName) {
   const std::string invalid_utf8 = std::string("a\xFF") + "b";
   EXPECT_TRUE(IsError(CreateActivity(invalid_utf8), ErrorCode::kInvalidName,
                       std::string("Invalid Name: 'a\xEF\xBF\xBD") + "b'"));
-  EXPECT_EQ(Stats().queued_per_activity.size(), 0u) << "no bad name created an activity";
+  EXPECT_EQ(Stats().per_activity.size(), 0u) << "no bad name created an activity";
 
   // The limits themselves are fine: 80 chars (counted in code points), and ordinary punctuation.
   std::string e80;

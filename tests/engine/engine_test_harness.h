@@ -315,8 +315,8 @@ class EngineTest : public ::testing::Test {
   }
   // SCHEDULED tasks of `arn` per GetStats; -1 when the activity is not listed.
   int64_t Queued(const std::string& arn) {
-    for (auto& [a, n] : Stats().queued_per_activity) {
-      if (a == arn) return static_cast<int64_t>(n);
+    for (const ActivityCounts& a : Stats().per_activity) {
+      if (a.arn == arn) return static_cast<int64_t>(a.queued);
     }
     return -1;
   }

@@ -660,6 +660,10 @@ TEST_F(ServerIntegrationTest, StatsAndReplyBatching) {
   ASSERT_TRUE(a.ok());
   Issue(*c, OnActivity(a.value.arn));
   Issue(*c, OnActivity(a.value.arn));
+  Issue(*c, OnActivity(a.value.arn));
+  auto taken = c->GetActivityTask({a.value.arn, "worker-1"}, 5);  // one of them STARTED
+  ASSERT_TRUE(taken.ok());
+  ASSERT_FALSE(taken.value.token.empty());
   Issue(*c, Callback(60));
   // Many calls in flight at once: the engine answers them in few batches, and each batch
   // crosses to the RPC thread in one hand-off.
@@ -668,12 +672,13 @@ TEST_F(ServerIntegrationTest, StatsAndReplyBatching) {
   for (auto& p : inflight) ASSERT_TRUE(c->Wait(std::move(p)).ok());
   auto s = c->Stats();
   ASSERT_TRUE(s.ok());
-  EXPECT_EQ(s.value.engine.live_tasks, 503u);
-  ASSERT_EQ(s.value.engine.queued_per_activity.size(), 1u);
-  EXPECT_EQ(s.value.engine.queued_per_activity[0].second, 2u);
+  EXPECT_EQ(s.value.engine.live_tasks, 504u);
+  ASSERT_EQ(s.value.engine.per_activity.size(), 1u);
+  EXPECT_EQ(s.value.engine.per_activity[0].queued, 2u);
+  EXPECT_EQ(s.value.engine.per_activity[0].started, 1u);  // carried over the wire too
   EXPECT_GE(s.value.engine.pending_timers, 1u);
   EXPECT_EQ(s.value.connections, 1u);
-  EXPECT_GE(s.value.replies_delivered, 504u);
+  EXPECT_GE(s.value.replies_delivered, 506u);  // create, 504 issues, the poll
   EXPECT_LT(s.value.reply_handoffs, s.value.replies_delivered / 2)
       << "replies should cross threads in batches";
   // And the other way: the calls of one burst on the RPC thread wake the engine thread once
